@@ -1,0 +1,21 @@
+"""Findings: the result type shared by pipelines and result writers."""
+
+from medvision.findings._model import (
+    AlgorithmInfo,
+    Code,
+    Finding,
+    FindingKind,
+    Findings,
+    Label,
+    Measurements,
+)
+
+__all__ = [
+    "AlgorithmInfo",
+    "Code",
+    "Finding",
+    "FindingKind",
+    "Findings",
+    "Label",
+    "Measurements",
+]
