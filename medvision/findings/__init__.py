@@ -1,5 +1,6 @@
 """Findings: the result type shared by pipelines and result writers."""
 
+from medvision.findings._measure import axial_diameters, measure
 from medvision.findings._model import (
     AlgorithmInfo,
     Code,
@@ -18,4 +19,6 @@ __all__ = [
     "Findings",
     "Label",
     "Measurements",
+    "axial_diameters",
+    "measure",
 ]
