@@ -1,0 +1,254 @@
+"""Turn one series into a :class:`Volume`: read each file once, check geometry, then decode.
+
+Order matters for the user: every header is read and every check made *before* any pixel
+is decoded, so a refused series fails fast with one line that names it and the problem.
+Decoding runs in a small thread pool: file reads and most codecs release the GIL.
+
+Both classic single-frame instances and Enhanced multi-frame objects become a list of
+frames (one :class:`~medvision.dicom._geometry.Plane` each, with its own rescale), so the
+same sort and checks apply to both.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import UID
+
+from medvision.dicom._geometry import Plane, stack_planes
+from medvision.dicom._scan import is_image_class, sop_class_of
+from medvision.dicom._series import SeriesInfo
+from medvision.dicom._volume import Volume
+from medvision.errors import GeometryError, InputError, MissingData, NotAnImage
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+
+
+@dataclass(frozen=True)
+class _Frame:
+    instance: int  # index into the list of datasets
+    frame: int  # 0-based frame index inside the instance
+    slope: float
+    intercept: float
+
+
+def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume:
+    """Read ``series`` into a float32 volume in patient LPS geometry (ITK conventions).
+
+    Raises :class:`NotAnImage`, :class:`MissingData` or :class:`GeometryError` (all
+    :class:`~medvision.errors.InputError`) with a one-line reason naming the series.
+    """
+    label = series_label(series)
+    if not series.files:
+        raise MissingData(f"{label}: no files.")
+    workers = max_workers or min(4, os.cpu_count() or 1, len(series.files))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        datasets = list(pool.map(lambda f: _read(f, label), series.files))
+        _check_instances(datasets, label)
+        planes, frames = _planes(datasets, label)
+        thickness = _float_or_none(datasets[0].get("SpacingBetweenSlices")) or _float_or_none(
+            datasets[0].get("SliceThickness")
+        )
+        stack = stack_planes(planes, label, single_slice_spacing=thickness)
+        ordered = [frames[i] for i in stack.order]
+        rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+        out = np.empty((len(ordered), rows, cols), dtype=np.float32)
+        by_instance: dict[int, list[tuple[int, _Frame]]] = {}
+        for k, fr in enumerate(ordered):
+            by_instance.setdefault(fr.instance, []).append((k, fr))
+        jobs = [
+            pool.submit(_decode_into, datasets[i], todo, out, label)
+            for i, todo in by_instance.items()
+        ]
+        for job in jobs:
+            job.result()
+
+    instance_order = list(dict.fromkeys(fr.instance for fr in ordered))
+    headers = []
+    for i in instance_order:
+        ds = datasets[i]
+        for keyword in _PIXEL_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)
+        headers.append(ds)
+    first = datasets[ordered[0].instance]
+    return Volume(
+        array=out,
+        origin=stack.origin,
+        spacing=stack.spacing,
+        direction=stack.direction,
+        frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
+        study_instance_uid=_text(first, "StudyInstanceUID"),
+        series_instance_uid=_text(first, "SeriesInstanceUID"),
+        modality=_text(first, "Modality"),
+        sop_instance_uids=tuple(_text(datasets[fr.instance], "SOPInstanceUID") for fr in ordered),
+        frame_numbers=tuple(fr.frame + 1 for fr in ordered),
+        source_headers=tuple(headers),
+    )
+
+
+def series_label(series: SeriesInfo) -> str:
+    """How refusals name a series: number and UID, never patient data."""
+    number = f" {series.series_number}" if series.series_number is not None else ""
+    uid = series.series_instance_uid or "blank SeriesInstanceUID"
+    desc = f" '{series.series_description}'" if series.series_description else ""
+    return f"Series{number}{desc} ({uid}, {series.modality or 'no modality'})"
+
+
+def _read(path: Path, label: str) -> Dataset:
+    try:
+        return dcmread(path, force=True)
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
+        raise MissingData(f"{label}: cannot read {path.name}: {type(err).__name__}.") from None
+
+
+def _check_instances(datasets: list[Dataset], label: str) -> None:
+    """Refuse non-images, blank UIDs, missing pixels and images that cannot stack."""
+    classes = {sop_class_of(ds) for ds in datasets}
+    not_images = sorted(UID(c).name for c in classes if not is_image_class(c))
+    if not_images:
+        raise NotAnImage(f"{label}: not an image ({', '.join(not_images)}); nothing to load.")
+    for keyword in _REQUIRED_UIDS + ("FrameOfReferenceUID",):
+        blank = sum(1 for ds in datasets if not _text(ds, keyword))
+        if blank:
+            raise MissingData(
+                f"{label}: blank or missing {keyword} in {blank} of {len(datasets)} "
+                "instance(s); results could not reference the source images."
+            )
+    uids = [_text(ds, "SOPInstanceUID") for ds in datasets]
+    if len(set(uids)) != len(uids):
+        raise MissingData(f"{label}: the same SOPInstanceUID occurs in several files.")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        if len({_text(ds, keyword) for ds in datasets}) > 1:
+            raise GeometryError(f"{label}: instances differ in {keyword}; not one volume.")
+    no_pixels = sum(1 for ds in datasets if not any(k in ds for k in _PIXEL_KEYWORDS))
+    if no_pixels:
+        raise MissingData(
+            f"{label}: missing pixel data in {no_pixels} of {len(datasets)} instance(s)."
+        )
+    samples = {int(ds.get("SamplesPerPixel", 1) or 1) for ds in datasets}
+    if samples != {1}:
+        raise InputError(
+            f"{label}: colour images (SamplesPerPixel {max(samples)}) are not "
+            "supported; only greyscale volumes are."
+        )
+    sizes = {(ds.get("Rows"), ds.get("Columns")) for ds in datasets}
+    if len(sizes) > 1:
+        raise GeometryError(
+            f"{label}: instances differ in size ({len(sizes)} different "
+            "Rows x Columns); not one volume."
+        )
+
+
+def _planes(datasets: list[Dataset], label: str) -> tuple[list[Plane], list[_Frame]]:
+    planes: list[Plane] = []
+    frames: list[_Frame] = []
+    multi = len(datasets) > 1
+    for i, ds in enumerate(datasets):
+        n = int(ds.get("NumberOfFrames", 1) or 1)
+        inst = f"instance {ds.get('InstanceNumber', i + 1)}" if multi else "instance"
+        shared = _first(ds.get("SharedFunctionalGroupsSequence"))
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        for f in range(n):
+            groups = per_frame[f] if per_frame is not None and f < len(per_frame) else None
+            name = inst if n == 1 else f"frame {f + 1} of {inst}"
+            position = _attr(ds, groups, shared, "PlanePositionSequence", "ImagePositionPatient")
+            orientation = _attr(
+                ds, groups, shared, "PlaneOrientationSequence", "ImageOrientationPatient"
+            )
+            spacing = _attr(ds, groups, shared, "PixelMeasuresSequence", "PixelSpacing")
+            for what, value, size in (
+                ("ImagePositionPatient", position, 3),
+                ("ImageOrientationPatient", orientation, 6),
+                ("PixelSpacing", spacing, 2),
+            ):
+                if value is None or len(value) != size:
+                    raise MissingData(
+                        f"{label}: no {what} for {name}; cannot place the slice in space."
+                    )
+            slope = _attr(ds, groups, shared, "PixelValueTransformationSequence", "RescaleSlope")
+            intercept = _attr(
+                ds, groups, shared, "PixelValueTransformationSequence", "RescaleIntercept"
+            )
+            try:
+                planes.append(
+                    Plane(
+                        tuple(float(v) for v in position),  # type: ignore[arg-type]
+                        tuple(float(v) for v in orientation),  # type: ignore[arg-type]
+                        tuple(float(v) for v in spacing),  # type: ignore[arg-type]
+                        name,
+                    )
+                )
+                frames.append(
+                    _Frame(i, f, _float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0)
+                )
+            except (TypeError, ValueError):
+                raise MissingData(f"{label}: unreadable geometry for {name}.") from None
+    return planes, frames
+
+
+def _attr(
+    ds: Dataset, groups: Dataset | None, shared: Dataset | None, macro: str, keyword: str
+) -> object:
+    """An attribute from the per-frame group, the shared group, or the top level, in order."""
+    for group in (groups, shared):
+        item = _first(group.get(macro)) if group is not None else None
+        if item is not None and item.get(keyword) not in (None, ""):
+            return item.get(keyword)
+    value = ds.get(keyword)
+    return None if value in (None, "") else value
+
+
+def _decode_into(ds: Dataset, todo: list[tuple[int, _Frame]], out: np.ndarray, label: str) -> None:
+    """Decode one instance's frames and write them, rescaled, into their slices of ``out``."""
+    try:
+        if "PixelData" in ds:
+            decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+            pixels, _ = decoder.as_array(ds)
+        else:
+            pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = UID(str(syntax)).name if syntax else "unknown transfer syntax"
+        raise MissingData(
+            f"{label}: cannot decode pixel data ({name}): {err}".splitlines()[0]
+        ) from None
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    for k, fr in todo:
+        target = out[k]
+        np.copyto(target, pixels[fr.frame], casting="unsafe")
+        if fr.slope != 1.0:
+            target *= np.float32(fr.slope)
+        if fr.intercept != 0.0:
+            target += np.float32(fr.intercept)
+
+
+def _first(seq: object) -> Dataset | None:
+    try:
+        return seq[0] if seq else None  # type: ignore[index]
+    except (IndexError, TypeError):
+        return None
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _float_or_none(value: object) -> float | None:
+    try:
+        return None if value in (None, "") else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["load_series", "series_label"]
