@@ -11,6 +11,7 @@ same sort and checks apply to both.
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
 from medvision.dicom._geometry import Plane, stack_planes
+from medvision.dicom._pixels import DecodeError, decode_frames, transfer_syntax
 from medvision.dicom._scan import is_image_class, sop_class_of
 from medvision.dicom._series import SeriesInfo
 from medvision.dicom._volume import Volume
@@ -53,7 +54,7 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
     with ThreadPoolExecutor(max_workers=workers) as pool:
         datasets = list(pool.map(lambda f: _read(f, label), series.files))
         _check_instances(datasets, label)
-        planes, frames = _planes(datasets, label)
+        planes, frames = _planes(datasets, series.files, label)
         thickness = _float_or_none(datasets[0].get("SpacingBetweenSlices")) or _float_or_none(
             datasets[0].get("SliceThickness")
         )
@@ -105,7 +106,11 @@ def series_label(series: SeriesInfo) -> str:
 
 def _read(path: Path, label: str) -> Dataset:
     try:
-        return dcmread(path, force=True)
+        # One read() of the whole file, then parse from memory: ~10-15% faster than letting
+        # pydicom issue thousands of small reads, and the file is needed whole anyway.
+        ds = dcmread(io.BytesIO(path.read_bytes()), force=True)
+        ds.file_meta.TransferSyntaxUID = transfer_syntax(ds)
+        return ds
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
         raise MissingData(f"{label}: cannot read {path.name}: {type(err).__name__}.") from None
 
@@ -148,13 +153,14 @@ def _check_instances(datasets: list[Dataset], label: str) -> None:
         )
 
 
-def _planes(datasets: list[Dataset], label: str) -> tuple[list[Plane], list[_Frame]]:
+def _planes(
+    datasets: list[Dataset], files: tuple[Path, ...], label: str
+) -> tuple[list[Plane], list[_Frame]]:
     planes: list[Plane] = []
     frames: list[_Frame] = []
-    multi = len(datasets) > 1
     for i, ds in enumerate(datasets):
         n = int(ds.get("NumberOfFrames", 1) or 1)
-        inst = f"instance {ds.get('InstanceNumber', i + 1)}" if multi else "instance"
+        inst = files[i].name
         shared = _first(ds.get("SharedFunctionalGroupsSequence"))
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         for f in range(n):
@@ -210,19 +216,13 @@ def _attr(
 def _decode_into(ds: Dataset, todo: list[tuple[int, _Frame]], out: np.ndarray, label: str) -> None:
     """Decode one instance's frames and write them, rescaled, into their slices of ``out``."""
     try:
-        if "PixelData" in ds:
-            decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
-            pixels, _ = decoder.as_array(ds)
-        else:
-            pixels = ds.pixel_array
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as err:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = UID(str(syntax)).name if syntax else "unknown transfer syntax"
+        pixels = decode_frames(ds)
+    except DecodeError as err:
+        raise MissingData(f"{label}: {err}") from None
+    if pixels.shape[0] <= max(fr.frame for _, fr in todo):
         raise MissingData(
-            f"{label}: cannot decode pixel data ({name}): {err}".splitlines()[0]
-        ) from None
-    if pixels.ndim == 2:
-        pixels = pixels[None]
+            f"{label}: pixel data holds {pixels.shape[0]} frame(s), fewer than NumberOfFrames."
+        )
     for k, fr in todo:
         target = out[k]
         np.copyto(target, pixels[fr.frame], casting="unsafe")

@@ -145,14 +145,18 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
         problems.append(f"not an image: {', '.join(names)}")
     if len(sop_classes) > 1:
         problems.append(f"mixed SOP classes ({len(sop_classes)})")
-    orientations = {_orientation(ds) for _, ds in members}
-    orientations.discard(None)
+    found = [_orientation(ds) for _, ds in members]
+    orientations = {o for o in found if o is not None}
+    unplaced = sum(1 for o in found if o is None)
     labels = {orientation_label(o) for o in orientations}
     if len(orientations) > 1:
         problems.append(f"mixed orientations ({len(orientations)} different)")
     label = labels.pop() if len(labels) == 1 else ("" if not labels else "OBLIQUE")
-    if is_image and not orientations:
-        problems.append("no ImageOrientationPatient (not a volume slice)")
+    if is_image and unplaced:
+        problems.append(
+            f"no ImageOrientationPatient in {unplaced} of {len(members)} instance(s) "
+            "(not placed in space)"
+        )
     frames = sum(_int(ds.get("NumberOfFrames")) or 1 for _, ds in members)
     return SeriesInfo(
         study_instance_uid=_text(first, "StudyInstanceUID"),
