@@ -7,5 +7,13 @@ from medvision.audit._chain import (
     verify_events,
     verify_file,
 )
+from medvision.audit._db import DbAuditLog
 
-__all__ = ["JsonlAuditLog", "Verification", "read_jsonl", "verify_events", "verify_file"]
+__all__ = [
+    "DbAuditLog",
+    "JsonlAuditLog",
+    "Verification",
+    "read_jsonl",
+    "verify_events",
+    "verify_file",
+]

@@ -1,0 +1,118 @@
+"""One settings object for the node: defaults, then a TOML file, then the environment.
+
+Every setting can be given in the config file (``medvision.toml``) or as an environment
+variable ``MEDVISION_<SETTING>`` (e.g. ``MEDVISION_DICOM_PORT=11113``); the environment
+wins, so that a container can override a baked-in file. Lists and tables are given in the
+environment as JSON (``MEDVISION_ALLOWED_CALLING_AETS='["ORTHANC"]'``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class Modality(BaseModel):
+    """A DICOM peer we may send to (and, by default, the one that sent us a study)."""
+
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """All node settings with the documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDVISION_", extra="forbid")
+
+    #: Our AE title, DICOM port and HTTP port.
+    ae_title: str = "MEDVISION"
+    dicom_port: int = Field(default=11112, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    bind_address: str = "0.0.0.0"
+    #: Where the spool, results and the SQLite database live.
+    data_dir: Path = Path("medvision-data")
+    #: SQLAlchemy URL; empty means SQLite inside ``data_dir``.
+    database_url: str = ""
+    #: Calling AE titles allowed to associate (empty: any).
+    allowed_calling_aets: list[str] = Field(default_factory=list)
+    #: Source IP addresses allowed to associate (empty: any).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    max_pdu: int = Field(default=65536, ge=0)
+    max_associations: int = Field(default=10, ge=1)
+    #: A study is complete after this many seconds without a new instance.
+    quiet_period_s: float = Field(default=10.0, gt=0)
+    #: How many pipelines run at the same time.
+    worker_concurrency: int = Field(default=1, ge=1)
+    #: Pipelines to run for each complete study (empty: every registered pipeline).
+    pipelines: list[str] = Field(default_factory=list)
+    #: Known DICOM peers by name. Results go back to the peer whose AE title sent the study,
+    #: unless ``destinations`` names others.
+    modalities: dict[str, Modality] = Field(default_factory=dict)
+    destinations: list[str] = Field(default_factory=list)
+    #: Optional DICOMweb STOW-RS endpoint (e.g. http://pacs:8042/dicom-web) for results.
+    stow_url: str = ""
+    #: Sender retries: first retry after ``retry_initial_s``, doubling, capped.
+    retry_initial_s: float = Field(default=5.0, gt=0)
+    retry_max_s: float = Field(default=600.0, gt=0)
+    max_send_attempts: int = Field(default=0, ge=0, description="0: retry forever")
+    #: How often the background loops look for work.
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("ae_title")
+    @classmethod
+    def _check_aet(cls, value: str) -> str:
+        if not 0 < len(value) <= 16 or "\\" in value:
+            raise ValueError(f"AE title must be 1-16 characters without '\\', got {value!r}")
+        return value
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.data_dir / "results"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'medvision.db').resolve()}"
+
+    def modality_for_aet(self, ae_title: str) -> Modality | None:
+        return next((m for m in self.modalities.values() if m.ae_title == ae_title), None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so it overrides what the file (passed as init kwargs) says.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``path`` (TOML, optional) and the environment; ``overrides`` win."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {path} is not valid TOML: {err}") from None
+    settings = Settings(**values)
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    return settings
+
+
+__all__ = ["Modality", "Settings", "load_settings"]

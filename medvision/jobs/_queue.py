@@ -1,0 +1,114 @@
+"""The job queue lives in the database: claiming is an atomic state change on the row.
+
+Whatever executes a job (the embedded worker pool today, Celery workers later), it only
+runs what the database says is due, and a claim succeeds for exactly one worker.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+
+from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, StudyState, utcnow
+
+#: A job that failed this many times stays failed.
+MAX_ATTEMPTS = 3
+
+
+def as_utc(dt: datetime) -> datetime:
+    """SQLite returns naive datetimes; every time we store is UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def claim_next(db: Database, worker: str) -> Job | None:
+    """Atomically move the oldest queued job to running and return it."""
+    while True:
+        with db.session() as session:
+            job = session.scalar(
+                select(Job).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(1)
+            )
+            if job is None:
+                return None
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == JobState.QUEUED)
+                .values(
+                    state=JobState.RUNNING,
+                    attempts=Job.attempts + 1,
+                    started_at=utcnow(),
+                    worker=worker,
+                )
+            ).rowcount
+            if claimed == 1:
+                session.refresh(job)
+                _refresh_study_state(session, job.study_instance_uid)
+                return job
+
+
+def recover_orphans(db: Database, worker_prefix: str | None = None) -> int:
+    """Requeue jobs left running by a crashed process (all of them when prefix is None)."""
+    with db.session() as session:
+        query = select(Job).where(Job.state == JobState.RUNNING)
+        if worker_prefix is not None:
+            query = query.where(Job.worker.startswith(worker_prefix))
+        jobs = list(session.scalars(query))
+        for job in jobs:
+            if job.attempts >= MAX_ATTEMPTS:
+                job.state = JobState.FAILED
+                job.reason = f"interrupted {job.attempts} times; giving up"
+                job.finished_at = utcnow()
+            else:
+                job.state = JobState.QUEUED
+                job.reason = "requeued after the node stopped while it was running"
+            _refresh_study_state(session, job.study_instance_uid)
+        return len(jobs)
+
+
+def refresh_study_state(db: Database, study_uid: str) -> str:
+    with db.session() as session:
+        return _refresh_study_state(session, study_uid)
+
+
+def _refresh_study_state(session, study_uid: str) -> str:  # noqa: ANN001 - Session
+    """Derive the study's state from its current version's jobs and deliveries."""
+    study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
+    if study is None or study.state in (StudyState.RECEIVING, StudyState.COMPLETE):
+        return study.state if study else ""
+    jobs = list(
+        session.scalars(
+            select(Job).where(
+                Job.study_instance_uid == study_uid, Job.study_version == study.version
+            )
+        )
+    )
+    states = {j.state for j in jobs}
+    if not jobs:
+        new = StudyState.FAILED
+    elif JobState.RUNNING in states:
+        new = StudyState.RUNNING
+    elif JobState.QUEUED in states:
+        new = StudyState.QUEUED
+    elif JobState.DONE not in states:
+        new = StudyState.FAILED
+        study.reason = "; ".join(f"{j.pipeline}: {j.reason}" for j in jobs if j.reason)
+    else:
+        job_ids = [j.id for j in jobs if j.state == JobState.DONE]
+        out = list(session.scalars(select(Outbox).where(Outbox.job_id.in_(job_ids))))
+        pending = [o for o in out if o.state == OutboxState.PENDING]
+        failed = [o for o in out if o.state == OutboxState.FAILED]
+        if not out:
+            new = StudyState.DONE
+        elif failed or any(o.attempts > 0 for o in pending):
+            new = StudyState.SEND_FAILED
+            study.reason = next((o.last_error for o in failed + pending if o.last_error), "")
+        elif pending:
+            new = StudyState.DONE
+        else:
+            new = StudyState.SENT
+            study.reason = ""
+    study.state = new
+    return new
+
+
+__all__ = ["MAX_ATTEMPTS", "as_utc", "claim_next", "recover_orphans", "refresh_study_state"]

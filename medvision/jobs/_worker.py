@@ -1,0 +1,173 @@
+"""The embedded worker pool: threads that run queued jobs with the offline code path.
+
+Each job runs :func:`medvision.runner.run_pipeline` on the study's spool folder (the very
+code behind ``medvision run``), writes results under a per-version folder, and, in the same
+transaction that marks the job done, queues one outbox row per result and destination, so a
+result is delivered once even if the node dies right after.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from medvision import pipelines
+from medvision.audit import DbAuditLog
+from medvision.config import Modality, Settings
+from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, utcnow
+from medvision.dicom import scan
+from medvision.errors import MedvisionError
+from medvision.jobs._queue import _refresh_study_state, claim_next
+from medvision.runner import PipelineRun, run_pipeline
+
+LOG = logging.getLogger("medvision.worker")
+
+SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def destinations_for(settings: Settings, calling_aet: str) -> list[tuple[str, Modality]]:
+    """Configured destinations, or by default the modality that sent the study."""
+    if settings.destinations:
+        return [(name, settings.modalities[name]) for name in settings.destinations]
+    for name, modality in settings.modalities.items():
+        if modality.ae_title == calling_aet:
+            return [(name, modality)]
+    return []
+
+
+def execute_job(job: Job, settings: Settings, db: Database, audit: DbAuditLog) -> PipelineRun:
+    """Run one claimed job to its end state (done, failed, refused or superseded)."""
+    study_uid = job.study_instance_uid
+    audit.record(
+        "job.started",
+        study_instance_uid=study_uid,
+        job_id=job.id,
+        pipeline=job.pipeline,
+        study_version=job.study_version,
+        attempt=job.attempts,
+    )
+    out_dir = settings.results_dir / study_uid / f"v{job.study_version}" / job.pipeline
+    try:
+        study = next(
+            s for s in scan(settings.spool_dir / study_uid) if s.study_instance_uid == study_uid
+        )
+        run = run_pipeline(study, pipelines.get(job.pipeline), out_dir)
+    except (MedvisionError, StopIteration, KeyError) as err:
+        run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
+    _finish(job, run, settings, db)
+    audit.record(
+        "job.finished" if run.status == "done" else f"job.{run.status}",
+        outcome="success" if run.status == "done" else "failure",
+        study_instance_uid=study_uid,
+        job_id=job.id,
+        pipeline=job.pipeline,
+        series_instance_uid=run.series_instance_uid,
+        reason=run.reason,
+        algorithm=run.findings.algorithm.to_json() if run.findings else None,
+        results=[run.files.seg_sop_instance_uid, run.files.sr_sop_instance_uid]
+        if run.files
+        else [],
+        timings_s={k: round(v, 3) for k, v in run.timings_s.items()},
+    )
+    return run
+
+
+def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> None:
+    with db.session() as session:
+        row = session.get(Job, job.id)
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == job.study_instance_uid)
+        )
+        assert row is not None and study is not None
+        row.finished_at = utcnow()
+        row.timings = {k: round(v, 3) for k, v in run.timings_s.items()}
+        row.series_instance_uid = run.series_instance_uid
+        row.reason = run.reason
+        row.result_dir = str(run.out_dir) if run.out_dir else None
+        if study.version != row.study_version:
+            row.state = JobState.SUPERSEDED
+            row.reason = f"study changed to version {study.version} while it ran"
+        elif run.status == "done" and run.files is not None:
+            row.state = JobState.DONE
+            # An earlier version's undelivered results are superseded by these.
+            session.execute(
+                update(Outbox)
+                .where(
+                    Outbox.study_instance_uid == row.study_instance_uid,
+                    Outbox.state == OutboxState.PENDING,
+                    Outbox.job_id != row.id,
+                )
+                .values(state=OutboxState.SUPERSEDED)
+            )
+            for name, modality in destinations_for(settings, study.calling_aet):
+                for path, uid, cls in (
+                    (run.files.seg_path, run.files.seg_sop_instance_uid, SEG_CLASS),
+                    (run.files.sr_path, run.files.sr_sop_instance_uid, SR_CLASS),
+                ):
+                    session.add(
+                        Outbox(
+                            job_id=row.id,
+                            study_instance_uid=row.study_instance_uid,
+                            destination=name,
+                            ae_title=modality.ae_title,
+                            host=modality.host,
+                            port=modality.port,
+                            path=str(Path(path).resolve()),
+                            sop_instance_uid=uid,
+                            sop_class_uid=cls,
+                        )
+                    )
+        else:
+            row.state = JobState.REFUSED if run.status == "refused" else JobState.FAILED
+        _refresh_study_state(session, row.study_instance_uid)
+
+
+class WorkerPool:
+    """``concurrency`` threads, each claiming and running one job at a time."""
+
+    def __init__(self, settings: Settings, db: Database, audit: DbAuditLog) -> None:
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for n in range(self.settings.worker_concurrency):
+            t = threading.Thread(target=self._loop, name=f"medvision-worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _loop(self) -> None:
+        me = worker_id()
+        while not self._stop.is_set():
+            try:
+                job = claim_next(self.db, me)
+            except Exception as err:  # database briefly unavailable: try again later
+                LOG.error("cannot claim a job: %s", err)
+                job = None
+            if job is None:
+                self._stop.wait(self.settings.poll_interval_s)
+                continue
+            try:
+                execute_job(job, self.settings, self.db, self.audit)
+            except Exception:
+                LOG.exception("job %s crashed; it will be requeued at the next start", job.id)
+
+
+__all__ = ["WorkerPool", "destinations_for", "execute_job", "worker_id"]

@@ -1,0 +1,99 @@
+"""Study assembly: a study is complete when no instance has arrived for a quiet period.
+
+On completion the study gets one job per pipeline that accepts one of its series (decided
+from the spooled headers); a study no pipeline accepts is marked failed with every
+pipeline's reason, so that a user sees why nothing came back.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from medvision import pipelines
+from medvision.audit import DbAuditLog
+from medvision.config import Settings
+from medvision.db import Database, Job, JobState, Study, StudyState, utcnow
+from medvision.dicom import scan
+from medvision.errors import MedvisionError
+from medvision.jobs._queue import as_utc
+
+
+def complete_quiet_studies(settings: Settings, db: Database, audit: DbAuditLog) -> list[str]:
+    """Mark quiet studies complete and queue their jobs; returns the completed UIDs."""
+    cutoff = utcnow() - timedelta(seconds=settings.quiet_period_s)
+    with db.session() as session:
+        candidates = [
+            (s.study_instance_uid, s.version)
+            for s in session.scalars(select(Study).where(Study.state == StudyState.RECEIVING))
+            if as_utc(s.last_received_at) <= cutoff
+        ]
+    done = []
+    for uid, version in candidates:
+        if _complete(uid, version, settings, db, audit):
+            done.append(uid)
+    return done
+
+
+def _complete(uid: str, version: int, settings: Settings, db: Database, audit: DbAuditLog) -> bool:
+    names = settings.pipelines or pipelines.available()
+    accepted: list[str] = []
+    reasons: list[str] = []
+    try:
+        studies = [s for s in scan(settings.spool_dir / uid) if s.study_instance_uid == uid]
+    except MedvisionError as err:
+        studies, reasons = [], [str(err)]
+    for name in names:
+        pipeline = pipelines.get(name)
+        for study in studies:
+            if pipeline.choose(list(study.series)) is not None:
+                accepted.append(name)
+            else:
+                why = "; ".join(
+                    f"series {s.series_number}: {pipeline.accepts(s).reason}" for s in study.series
+                )
+                reasons.append(f"{name}: {why}")
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+        # New instances may have arrived while we looked: then it is not complete yet.
+        if study is None or study.state != StudyState.RECEIVING or study.version != version:
+            return False
+        if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
+            return False
+        study.completed_at = utcnow()
+        for name in accepted:
+            session.add(
+                Job(
+                    study_instance_uid=uid,
+                    study_version=version,
+                    pipeline=name,
+                    state=JobState.QUEUED,
+                )
+            )
+        if accepted:
+            study.state = StudyState.QUEUED
+            study.reason = ""
+        else:
+            study.state = StudyState.FAILED
+            study.reason = "no series accepted: " + " | ".join(reasons)
+        count = study.instance_count
+    audit.record(
+        "study.complete",
+        study_instance_uid=uid,
+        study_version=version,
+        instances=count,
+        pipelines=accepted,
+    )
+    if not accepted:
+        audit.record(
+            "study.refused",
+            outcome="failure",
+            study_instance_uid=uid,
+            study_version=version,
+            reason=" | ".join(reasons),
+        )
+    return True
+
+
+__all__ = ["complete_quiet_studies"]

@@ -1,0 +1,225 @@
+"""The DICOM SCP: C-ECHO and C-STORE into the durable spool.
+
+Handlers are plain functions bound with their collaborators (pynetdicom's style). A
+C-STORE answers Success (0x0000) only after the instance is fsync'ed and renamed into the
+spool; an unwritable or full spool answers Out of Resources (0xA700) and a bad instance
+Cannot Understand (0xC000). Associations from AE titles or hosts not on the allow-lists
+are rejected with A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security
+alert in the audit trail.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from medvision.audit import DbAuditLog
+from medvision.config import Settings
+from medvision.db import Database
+from medvision.node._ingest import Received, index_instance
+from medvision.node._spool import Spool, SpoolError
+
+LOG = logging.getLogger("medvision.scp")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+#: What a PACS may push to us: images to analyse, and the kinds of objects we send back.
+STORAGE_SOP_CLASSES = [
+    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
+    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
+    "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
+    "1.2.840.10008.5.1.4.1.1.88.33",  # Comprehensive SR
+    "1.2.840.10008.5.1.4.1.1.88.22",  # Enhanced SR
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
+    "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
+    "1.2.840.10008.5.1.4.1.1.88.59",  # Key Object Selection Document
+]
+
+
+@dataclass
+class _AssocStats:
+    calling_aet: str
+    host: str
+    received: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    failures: int = 0
+
+
+class StorageSCP:
+    """Runs the DICOM listener in background threads until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, db: Database, audit: DbAuditLog) -> None:
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self.spool = Spool(settings.spool_dir)
+        self._stats: dict[int, _AssocStats] = {}
+        self._lock = threading.Lock()
+        self._server: ThreadedAssociationServer | None = None
+        ae = AE(ae_title=settings.ae_title)
+        ae.maximum_pdu_size = settings.max_pdu
+        ae.maximum_associations = settings.max_associations
+        ae.network_timeout = 60
+        ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
+        for uid in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        self.ae = ae
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        handlers = [
+            (evt.EVT_CONN_OPEN, _set_nodelay),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_C_ECHO, _on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_RELEASED, self._on_closed),
+            (evt.EVT_ABORTED, self._on_closed),
+        ]
+        self._server = self.ae.start_server(
+            (self.settings.bind_address, self.settings.dicom_port),
+            block=False,
+            evt_handlers=handlers,
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    # -- association control ------------------------------------------------------------
+
+    def _on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        calling = assoc.requestor.primitive.calling_ae_title.strip()
+        host = assoc.requestor.address
+        allowed_aets = self.settings.allowed_calling_aets
+        allowed_hosts = self.settings.allowed_hosts
+        reason = ""
+        if allowed_aets and calling not in allowed_aets:
+            reason = f"calling AE title {calling!r} is not on the allow-list"
+        elif allowed_hosts and host not in allowed_hosts:
+            reason = f"host {host} is not on the allow-list"
+        if reason:
+            # Permanent, by the service user, "calling AE title not recognised".
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            assoc.is_rejected = True
+            LOG.warning("association rejected: %s", reason)
+            self.audit.record(
+                "association.rejected",
+                outcome="failure",
+                calling_aet=calling,
+                calling_host=host,
+                reason=reason,
+                security_alert=True,
+            )
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        calling = assoc.requestor.ae_title.strip()
+        with self._lock:
+            self._stats[id(assoc)] = _AssocStats(calling, assoc.requestor.address)
+        self.audit.record(
+            "association.accepted", calling_aet=calling, calling_host=assoc.requestor.address
+        )
+
+    def _on_closed(self, event: evt.Event) -> None:
+        with self._lock:
+            stats = self._stats.pop(id(event.assoc), None)
+        if stats is None:
+            return
+        for study_uid, count in stats.received.items():
+            self.audit.record(
+                "instances.received",
+                study_instance_uid=study_uid,
+                calling_aet=stats.calling_aet,
+                calling_host=stats.host,
+                instances=count,
+            )
+        if stats.failures:
+            self.audit.record(
+                "instances.refused",
+                outcome="failure",
+                calling_aet=stats.calling_aet,
+                calling_host=stats.host,
+                instances=stats.failures,
+            )
+
+    # -- storage ------------------------------------------------------------------------
+
+    def _on_store(self, event: evt.Event) -> int:
+        assoc = event.assoc
+        stats = self._stats.get(id(assoc))
+        try:
+            ds = event.dataset
+            item = Received(
+                study_instance_uid=str(ds.get("StudyInstanceUID", "")),
+                series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+                sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
+                sop_class_uid=str(event.request.AffectedSOPClassUID or ""),
+                calling_aet=assoc.requestor.ae_title.strip(),
+                calling_host=assoc.requestor.address,
+            )
+            ds_sop = str(ds.get("SOPInstanceUID", ""))
+            if ds_sop != item.sop_instance_uid:
+                raise SpoolError("SOP Instance UID in the dataset differs from the request's")
+            data = event.encoded_dataset()
+        except SpoolError as err:
+            return self._refuse(stats, CANNOT_UNDERSTAND, str(err))
+        except Exception as err:  # undecodable dataset from the peer
+            return self._refuse(stats, CANNOT_UNDERSTAND, f"cannot decode dataset: {err}")
+        try:
+            stored = self.spool.store(
+                data, item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
+            )
+        except SpoolError as err:
+            status = CANNOT_UNDERSTAND if "UID" in str(err) else OUT_OF_RESOURCES
+            return self._refuse(stats, status, str(err))
+        try:
+            new = index_instance(self.db, item, stored)
+        except Exception as err:  # the file is safe; the index is rebuilt at start-up
+            LOG.error("cannot index a received instance: %s", err)
+            return self._refuse(stats, OUT_OF_RESOURCES, "database unavailable")
+        if stats is not None:
+            if new:
+                stats.received[item.study_instance_uid] += 1
+            else:
+                stats.duplicates += 1
+        return SUCCESS
+
+    def _refuse(self, stats: _AssocStats | None, status: int, reason: str) -> int:
+        LOG.warning("C-STORE refused (0x%04X): %s", status, reason)
+        if stats is not None:
+            stats.failures += 1
+        return status
+
+
+def _on_echo(event: evt.Event) -> int:
+    return SUCCESS
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """pynetdicom never sets TCP_NODELAY; peers waiting for delayed ACKs crawl without it."""
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+__all__ = ["STORAGE_SOP_CLASSES", "StorageSCP"]

@@ -1,0 +1,160 @@
+"""Delivers results from the persistent outbox by C-STORE, with exponential backoff.
+
+Rows stay in the outbox until the destination answers Success; an unreachable PACS leaves
+them pending (and the study visibly ``send-failed``), and they go when it returns. A row is
+marked sent in the same transaction that records the success, so a result is sent again only
+if the node dies between the PACS's answer and that commit (the PACS then receives the same
+SOP Instance UID again, which it stores once).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from datetime import timedelta
+from itertools import groupby
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from sqlalchemy import select
+
+from medvision.audit import DbAuditLog
+from medvision.config import Settings
+from medvision.db import Database, Outbox, OutboxState, utcnow
+from medvision.jobs._queue import _refresh_study_state, as_utc
+
+LOG = logging.getLogger("medvision.sender")
+
+
+def _nodelay(event: evt.Event) -> None:
+    sock = event.assoc.dul.socket
+    if sock is not None and sock.socket is not None:
+        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Sender:
+    def __init__(self, settings: Settings, db: Database, audit: DbAuditLog) -> None:
+        self.settings = settings
+        self.db = db
+        self.audit = audit
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="medvision-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.send_due()
+            except Exception:
+                LOG.exception("sender pass failed; retrying")
+            self._stop.wait(self.settings.poll_interval_s)
+
+    def send_due(self) -> int:
+        """Send every due outbox row once; returns how many were delivered."""
+        now = utcnow()
+        with self.db.session() as session:
+            rows = [
+                r
+                for r in session.scalars(
+                    select(Outbox)
+                    .where(Outbox.state == OutboxState.PENDING)
+                    .order_by(Outbox.ae_title, Outbox.host, Outbox.port, Outbox.id)
+                )
+                if as_utc(r.next_attempt_at) <= now
+            ]
+        sent = 0
+        for (aet, host, port), group in groupby(rows, key=lambda r: (r.ae_title, r.host, r.port)):
+            sent += self._send_group(aet, host, port, list(group))
+        return sent
+
+    def _send_group(self, aet: str, host: str, port: int, rows: list[Outbox]) -> int:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 30
+        for cls in sorted({r.sop_class_uid for r in rows}):
+            ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self.audit.record(
+            "results.send_started",
+            destination=aet,
+            host=host,
+            port=port,
+            instances=[r.sop_instance_uid for r in rows],
+        )
+        assoc = ae.associate(host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+        if not assoc.is_established:
+            for row in rows:
+                self._failed(row, f"cannot associate with {aet}@{host}:{port}")
+            return 0
+        sent = 0
+        try:
+            for row in rows:
+                try:
+                    status = assoc.send_c_store(dcmread(row.path))
+                    code = int(getattr(status, "Status", 0xFFFF))
+                except Exception as err:
+                    self._failed(row, f"C-STORE to {aet} failed: {err}")
+                    if not assoc.is_established:
+                        break
+                    continue
+                if code in (0x0000, 0xB000, 0xB007, 0xB006):
+                    self._sent(row)
+                    sent += 1
+                else:
+                    self._failed(row, f"{aet} answered C-STORE status 0x{code:04X}")
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        return sent
+
+    def _sent(self, row: Outbox) -> None:
+        with self.db.session() as session:
+            r = session.get(Outbox, row.id)
+            assert r is not None
+            r.state = OutboxState.SENT
+            r.sent_at = utcnow()
+            r.attempts += 1
+            r.last_error = ""
+            _refresh_study_state(session, r.study_instance_uid)
+        self.audit.record(
+            "results.sent",
+            study_instance_uid=row.study_instance_uid,
+            destination=row.destination,
+            ae_title=row.ae_title,
+            sop_instance_uid=row.sop_instance_uid,
+            sop_class_uid=row.sop_class_uid,
+        )
+
+    def _failed(self, row: Outbox, reason: str) -> None:
+        s = self.settings
+        with self.db.session() as session:
+            r = session.get(Outbox, row.id)
+            assert r is not None
+            r.attempts += 1
+            r.last_error = reason
+            delay = min(s.retry_initial_s * 2 ** (r.attempts - 1), s.retry_max_s)
+            r.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            if s.max_send_attempts and r.attempts >= s.max_send_attempts:
+                r.state = OutboxState.FAILED
+            _refresh_study_state(session, r.study_instance_uid)
+        LOG.warning("send failed (attempt %d): %s", r.attempts, reason)
+        self.audit.record(
+            "results.send_failed",
+            outcome="failure",
+            study_instance_uid=row.study_instance_uid,
+            destination=row.destination,
+            sop_instance_uid=row.sop_instance_uid,
+            attempt=r.attempts,
+            reason=reason,
+        )
+
+
+__all__ = ["Sender"]

@@ -1,0 +1,119 @@
+"""The node: SCP, study assembly, worker pool and sender around one database.
+
+``start`` first recovers from whatever the last process left behind: temporary files that
+were never acknowledged are removed, spooled files the index does not know are indexed, and
+jobs left running are queued again. So a restart resumes every unfinished study and job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from pydicom import dcmread
+from sqlalchemy import select
+
+import medvision
+from medvision.audit import DbAuditLog
+from medvision.config import Settings
+from medvision.db import Database, Instance
+from medvision.jobs import WorkerPool, recover_orphans
+from medvision.node._assembler import complete_quiet_studies
+from medvision.node._ingest import Received, index_instance
+from medvision.node._scp import StorageSCP
+from medvision.node._sender import Sender
+from medvision.node._spool import StoredFile, _sha256_file
+
+LOG = logging.getLogger("medvision.node")
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_url)
+        self.db.create_schema()
+        self.audit = DbAuditLog(self.db)
+        self.scp = StorageSCP(settings, self.db, self.audit)
+        self.workers = WorkerPool(settings, self.db, self.audit)
+        self.sender = Sender(settings, self.db, self.audit)
+        self._stop = threading.Event()
+        self._assembler: threading.Thread | None = None
+
+    def start(self) -> None:
+        recovered = self.recover()
+        self.audit.record(
+            "application.start",
+            medvision_version=medvision.__version__,
+            ae_title=self.settings.ae_title,
+            dicom_port=self.settings.dicom_port,
+            **recovered,
+        )
+        self.scp.start()
+        self._assembler = threading.Thread(
+            target=self._assemble_loop, name="medvision-assembler", daemon=True
+        )
+        self._assembler.start()
+        self.workers.start()
+        self.sender.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.scp.stop()
+        self.workers.stop()
+        self.sender.stop()
+        if self._assembler is not None:
+            self._assembler.join(5)
+        self.audit.record("application.stop")
+        self.db.dispose()
+
+    def recover(self) -> dict[str, int]:
+        partial = self.scp.spool.discard_partial()
+        indexed = self._reindex_spool()
+        requeued = recover_orphans(self.db)
+        if partial or indexed or requeued:
+            LOG.info(
+                "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
+                partial,
+                indexed,
+                requeued,
+            )
+        return {
+            "partial_files_removed": partial,
+            "files_indexed": indexed,
+            "jobs_requeued": requeued,
+        }
+
+    def _reindex_spool(self) -> int:
+        spool = self.scp.spool
+        with self.db.session() as session:
+            known = set(session.scalars(select(Instance.path)))
+        n = 0
+        for path in spool.files():
+            rel = str(path.relative_to(spool.root))
+            if rel in known:
+                continue
+            ds = dcmread(path, stop_before_pixels=True)
+            item = Received(
+                study_instance_uid=str(ds.StudyInstanceUID),
+                series_instance_uid=str(ds.SeriesInstanceUID),
+                sop_instance_uid=str(ds.SOPInstanceUID),
+                sop_class_uid=str(ds.SOPClassUID),
+                calling_aet="",
+                calling_host="",
+            )
+            stored = StoredFile(rel, path.stat().st_size, _sha256_file(path), created=False)
+            if index_instance(self.db, item, stored):
+                n += 1
+        return n
+
+    def _assemble_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                complete_quiet_studies(self.settings, self.db, self.audit)
+            except Exception:
+                LOG.exception("study assembly pass failed; retrying")
+            self._stop.wait(self.settings.poll_interval_s)
+
+
+__all__ = ["Node"]
