@@ -1,0 +1,142 @@
+"""Write seg.dcm, sr.dcm and findings.json for one Findings, each atomically.
+
+Why atomic (temp file in the same folder, fsync, rename): the node's sender and the web
+viewer pick up whatever lies in the output folder, and a half-written DICOM file is worse
+than none. findings.json is the same Findings as the SEG and SR, plus the UIDs that tie
+the three together, so a reader of the JSON can find the DICOM objects and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydicom import Dataset
+
+from medvision.errors import ResultError
+from medvision.findings import Findings, Label
+from medvision.results._device import DeviceInfo
+from medvision.results._seg import build_seg
+from medvision.results._sr import build_sr
+
+logger = logging.getLogger(__name__)
+
+SEG_NAME = "seg.dcm"
+SR_NAME = "sr.dcm"
+JSON_NAME = "findings.json"
+#: Units of the numbers in findings.json and the SR: the same on both sides.
+JSON_UNITS = {"volume": "mL", "lengths": "mm", "attenuation": "[hnsf'U]", "confidence": "1"}
+
+
+@dataclass(frozen=True)
+class ResultFiles:
+    """What :func:`write_results` wrote. ``seg_path`` is None when there were no findings."""
+
+    seg_path: Path | None
+    sr_path: Path
+    json_path: Path
+    seg_sop_instance_uid: str | None
+    sr_sop_instance_uid: str
+    seg_series_instance_uid: str | None
+    sr_series_instance_uid: str
+
+
+def findings_json(
+    findings: Findings,
+    seg: Dataset | None,
+    sr: Dataset,
+    *,
+    seg_file: str | None = SEG_NAME,
+    sr_file: str = SR_NAME,
+) -> dict[str, Any]:
+    """``findings.to_json()`` plus where each finding lives in the SEG and the SR."""
+    doc = findings.to_json()
+    doc["units"] = dict(JSON_UNITS)
+    doc["lesion_count"] = len(findings.lesions)
+    doc["verified"] = False
+    doc["seg"] = (
+        None
+        if seg is None
+        else {
+            "file": seg_file,
+            "sop_class_uid": str(seg.SOPClassUID),
+            "sop_instance_uid": str(seg.SOPInstanceUID),
+            "series_instance_uid": str(seg.SeriesInstanceUID),
+        }
+    )
+    doc["sr"] = {
+        "file": sr_file,
+        "sop_class_uid": str(sr.SOPClassUID),
+        "sop_instance_uid": str(sr.SOPInstanceUID),
+        "series_instance_uid": str(sr.SeriesInstanceUID),
+    }
+    for item in doc["findings"]:
+        item["seg_segment_number"] = item["number"] if seg is not None else None
+    return doc
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_dicom(ds: Dataset, path: Path) -> None:
+    _atomic_write(path, lambda fh: ds.save_as(fh, enforce_file_format=True))
+
+
+def write_results(
+    findings: Findings,
+    out_dir: Path,
+    *,
+    labels: Sequence[Label] | None = None,
+    device: DeviceInfo | None = None,
+) -> ResultFiles:
+    """Build the SEG (if there is any finding), the SR and findings.json into ``out_dir``.
+
+    Everything is built in memory first, so a failure leaves no partial set of files.
+    Raises :class:`ResultError` with a one-line reason.
+    """
+    out_dir = Path(out_dir)
+    seg = build_seg(findings, device=device) if findings.items else None
+    sr = build_sr(findings, seg, labels=labels, device=device)
+    doc = findings_json(findings, seg, sr, seg_file=SEG_NAME if seg is not None else None)
+    try:
+        payload = json.dumps(doc, indent=2, allow_nan=False).encode("utf-8")
+    except ValueError as exc:
+        raise ResultError(f"findings.json holds a value JSON cannot carry: {exc}") from exc
+    seg_path = out_dir / SEG_NAME if seg is not None else None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if seg is not None and seg_path is not None:
+            _save_dicom(seg, seg_path)
+        _save_dicom(sr, out_dir / SR_NAME)
+        _atomic_write(out_dir / JSON_NAME, lambda fh: fh.write(payload))
+    except OSError as exc:
+        raise ResultError(f"Could not write results to {out_dir}: {exc.strerror or exc}") from exc
+    logger.info("Wrote %s results to %s", "SEG, SR and JSON" if seg else "SR and JSON", out_dir)
+    return ResultFiles(
+        seg_path=seg_path,
+        sr_path=out_dir / SR_NAME,
+        json_path=out_dir / JSON_NAME,
+        seg_sop_instance_uid=str(seg.SOPInstanceUID) if seg is not None else None,
+        sr_sop_instance_uid=str(sr.SOPInstanceUID),
+        seg_series_instance_uid=str(seg.SeriesInstanceUID) if seg is not None else None,
+        sr_series_instance_uid=str(sr.SeriesInstanceUID),
+    )
+
+
+__all__ = ["JSON_NAME", "SEG_NAME", "SR_NAME", "ResultFiles", "findings_json", "write_results"]
