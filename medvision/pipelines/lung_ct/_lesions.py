@@ -1,0 +1,171 @@
+"""Lesion candidates: solid tissue inside the closed lung envelope, with vessel suppression.
+
+1. Envelope: each lung, slice by slice, closed with a disk of ``envelope_close_mm`` and
+   hole-filled. Closing (not just hole filling) keeps a tumour that touches the pleura or
+   the mediastinum partly inside the envelope; a convex hull would take in the whole
+   mediastinum and merge every juxta-mediastinal mass with the heart and aorta.
+2. Solid tissue: above ``solid_hu``, inside the envelope, not lung air.
+3. Small scale: opening with a disk of ``open_small_mm`` removes vessels and strands thinner
+   than 5 mm. Each remaining 3-D component is kept when it passes the shape rules
+   (:func:`passes_rules`). A component that fails (typically a hilar vessel tree with a
+   mass hanging on it) is opened again with ``open_large_mm`` and its thick parts are
+   judged one by one: the two-scale opening.
+4. Kept parts grow in-plane by up to ``grow_mm`` into adjacent solid tissue outside the lung
+   (the rest of a mass that bulges out of the envelope), and parts closer than ``merge_mm``
+   are merged into one lesion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from medvision.dicom import Volume
+from medvision.pipelines.lung_ct._lungs import LungMasks
+from medvision.pipelines.lung_ct._morph import IN_PLANE, close_fill_2d, open_2d
+from medvision.pipelines.lung_ct._params import LungParams
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One lesion candidate: its mask, the features it was judged on, its confidence."""
+
+    mask: np.ndarray
+    volume_ml: float
+    slices: int
+    mean_hu: float
+    #: z extent (mm) over the equivalent diameter of the largest cross-section (vessels >> 1).
+    z_elongation: float
+    #: voxels / bounding-box voxels: a compact nodule ~0.5, a branching vessel tree < 0.1.
+    bbox_fill: float
+    confidence: float
+    left: bool
+
+
+CONFIDENCE_METHOD = (
+    "classical heuristic: logistic function of hand-set weights over bounding-box fill, "
+    "log volume, z-elongation and distance of mean HU from 30 HU; not a calibrated "
+    "probability (lung-ct 1.0.0, see docs/pipelines.md)"
+)
+
+
+def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candidate]:
+    """Lesion candidates, largest first."""
+    pixel = (volume.spacing[1], volume.spacing[0])
+    lung = lungs.left | lungs.right
+    env_left = close_fill_2d(lungs.left, p.envelope_close_mm, pixel)
+    env_right = close_fill_2d(lungs.right, p.envelope_close_mm, pixel)
+    solid = volume.array >= p.solid_hu
+    cores = open_2d((env_left | env_right) & solid & ~lung, p.open_small_mm, pixel)
+
+    kept = np.zeros_like(cores)
+    labels, _ = ndimage.label(cores)
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        part = labels[box] == index
+        if passes_rules(features(part, box, volume), p):
+            kept[box] |= part
+            continue
+        thick = open_2d(part, p.open_large_mm, pixel)
+        sub, _ = ndimage.label(thick)
+        for j, sbox in enumerate(ndimage.find_objects(sub), start=1):
+            piece = sub[sbox] == j
+            abs_box = tuple(
+                slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sbox, strict=True)
+            )
+            if passes_rules(features(piece, abs_box, volume), p):
+                kept[abs_box] |= piece
+
+    grow = int(round(p.grow_mm / min(pixel)))
+    if grow > 0 and kept.any():
+        kept = (
+            ndimage.binary_dilation(
+                kept, structure=IN_PLANE, iterations=grow, mask=solid & lungs.body & ~lung
+            )
+            | kept
+        )
+    merge = max(int(round(p.merge_mm / min(pixel))), 1)
+    groups, _ = ndimage.label(ndimage.binary_dilation(kept, structure=IN_PLANE, iterations=merge))
+    groups[~kept] = 0
+
+    out: list[Candidate] = []
+    for index, box in enumerate(ndimage.find_objects(groups), start=1):
+        if box is None:
+            continue
+        local = groups[box] == index
+        f = features(local, box, volume)
+        if f["volume_ml"] < p.min_lesion_ml:
+            continue
+        mask = np.zeros(volume.shape, dtype=bool)
+        mask[box] = local
+        on_left = int((mask & env_left).sum()) >= int((mask & env_right).sum())
+        out.append(
+            Candidate(
+                mask=mask,
+                volume_ml=f["volume_ml"],
+                slices=int(f["slices"]),
+                mean_hu=f["mean_hu"],
+                z_elongation=f["z_elongation"],
+                bbox_fill=f["bbox_fill"],
+                confidence=confidence(f),
+                left=on_left,
+            )
+        )
+    out.sort(key=lambda c: -c.volume_ml)
+    return out
+
+
+def features(part: np.ndarray, box: tuple[slice, ...], volume: Volume) -> dict[str, float]:
+    """Size, HU and shape of a component given as a mask cropped to its bounding box."""
+    si, sj, sk = volume.spacing
+    voxels = int(part.sum())
+    per_slice = part.sum(axis=(1, 2))
+    slices = int((per_slice > 0).sum())
+    diameter = 2.0 * math.sqrt(float(per_slice.max()) * si * sj / math.pi)
+    return {
+        "volume_ml": voxels * si * sj * sk / 1000.0,
+        "slices": float(slices),
+        "mean_hu": float(volume.array[box][part].mean()),
+        "z_elongation": slices * sk / max(diameter, 1e-6),
+        "bbox_fill": voxels / float(part.size),
+    }
+
+
+def passes_rules(f: dict[str, float], p: LungParams) -> bool:
+    """Shape and size rules that separate nodules and masses from vessels, bone and noise."""
+    return (
+        f["volume_ml"] >= p.min_lesion_ml
+        and f["slices"] >= p.min_lesion_slices
+        and p.lesion_min_mean_hu <= f["mean_hu"] <= p.lesion_max_mean_hu
+        and f["z_elongation"] <= p.max_z_elongation
+        and f["bbox_fill"] >= p.min_bbox_fill
+    )
+
+
+def confidence(f: dict[str, float]) -> float:
+    """A score in (0, 1) from the candidate's features (see :data:`CONFIDENCE_METHOD`).
+
+    Compact, soft-tissue-dense, larger and round-in-z candidates score higher. The weights
+    are set by hand from what separates nodules from vessels; they are not fitted and the
+    result is a ranking aid, not a probability of malignancy.
+    """
+    z = (
+        -0.5
+        + 6.0 * (f["bbox_fill"] - 0.25)
+        + 0.8 * math.log(max(f["volume_ml"], 1e-3) / 2.0)
+        - 1.0 * max(f["z_elongation"] - 1.0, 0.0)
+        - abs(f["mean_hu"] - 30.0) / 100.0
+    )
+    return round(1.0 / (1.0 + math.exp(-z)), 4)
+
+
+__all__ = [
+    "CONFIDENCE_METHOD",
+    "Candidate",
+    "confidence",
+    "features",
+    "find_lesions",
+    "passes_rules",
+]
