@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 
 from pydicom import Dataset
@@ -175,6 +177,18 @@ def sanitize_headers(headers: Sequence[Dataset]) -> tuple[list[Dataset], list[st
     return cleaned, list(repairs)
 
 
+@contextmanager
+def no_phi_warnings() -> Iterator[None]:
+    """Silence highdicom's person-name warning, which quotes the patient's name verbatim.
+
+    The inherited name is copied unchanged on purpose (SEG-03), so the warning tells the
+    operator nothing they can act on, and it would put PHI into the node's logs.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*intended person name.*")
+        yield
+
+
 def check_same_study(headers: Iterable[Dataset]) -> str:
     """The one StudyInstanceUID shared by all headers (a SEG/SR belongs to one study)."""
     studies = {str(h.get("StudyInstanceUID", "")) for h in headers}
@@ -186,4 +200,4 @@ def check_same_study(headers: Iterable[Dataset]) -> str:
     return studies.pop()
 
 
-__all__ = ["check_same_study", "sanitize_headers"]
+__all__ = ["check_same_study", "no_phi_warnings", "sanitize_headers"]

@@ -28,7 +28,7 @@ from medvision.results._codes import (
     truncate,
 )
 from medvision.results._device import DeviceInfo, algorithm_equipment
-from medvision.results._inherit import check_same_study, sanitize_headers
+from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def source_images_and_pixels(
     return ordered, masks
 
 
+@no_phi_warnings()
 def build_seg(
     findings: Findings,
     *,

@@ -21,7 +21,7 @@ from medvision.errors import ResultError
 from medvision.findings import Finding, FindingKind, Findings, Label
 from medvision.results import _codes as c
 from medvision.results._device import DeviceInfo, algorithm_device_uid, algorithm_equipment
-from medvision.results._inherit import check_same_study, sanitize_headers
+from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ def _library_images(headers: list[Dataset]) -> list[Dataset]:
     return [h for h in headers if int(h.get("NumberOfFrames", 1) or 1) == 1]
 
 
+@no_phi_warnings()
 def build_sr(
     findings: Findings,
     seg: Dataset | None,

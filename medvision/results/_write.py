@@ -111,6 +111,8 @@ def write_results(
     Raises :class:`ResultError` with a one-line reason.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ResultError(f"Could not write results to {out_dir}: it is not a folder.")
     seg = build_seg(findings, device=device) if findings.items else None
     sr = build_sr(findings, seg, labels=labels, device=device)
     doc = findings_json(findings, seg, sr, seg_file=SEG_NAME if seg is not None else None)

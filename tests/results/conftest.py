@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -145,9 +144,7 @@ def chest_findings(chest_volume: Volume) -> Findings:
 
 @pytest.fixture(scope="session")
 def written(chest_findings: Findings, tmp_path_factory: pytest.TempPathFactory) -> ResultFiles:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # source PatientName has one component
-        return write_results(chest_findings, tmp_path_factory.mktemp("results"))
+    return write_results(chest_findings, tmp_path_factory.mktemp("results"))
 
 
 @pytest.fixture(scope="session")

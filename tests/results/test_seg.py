@@ -183,10 +183,12 @@ def test_sanitize_copies_and_reports_without_values(chest_volume):
 def test_device_info_is_written(chest_volume):
     f = make_finding(chest_volume, 1, LESION_LABEL, sphere(chest_volume.shape, (30, 200, 150),
                                                            6.0, chest_volume.spacing), "L1")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         seg = build_seg(make_findings(chest_volume, (f,)), series_number=77,
                         device=DeviceInfo(serial_number="NODE-7"))
+    name = str(chest_volume.source_headers[0].PatientName)
+    assert not any(name in str(w.message) for w in caught)  # no PHI in warnings/logs
     assert seg.SeriesNumber == 77 and seg.DeviceSerialNumber == "NODE-7"
     assert int(seg.NumberOfFrames) == int(f.mask.any(axis=(1, 2)).sum())
 
@@ -200,9 +202,7 @@ def test_multiframe_enhanced_source(shared_data, tmp_path):
     assert len(volume.source_headers) == 1
     mask = sphere(volume.shape, (20, 48, 48), 12.0, volume.spacing)
     findings = make_findings(volume, (make_finding(volume, 1, LESION_LABEL, mask, "Lesion 1"),))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        seg = build_seg(findings)
+    seg = build_seg(findings)
     seg.save_as(tmp_path / "seg.dcm")
     errors, _ = dciodvfy(tmp_path / "seg.dcm")
     assert errors == []
