@@ -22,6 +22,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from medvision.dicom._attrs import number, numbers, text
 from medvision.dicom._geometry import Plane, stack_planes
 from medvision.dicom._pixels import DecodeError, decode_frames, transfer_syntax
 from medvision.dicom._scan import is_image_class, sop_class_of
@@ -50,27 +51,31 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
     label = series_label(series)
     if not series.files:
         raise MissingData(f"{label}: no files.")
-    workers = max_workers or min(4, os.cpu_count() or 1, len(series.files))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        datasets = list(pool.map(lambda f: _read(f, label), series.files))
-        _check_instances(datasets, label)
-        planes, frames = _planes(datasets, series.files, label)
-        thickness = _float_or_none(datasets[0].get("SpacingBetweenSlices")) or _float_or_none(
-            datasets[0].get("SliceThickness")
-        )
-        stack = stack_planes(planes, label, single_slice_spacing=thickness)
-        ordered = [frames[i] for i in stack.order]
-        rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
-        out = np.empty((len(ordered), rows, cols), dtype=np.float32)
-        by_instance: dict[int, list[tuple[int, _Frame]]] = {}
-        for k, fr in enumerate(ordered):
-            by_instance.setdefault(fr.instance, []).append((k, fr))
-        jobs = [
-            pool.submit(_decode_into, datasets[i], todo, out, label)
-            for i, todo in by_instance.items()
-        ]
-        for job in jobs:
-            job.result()
+    datasets = [_read(f, label) for f in series.files]  # parsing holds the GIL: no threads
+    _check_instances(datasets, label)
+    planes, frames = _planes(datasets, series.files, label)
+    thickness = number(datasets[0], "SpacingBetweenSlices") or number(datasets[0], "SliceThickness")
+    stack = stack_planes(planes, label, single_slice_spacing=thickness)
+    ordered = [frames[i] for i in stack.order]
+    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+    out = np.empty((len(ordered), rows, cols), dtype=np.float32)
+    by_instance: dict[int, list[tuple[int, _Frame]]] = {}
+    for k, fr in enumerate(ordered):
+        by_instance.setdefault(fr.instance, []).append((k, fr))
+    compressed = any(transfer_syntax(ds).is_compressed for ds in datasets)
+    workers = max_workers or (min(4, os.cpu_count() or 1) if compressed else 1)
+    if workers > 1 and len(by_instance) > 1:
+        # Codecs (openjpeg, libjpeg, charls, gdcm) release the GIL: decode files in parallel.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            jobs = [
+                pool.submit(_decode_into, datasets[i], todo, out, label)
+                for i, todo in by_instance.items()
+            ]
+            for job in jobs:
+                job.result()
+    else:
+        for i, todo in by_instance.items():
+            _decode_into(datasets[i], todo, out, label)
 
     instance_order = list(dict.fromkeys(fr.instance for fr in ordered))
     headers = []
@@ -86,11 +91,11 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
         origin=stack.origin,
         spacing=stack.spacing,
         direction=stack.direction,
-        frame_of_reference_uid=_text(first, "FrameOfReferenceUID"),
-        study_instance_uid=_text(first, "StudyInstanceUID"),
-        series_instance_uid=_text(first, "SeriesInstanceUID"),
-        modality=_text(first, "Modality"),
-        sop_instance_uids=tuple(_text(datasets[fr.instance], "SOPInstanceUID") for fr in ordered),
+        frame_of_reference_uid=text(first, "FrameOfReferenceUID"),
+        study_instance_uid=text(first, "StudyInstanceUID"),
+        series_instance_uid=text(first, "SeriesInstanceUID"),
+        modality=text(first, "Modality"),
+        sop_instance_uids=tuple(text(datasets[fr.instance], "SOPInstanceUID") for fr in ordered),
         frame_numbers=tuple(fr.frame + 1 for fr in ordered),
         source_headers=tuple(headers),
     )
@@ -122,17 +127,17 @@ def _check_instances(datasets: list[Dataset], label: str) -> None:
     if not_images:
         raise NotAnImage(f"{label}: not an image ({', '.join(not_images)}); nothing to load.")
     for keyword in _REQUIRED_UIDS + ("FrameOfReferenceUID",):
-        blank = sum(1 for ds in datasets if not _text(ds, keyword))
+        blank = sum(1 for ds in datasets if not text(ds, keyword))
         if blank:
             raise MissingData(
                 f"{label}: blank or missing {keyword} in {blank} of {len(datasets)} "
                 "instance(s); results could not reference the source images."
             )
-    uids = [_text(ds, "SOPInstanceUID") for ds in datasets]
+    uids = [text(ds, "SOPInstanceUID") for ds in datasets]
     if len(set(uids)) != len(uids):
         raise MissingData(f"{label}: the same SOPInstanceUID occurs in several files.")
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
-        if len({_text(ds, keyword) for ds in datasets}) > 1:
+        if len({text(ds, keyword) for ds in datasets}) > 1:
             raise GeometryError(f"{label}: instances differ in {keyword}; not one volume.")
     no_pixels = sum(1 for ds in datasets if not any(k in ds for k in _PIXEL_KEYWORDS))
     if no_pixels:
@@ -184,33 +189,24 @@ def _planes(
             intercept = _attr(
                 ds, groups, shared, "PixelValueTransformationSequence", "RescaleIntercept"
             )
-            try:
-                planes.append(
-                    Plane(
-                        tuple(float(v) for v in position),  # type: ignore[arg-type]
-                        tuple(float(v) for v in orientation),  # type: ignore[arg-type]
-                        tuple(float(v) for v in spacing),  # type: ignore[arg-type]
-                        name,
-                    )
-                )
-                frames.append(
-                    _Frame(i, f, _float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0)
-                )
-            except (TypeError, ValueError):
-                raise MissingData(f"{label}: unreadable geometry for {name}.") from None
+            planes.append(Plane(position, orientation, spacing, name))  # type: ignore[arg-type]
+            frames.append(
+                _Frame(i, f, slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)
+            )
     return planes, frames
 
 
 def _attr(
     ds: Dataset, groups: Dataset | None, shared: Dataset | None, macro: str, keyword: str
-) -> object:
-    """An attribute from the per-frame group, the shared group, or the top level, in order."""
+) -> tuple[float, ...] | None:
+    """A numeric attribute from the per-frame group, the shared group, or the top level."""
     for group in (groups, shared):
         item = _first(group.get(macro)) if group is not None else None
-        if item is not None and item.get(keyword) not in (None, ""):
-            return item.get(keyword)
-    value = ds.get(keyword)
-    return None if value in (None, "") else value
+        if item is not None:
+            value = numbers(item, keyword)
+            if value is not None:
+                return value
+    return numbers(ds, keyword)
 
 
 def _decode_into(ds: Dataset, todo: list[tuple[int, _Frame]], out: np.ndarray, label: str) -> None:
@@ -236,18 +232,6 @@ def _first(seq: object) -> Dataset | None:
     try:
         return seq[0] if seq else None  # type: ignore[index]
     except (IndexError, TypeError):
-        return None
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
-def _float_or_none(value: object) -> float | None:
-    try:
-        return None if value in (None, "") else float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
         return None
 
 

@@ -19,6 +19,7 @@ from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from medvision.dicom._attrs import numbers, text
 from medvision.dicom._geometry import orientation_label
 from medvision.dicom._series import SeriesInfo, StudyInfo
 from medvision.errors import NoDicomFound
@@ -46,8 +47,8 @@ def scan(path: str | os.PathLike[str]) -> list[StudyInfo]:
         if ds is None:
             skipped += 1
             continue
-        study = _text(ds, "StudyInstanceUID")
-        series = _text(ds, "SeriesInstanceUID")
+        study = text(ds, "StudyInstanceUID")
+        series = text(ds, "SeriesInstanceUID")
         # Without a series UID, keep files of one folder together so they can be named.
         key = (study, series or f"<blank>{file.parent}")
         groups[key].append((file, ds))
@@ -112,7 +113,7 @@ def read_header(file: Path) -> Dataset | None:
 
 def sop_class_of(ds: Dataset) -> str:
     """The SOP class, falling back to the file meta's copy when the dataset's is blank."""
-    sop = _text(ds, "SOPClassUID")
+    sop = text(ds, "SOPClassUID")
     if not sop and getattr(ds, "file_meta", None) is not None:
         sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
     return sop
@@ -134,7 +135,7 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
     first = members[0][1]
     problems: list[str] = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
-        blank = sum(1 for _, ds in members if not _text(ds, keyword))
+        blank = sum(1 for _, ds in members if not text(ds, keyword))
         if blank:
             problems.append(f"blank or missing {keyword} in {blank} of {len(members)} instance(s)")
     sop_classes = {sop_class_of(ds) for _, ds in members}
@@ -159,9 +160,9 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
         )
     frames = sum(_int(ds.get("NumberOfFrames")) or 1 for _, ds in members)
     return SeriesInfo(
-        study_instance_uid=_text(first, "StudyInstanceUID"),
-        series_instance_uid=_text(first, "SeriesInstanceUID"),
-        modality=_text(first, "Modality"),
+        study_instance_uid=text(first, "StudyInstanceUID"),
+        series_instance_uid=text(first, "SeriesInstanceUID"),
+        modality=text(first, "Modality"),
         sop_class_uid=sop,
         files=tuple(path for path, _ in members),
         series_number=_int(first.get("SeriesNumber")),
@@ -180,7 +181,7 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
 
 def _orientation(ds: Dataset) -> tuple[float, ...] | None:
     """ImageOrientationPatient, also from an Enhanced object's functional groups."""
-    iop = ds.get("ImageOrientationPatient")
+    iop: object = numbers(ds, "ImageOrientationPatient")
     if iop is None:
         for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
             groups = ds.get(seq)
