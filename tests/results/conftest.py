@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -71,8 +72,8 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     lines = (proc.stdout + proc.stderr).splitlines()
     errors = [line for line in lines if line.startswith("Error")]
     warns = [line for line in lines if line.startswith("Warning")]
-    for line in warns:
-        print(f"dciodvfy {path.name}: {line}")
+    for line in warns:  # printed for triage, with person names masked (no PHI in logs)
+        print(f"dciodvfy {path.name}: {re.sub(r'PN \[\d+\] = <[^>]*>', 'PN = <masked>', line)}")
     return errors, warns
 
 
