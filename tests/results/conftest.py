@@ -66,6 +66,9 @@ def tool(name: str) -> str:
     return found
 
 
+_PERSON_NAME = re.compile(r"PN \[\d+\] = <[^>]*>")
+
+
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     """(errors, warnings) reported by dicom3tools' dciodvfy; warnings are printed."""
     proc = subprocess.run([tool("dciodvfy"), str(path)], capture_output=True, text=True)
@@ -73,7 +76,8 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     errors = [line for line in lines if line.startswith("Error")]
     warns = [line for line in lines if line.startswith("Warning")]
     for line in warns:  # printed for triage, with person names masked (no PHI in logs)
-        print(f"dciodvfy {path.name}: {re.sub(r'PN \[\d+\] = <[^>]*>', 'PN = <masked>', line)}")
+        masked = _PERSON_NAME.sub("PN = <masked>", line)
+        print(f"dciodvfy {path.name}: {masked}")
     return errors, warns
 
 
