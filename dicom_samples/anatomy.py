@@ -15,6 +15,7 @@ the same bit for bit on every CPU, which the committed sample relies on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,8 +172,8 @@ class ChestPhantom:
     are computed once; per slice only what changes with z is drawn, which keeps a
     300 x 512 x 512 study within seconds."""
 
-    def __init__(self, grid: Grid, center_z: float, seed: int, noise_hu: float) -> None:
-        self.grid, self.center_z, self.noise_hu, self.seed = grid, center_z, noise_hu, seed
+    def __init__(self, grid: Grid, center_z: float, seed: int) -> None:
+        self.grid, self.center_z = grid, center_z
         self.base = self._body_wall()
         self.cavity_in = grid.ellipse(CAVITY[0], CAVITY[1], CAVITY[2] - 2.0, CAVITY[3] - 2.0)
         self._texture = LungTexture(grid, center_z, seed)
@@ -276,7 +277,7 @@ class ChestPhantom:
         """Parenchyma density before texture: denser behind (gravity-dependent perfusion)."""
         return (HU_LUNG + 0.2 * (self.grid.ys[w[0]][:, None] - 5.0)).astype(np.float32)
 
-    def _mediastinum(self, zl: float):  # noqa: ANN202 - generator of (window, frac, hu)
+    def _mediastinum(self, zl: float) -> Iterator[tuple[Window, np.ndarray, float | np.ndarray]]:
         """Everything between and around the lungs, in painting order. Each layer also
         removes what it covers from the lungs, so the lung masks stay exact."""
         g = self.grid

@@ -81,7 +81,7 @@ def generate_study(
         old.unlink(missing_ok=True)
 
     grid = Grid.make(rows, n_slices, slice_thickness_mm, SCAN_CENTER_Z_MM)
-    phantom = ChestPhantom(grid, SCAN_CENTER_Z_MM, seed, noise_hu)
+    phantom = ChestPhantom(grid, SCAN_CENTER_Z_MM, seed)
     ident = StudyIdentity.from_seed(seed)
     writer = SeriesWriter(out_dir, grid, ident, syntax)
     lung_voxels = {"right": 0, "left": 0}
