@@ -85,7 +85,11 @@ class Stack:
 
 
 def stack_planes(
-    planes: list[Plane], label: str, *, single_slice_spacing: float | None = None
+    planes: list[Plane],
+    label: str,
+    *,
+    single_slice_spacing: float | None = None,
+    header_tilt_deg: float | None = None,
 ) -> Stack:
     """Sort ``planes`` along their common normal and check they form a regular volume.
 
@@ -126,7 +130,7 @@ def stack_planes(
             tuple(int(i) for i in order), _xyz(pos[0]), (col_spacing, row_spacing, sk), direction
         )
 
-    _check_tilt(pos, dist, normal, min(row_spacing, col_spacing), label, planes, order)
+    _check_tilt(pos, dist, normal, min(row_spacing, col_spacing), label, header_tilt_deg)
     _check_positions(dist, label, [planes[i].name for i in order])
     sk = float((dist[-1] - dist[0]) / (len(dist) - 1))
     return Stack(
@@ -144,8 +148,7 @@ def _check_tilt(
     normal: np.ndarray,
     pixel: float,
     label: str,
-    planes: list[Plane],
-    order: np.ndarray,
+    header_tilt_deg: float | None,
 ) -> None:
     """Refuse planes that step sideways as they advance: a tilted gantry (or a sheared stack).
 
@@ -159,10 +162,11 @@ def _check_tilt(
     span = pos[-1] - pos[0]
     along = float(abs(span @ normal)) / max(float(np.linalg.norm(span)), 1e-9)
     angle = float(np.degrees(np.arccos(min(1.0, along))))
+    header = f", GantryDetectorTilt {header_tilt_deg:g}" if header_tilt_deg else ""
     raise GeometryError(
-        f"{label}: gantry tilt of {angle:.1f} degrees (slice positions step sideways by up to "
-        f"{off.max():.1f} mm instead of following the slice normal); tilted series are refused, "
-        "not resampled."
+        f"{label}: gantry tilt of {angle:.1f} degrees{header} (slice positions step sideways "
+        f"by up to {off.max():.1f} mm instead of following the slice normal); tilted series "
+        "are refused, not resampled."
     )
 
 

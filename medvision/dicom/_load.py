@@ -55,7 +55,8 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
     _check_instances(datasets, label)
     planes, frames = _planes(datasets, series.files, label)
     thickness = number(datasets[0], "SpacingBetweenSlices") or number(datasets[0], "SliceThickness")
-    stack = stack_planes(planes, label, single_slice_spacing=thickness)
+    tilt = number(datasets[0], "GantryDetectorTilt")
+    stack = stack_planes(planes, label, single_slice_spacing=thickness, header_tilt_deg=tilt)
     ordered = [frames[i] for i in stack.order]
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
     out = np.empty((len(ordered), rows, cols), dtype=np.float32)
@@ -220,12 +221,16 @@ def _decode_into(ds: Dataset, todo: list[tuple[int, _Frame]], out: np.ndarray, l
             f"{label}: pixel data holds {pixels.shape[0]} frame(s), fewer than NumberOfFrames."
         )
     for k, fr in todo:
-        target = out[k]
-        np.copyto(target, pixels[fr.frame], casting="unsafe")
+        # One pass per slice where possible: stored value (* slope) + intercept -> float32.
+        target, frame = out[k], pixels[fr.frame]
         if fr.slope != 1.0:
-            target *= np.float32(fr.slope)
-        if fr.intercept != 0.0:
-            target += np.float32(fr.intercept)
+            np.multiply(frame, np.float32(fr.slope), out=target, casting="unsafe")
+            if fr.intercept != 0.0:
+                target += np.float32(fr.intercept)
+        elif fr.intercept != 0.0:
+            np.add(frame, np.float32(fr.intercept), out=target, casting="unsafe")
+        else:
+            np.copyto(target, frame, casting="unsafe")
 
 
 def _first(seq: object) -> Dataset | None:

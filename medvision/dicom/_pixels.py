@@ -71,10 +71,14 @@ def _native(ds: Dataset) -> np.ndarray | None:
         return None  # let pydicom explain the short pixel data
     pixels = np.frombuffer(data, dtype=dtype, count=count).reshape(frames, rows, cols)
     if stored < allocated:
+        # Bits above BitsStored are not part of the value. Checking the range first is a
+        # cheap reduction; rewriting the array is only needed when those bits are set.
         shift = allocated - stored
         if signed:
-            pixels = (pixels << shift) >> shift  # sign-extend from BitsStored
-        else:
+            low, high = -(1 << (stored - 1)), (1 << (stored - 1)) - 1
+            if pixels.min() < low or pixels.max() > high:
+                pixels = (pixels << shift) >> shift  # sign-extend from BitsStored
+        elif pixels.max() >= (1 << stored):
             pixels = pixels & dtype.type((1 << stored) - 1)
     return pixels
 

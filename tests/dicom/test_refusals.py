@@ -35,7 +35,7 @@ def refusal(series: SeriesInfo, error: type[InputError]) -> str:
 
 def test_real_gantry_tilt_is_refused(edge_dir: Path) -> None:
     message = refusal(only_series(edge_dir / "ge-gantry-tilt"), GeometryError)
-    assert "gantry tilt of 18.5 degrees" in message
+    assert "gantry tilt of 18.5 degrees, GantryDetectorTilt 18.5" in message
     assert "refused, not resampled" in message
 
 
