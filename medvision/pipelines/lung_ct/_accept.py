@@ -28,7 +28,6 @@ def accept_series(series: SeriesInfo, p: LungParams) -> Acceptance:
     body_part = series.body_part_examined.strip().upper()
     checks = [
         (series.modality.upper() == "CT", f"modality is {series.modality or 'blank'}, not CT"),
-        (series.is_image and not series.problems, "; ".join(series.problems) or "not an image"),
         (
             not series.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX)
             and "SECONDARY" not in image_type,
@@ -38,6 +37,7 @@ def accept_series(series: SeriesInfo, p: LungParams) -> Acceptance:
             not any(t in image_type for t in NOT_A_VOLUME),
             f"localizer/scout image (ImageType {'/'.join(series.image_type)})",
         ),
+        (series.is_image and not series.problems, "; ".join(series.problems) or "not an image"),
         (
             series.sop_class_uid in (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE),
             f"SOP class {series.sop_class_uid} is not a CT image",
