@@ -24,7 +24,7 @@ from medvision.pipelines.lung_ct._params import LungParams
 
 # SNOMED CT codes. pydicom's codedict has Lung, Anatomical Structure, Morphologically
 # Abnormal Structure and Lesion; it lacks the lateral lungs, whose concept ids are those of
-# DICOM CID 4 / RadLex RID1326 (left) and RID1302 (right).
+# DICOM CID 4 (and of RadLex's SNOMED mapping, RID1326 = 44029006 left lung).
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
 ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically Abnormal Structure")
 LUNG = Code("39607008", "SCT", "Lung")
