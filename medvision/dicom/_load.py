@@ -79,13 +79,7 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
             _decode_into(datasets[i], todo, out, label)
 
     instance_order = list(dict.fromkeys(fr.instance for fr in ordered))
-    headers = []
-    for i in instance_order:
-        ds = datasets[i]
-        for keyword in _PIXEL_KEYWORDS:
-            if keyword in ds:
-                delattr(ds, keyword)
-        headers.append(ds)
+    headers = [datasets[i] for i in instance_order]  # pixel data already dropped
     first = datasets[ordered[0].instance]
     return Volume(
         array=out,
@@ -231,6 +225,10 @@ def _decode_into(ds: Dataset, todo: list[tuple[int, _Frame]], out: np.ndarray, l
             np.add(frame, np.float32(fr.intercept), out=target, casting="unsafe")
         else:
             np.copyto(target, frame, casting="unsafe")
+    # Drop the encoded bytes now rather than at the end: peak memory stays near the volume.
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            delattr(ds, keyword)
 
 
 def _first(seq: object) -> Dataset | None:
