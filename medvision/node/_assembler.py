@@ -7,6 +7,7 @@ pipeline's reason, so that a user sees why nothing came back.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -20,14 +21,23 @@ from medvision.errors import MedvisionError
 from medvision.jobs._queue import as_utc
 
 
-def complete_quiet_studies(settings: Settings, db: Database, audit: DbAuditLog) -> list[str]:
-    """Mark quiet studies complete and queue their jobs; returns the completed UIDs."""
+def complete_quiet_studies(
+    settings: Settings,
+    db: Database,
+    audit: DbAuditLog,
+    busy: Collection[str] = frozenset(),
+) -> list[str]:
+    """Mark quiet studies complete and queue their jobs; returns the completed UIDs.
+
+    ``busy`` names studies with received instances not yet in the index (see
+    :class:`~medvision.node._ingest.Indexer`): they are not quiet, whatever the clock says.
+    """
     cutoff = utcnow() - timedelta(seconds=settings.quiet_period_s)
     with db.session() as session:
         candidates = [
             (s.study_instance_uid, s.version)
             for s in session.scalars(select(Study).where(Study.state == StudyState.RECEIVING))
-            if as_utc(s.last_received_at) <= cutoff
+            if as_utc(s.last_received_at) <= cutoff and s.study_instance_uid not in busy
         ]
     done = []
     for uid, version in candidates:

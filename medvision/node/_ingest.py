@@ -3,13 +3,25 @@
 Called after the instance is durably in the spool. A study that was already complete
 (or further along) and gets a new instance starts a new version: its queued jobs are
 superseded, and when it is complete again, the new version's results supersede the old.
+
+The index is derived data: the spool is the durable record, and the node re-indexes any
+spooled file the database does not know at start-up. So the SCP does not wait for the
+database before it answers Success; an :class:`Indexer` thread writes the index in batches
+(one transaction for many instances), which keeps a per-instance database round trip out
+of the C-STORE path without weakening what an acknowledgement promises.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
+import threading
+import time
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
 from medvision.node._spool import StoredFile
@@ -20,8 +32,10 @@ IMAGE_SOP_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.2",  # CT Image
         "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+        "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image
         "1.2.840.10008.5.1.4.1.1.4",  # MR Image
         "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image
     }
 )
 
@@ -36,63 +50,160 @@ class Received:
     calling_host: str
 
 
+LOG = logging.getLogger("medvision.ingest")
+
+
 def index_instance(db: Database, item: Received, stored: StoredFile) -> bool:
     """Record the instance and update its study; False when it was a duplicate."""
-    now = utcnow()
     with db.session() as session:
-        exists = session.scalar(
-            select(Instance.id).where(Instance.sop_instance_uid == item.sop_instance_uid)
+        return _index_one(session, item, stored)
+
+
+def index_instances(db: Database, items: list[tuple[Received, StoredFile]]) -> int:
+    """Index many instances in one transaction; returns how many were new."""
+    with db.session() as session:
+        return sum(_index_one(session, item, stored) for item, stored in items)
+
+
+def _index_one(session: Session, item: Received, stored: StoredFile) -> bool:
+    now = utcnow()
+    exists = session.scalar(
+        select(Instance.id).where(Instance.sop_instance_uid == item.sop_instance_uid)
+    )
+    study = session.scalar(select(Study).where(Study.study_instance_uid == item.study_instance_uid))
+    if exists is not None and study is not None:
+        return False
+    if study is None:
+        study = Study(
+            study_instance_uid=item.study_instance_uid,
+            state=StudyState.RECEIVING,
+            version=1,
+            calling_aet=item.calling_aet,
+            calling_host=item.calling_host,
+            instance_count=0,
+            first_received_at=now,
+            last_received_at=now,
         )
-        study = session.scalar(
-            select(Study).where(Study.study_instance_uid == item.study_instance_uid)
+        session.add(study)
+    elif study.state != StudyState.RECEIVING and item.sop_class_uid in IMAGE_SOP_CLASSES:
+        study.version += 1
+        study.state = StudyState.RECEIVING
+        study.completed_at = None
+        study.reason = ""
+        session.execute(
+            update(Job)
+            .where(
+                Job.study_instance_uid == study.study_instance_uid,
+                Job.state == JobState.QUEUED,
+            )
+            .values(state=JobState.SUPERSEDED, reason="new instances arrived")
         )
-        if exists is not None and study is not None:
-            return False
-        if study is None:
-            study = Study(
+    if study.state == StudyState.RECEIVING:
+        study.last_received_at = now
+    study.calling_aet = item.calling_aet or study.calling_aet
+    study.calling_host = item.calling_host or study.calling_host
+    if exists is None:
+        study.instance_count += 1
+        session.add(
+            Instance(
+                sop_instance_uid=item.sop_instance_uid,
                 study_instance_uid=item.study_instance_uid,
-                state=StudyState.RECEIVING,
-                version=1,
+                series_instance_uid=item.series_instance_uid,
+                sop_class_uid=item.sop_class_uid,
+                path=stored.relpath,
+                size=stored.size,
+                sha256=stored.sha256,
                 calling_aet=item.calling_aet,
-                calling_host=item.calling_host,
-                instance_count=0,
-                first_received_at=now,
-                last_received_at=now,
+                received_at=now,
             )
-            session.add(study)
-        elif study.state != StudyState.RECEIVING and item.sop_class_uid in IMAGE_SOP_CLASSES:
-            study.version += 1
-            study.state = StudyState.RECEIVING
-            study.completed_at = None
-            study.reason = ""
-            session.execute(
-                update(Job)
-                .where(
-                    Job.study_instance_uid == study.study_instance_uid,
-                    Job.state == JobState.QUEUED,
-                )
-                .values(state=JobState.SUPERSEDED, reason="new instances arrived")
-            )
-        if study.state == StudyState.RECEIVING:
-            study.last_received_at = now
-        study.calling_aet = item.calling_aet or study.calling_aet
-        study.calling_host = item.calling_host or study.calling_host
-        if exists is None:
-            study.instance_count += 1
-            session.add(
-                Instance(
-                    sop_instance_uid=item.sop_instance_uid,
-                    study_instance_uid=item.study_instance_uid,
-                    series_instance_uid=item.series_instance_uid,
-                    sop_class_uid=item.sop_class_uid,
-                    path=stored.relpath,
-                    size=stored.size,
-                    sha256=stored.sha256,
-                    calling_aet=item.calling_aet,
-                    received_at=now,
-                )
-            )
+        )
+    session.flush()  # the next item of the same batch must see this one
     return exists is None
 
 
-__all__ = ["Received", "index_instance"]
+class Indexer:
+    """Writes the index of received instances in batches, off the C-STORE path.
+
+    ``put`` never blocks and never fails: the instance is already durable in the spool. If
+    the database is unavailable the batch is retried; if the process dies first, start-up
+    re-indexes the spool. :meth:`pending` tells the study assembler which studies still have
+    instances on their way into the database, so that none is completed too early.
+    """
+
+    def __init__(self, db: Database, batch_size: int = 500) -> None:
+        self.db = db
+        self.batch_size = batch_size
+        self._queue: queue.Queue[tuple[Received, StoredFile] | None] = queue.Queue()
+        self._pending: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="medvision-indexer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Received, stored: StoredFile) -> None:
+        with self._lock:
+            self._pending[item.study_instance_uid] += 1
+        self._queue.put((item, stored))
+
+    def pending(self) -> set[str]:
+        """Studies with instances received but not yet in the database."""
+        with self._lock:
+            return {uid for uid, n in self._pending.items() if n > 0}
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything put so far is in the database."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while +self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._thread is None:
+            return
+        self.flush(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._thread = None
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(nxt)
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[Received, StoredFile]]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                index_instances(self.db, batch)
+                break
+            except Exception as err:  # database briefly unavailable: the files are safe
+                LOG.error("cannot index %d received instances (retrying): %s", len(batch), err)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        with self._idle:
+            for item, _ in batch:
+                self._pending[item.study_instance_uid] -= 1
+            self._pending = +self._pending
+            self._idle.notify_all()
+
+
+__all__ = ["Indexer", "Received", "index_instance", "index_instances"]

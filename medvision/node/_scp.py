@@ -15,15 +15,19 @@ import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from io import BytesIO
 
+from pydicom import dcmread
+from pydicom.tag import Tag
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
-from medvision.node._ingest import Received, index_instance
+from medvision.node._ingest import Indexer, Received
 from medvision.node._spool import Spool, SpoolError
 
 LOG = logging.getLogger("medvision.scp")
@@ -32,12 +36,18 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 
+_STUDY_UID = Tag(0x0020, 0x000D)
+_SERIES_UID = Tag(0x0020, 0x000E)
+_SOP_UID = Tag(0x0008, 0x0018)
+
 #: What a PACS may push to us: images to analyse, and the kinds of objects we send back.
 STORAGE_SOP_CLASSES = [
     "1.2.840.10008.5.1.4.1.1.2",  # CT Image
     "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image
     "1.2.840.10008.5.1.4.1.1.4",  # MR Image
     "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation
     "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation
     "1.2.840.10008.5.1.4.1.1.88.34",  # Comprehensive 3D SR
@@ -66,6 +76,7 @@ class StorageSCP:
         self.db = db
         self.audit = audit
         self.spool = Spool(settings.spool_dir)
+        self.indexer = Indexer(db)
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
@@ -84,6 +95,7 @@ class StorageSCP:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        self.indexer.start()
         handlers = [
             (evt.EVT_CONN_OPEN, _set_nodelay),
             (evt.EVT_REQUESTED, self._on_requested),
@@ -103,6 +115,7 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        self.indexer.stop()
 
     # -- association control ------------------------------------------------------------
 
@@ -115,12 +128,14 @@ class StorageSCP:
         reason = ""
         if allowed_aets and calling not in allowed_aets:
             reason = f"calling AE title {calling!r} is not on the allow-list"
+            # Rejected-permanent, by the service user, "calling AE title not recognised".
+            diagnostic = 0x03
         elif allowed_hosts and host not in allowed_hosts:
             reason = f"host {host} is not on the allow-list"
+            # The standard has no diagnostic for a source address: "no reason given".
+            diagnostic = 0x01
         if reason:
-            # Permanent, by the service user, "calling AE title not recognised".
-            assoc.acse.send_reject(0x01, 0x01, 0x03)
-            assoc.is_rejected = True
+            assoc.acse.send_reject(0x01, 0x01, diagnostic)
             LOG.warning("association rejected: %s", reason)
             self.audit.record(
                 "association.rejected",
@@ -165,22 +180,38 @@ class StorageSCP:
     # -- storage ------------------------------------------------------------------------
 
     def _on_store(self, event: evt.Event) -> int:
+        """Spool the instance as received (no re-encoding) and answer only once it is durable.
+
+        Only the three UIDs the spool needs are parsed from the received bytes; the whole
+        dataset is never decoded here. Indexing in the database happens afterwards, in
+        batches, on the :class:`~medvision.node._ingest.Indexer` thread.
+        """
         assoc = event.assoc
         stats = self._stats.get(id(assoc))
         try:
-            ds = event.dataset
+            calling = assoc.requestor.ae_title.strip()
+            # The file meta records who sent it, so that a re-index after a crash still
+            # knows where the results go by default.
+            meta = event.file_meta
+            meta.SourceApplicationEntityTitle = calling
+            data = b"".join(
+                (b"\x00" * 128, b"DICM", encode_file_meta(meta), event.encoded_dataset(False))
+            )
+            header = dcmread(
+                BytesIO(data),
+                stop_before_pixels=True,
+                specific_tags=[_STUDY_UID, _SERIES_UID, _SOP_UID],
+            )
             item = Received(
-                study_instance_uid=str(ds.get("StudyInstanceUID", "")),
-                series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+                study_instance_uid=str(header.get("StudyInstanceUID", "")),
+                series_instance_uid=str(header.get("SeriesInstanceUID", "")),
                 sop_instance_uid=str(event.request.AffectedSOPInstanceUID or ""),
                 sop_class_uid=str(event.request.AffectedSOPClassUID or ""),
-                calling_aet=assoc.requestor.ae_title.strip(),
+                calling_aet=calling,
                 calling_host=assoc.requestor.address,
             )
-            ds_sop = str(ds.get("SOPInstanceUID", ""))
-            if ds_sop != item.sop_instance_uid:
+            if str(header.get("SOPInstanceUID", "")) != item.sop_instance_uid:
                 raise SpoolError("SOP Instance UID in the dataset differs from the request's")
-            data = event.encoded_dataset()
         except SpoolError as err:
             return self._refuse(stats, CANNOT_UNDERSTAND, str(err))
         except Exception as err:  # undecodable dataset from the peer
@@ -192,13 +223,10 @@ class StorageSCP:
         except SpoolError as err:
             status = CANNOT_UNDERSTAND if "UID" in str(err) else OUT_OF_RESOURCES
             return self._refuse(stats, status, str(err))
-        try:
-            new = index_instance(self.db, item, stored)
-        except Exception as err:  # the file is safe; the index is rebuilt at start-up
-            LOG.error("cannot index a received instance: %s", err)
-            return self._refuse(stats, OUT_OF_RESOURCES, "database unavailable")
+        # Durable now: the index follows (and is rebuilt from the spool after a crash).
+        self.indexer.put(item, stored)
         if stats is not None:
-            if new:
+            if stored.created:
                 stats.received[item.study_instance_uid] += 1
             else:
                 stats.duplicates += 1

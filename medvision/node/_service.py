@@ -11,12 +11,12 @@ import logging
 import threading
 
 from pydicom import dcmread
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 import medvision
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
-from medvision.db import Database, Instance
+from medvision.db import Database, Instance, Study, StudyState, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import Received, index_instance
@@ -71,6 +71,7 @@ class Node:
         partial = self.scp.spool.discard_partial()
         indexed = self._reindex_spool()
         requeued = recover_orphans(self.db)
+        self._restart_quiet_periods()
         if partial or indexed or requeued:
             LOG.info(
                 "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
@@ -84,6 +85,20 @@ class Node:
             "jobs_requeued": requeued,
         }
 
+    def _restart_quiet_periods(self) -> None:
+        """Studies still receiving get a full quiet period from now.
+
+        While the node was down its peers could not send; without this, a study interrupted
+        mid-transfer would count as complete at once after a restart (its last instance is
+        older than the quiet period) and run on half its images before the sender retries.
+        """
+        with self.db.session() as session:
+            session.execute(
+                update(Study)
+                .where(Study.state == StudyState.RECEIVING)
+                .values(last_received_at=utcnow())
+            )
+
     def _reindex_spool(self) -> int:
         spool = self.scp.spool
         with self.db.session() as session:
@@ -93,13 +108,19 @@ class Node:
             rel = str(path.relative_to(spool.root))
             if rel in known:
                 continue
-            ds = dcmread(path, stop_before_pixels=True)
+            try:
+                ds = dcmread(path, stop_before_pixels=True)
+            except Exception as err:  # never ours: we only rename complete files in
+                LOG.error("cannot index spooled file %s: %s", rel, err)
+                continue
             item = Received(
                 study_instance_uid=str(ds.StudyInstanceUID),
                 series_instance_uid=str(ds.SeriesInstanceUID),
                 sop_instance_uid=str(ds.SOPInstanceUID),
                 sop_class_uid=str(ds.SOPClassUID),
-                calling_aet="",
+                # Written by our SCP into the file meta; absent in files spooled by
+                # older versions, which then keep the study's recorded sender.
+                calling_aet=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
                 calling_host="",
             )
             stored = StoredFile(rel, path.stat().st_size, _sha256_file(path), created=False)
@@ -110,7 +131,9 @@ class Node:
     def _assemble_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                complete_quiet_studies(self.settings, self.db, self.audit)
+                complete_quiet_studies(
+                    self.settings, self.db, self.audit, busy=self.scp.indexer.pending()
+                )
             except Exception:
                 LOG.exception("study assembly pass failed; retrying")
             self._stop.wait(self.settings.poll_interval_s)
