@@ -64,6 +64,13 @@ def execute_job(job: Job, settings: Settings, db: Database, audit: DbAuditLog) -
         run = run_pipeline(study, pipelines.get(job.pipeline), out_dir)
     except (MedvisionError, StopIteration, KeyError) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
+    except Exception as err:
+        # A bug or an exhausted resource, not bad input. Without this the job would stay
+        # "running" (and its study with it) until the next restart requeued it.
+        LOG.exception("job %s crashed", job.id)
+        run = PipelineRun(
+            job.pipeline, study_uid, "failed", reason=f"internal error: {type(err).__name__}: {err}"
+        )
     _finish(job, run, settings, db)
     audit.record(
         "job.finished" if run.status == "done" else f"job.{run.status}",
@@ -109,11 +116,17 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
                 )
                 .values(state=OutboxState.SUPERSEDED)
             )
-            for name, modality in destinations_for(settings, study.calling_aet):
+            # A study without findings has an SR but no SEG (seg_path is None).
+            results = [
+                (path, uid, cls)
                 for path, uid, cls in (
                     (run.files.seg_path, run.files.seg_sop_instance_uid, SEG_CLASS),
                     (run.files.sr_path, run.files.sr_sop_instance_uid, SR_CLASS),
-                ):
+                )
+                if path is not None and uid
+            ]
+            for name, modality in destinations_for(settings, study.calling_aet):
+                for path, uid, cls in results:
                     session.add(
                         Outbox(
                             job_id=row.id,
