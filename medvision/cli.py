@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="pipeline to run (repeatable; default: every registered pipeline)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run the DICOM node and its REST API")
@@ -75,8 +75,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {args.path}: no such file or folder", file=sys.stderr)
         return 2
     bars = _ProgressBars(enabled=not args.quiet)
+    progress = None if args.quiet else bars.for_pipeline
     try:
-        runs = run_study(args.path, args.out, args.pipelines, progress=bars.for_pipeline)
+        runs = run_study(args.path, args.out, args.pipelines, progress=progress)
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2

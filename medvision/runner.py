@@ -115,7 +115,7 @@ def run_pipeline(
             seconds=round(run.timings_s["load"], 3),
         )
         t = time.perf_counter()
-        findings = pipeline.run(volume, progress)
+        findings = pipeline.run(volume, _within(progress, 0.05, 0.9))
         run.timings_s["inference"] = time.perf_counter() - t
         audit.record(
             "model.ran",
@@ -159,6 +159,16 @@ def run_pipeline(
         timings_s={k: round(v, 3) for k, v in run.timings_s.items()},
     )
     return run
+
+
+def _within(progress: Progress, start: float, end: float) -> Progress:
+    """Map a pipeline's own 0..1 progress into its share of the whole run."""
+
+    def report(stage: str, fraction: float) -> None:
+        if stage != "done":
+            progress(stage, start + (end - start) * max(0.0, min(1.0, fraction)))
+
+    return report
 
 
 def _select(study: StudyInfo, pipeline: Pipeline, audit: JsonlAuditLog) -> SeriesInfo:
