@@ -2,9 +2,11 @@
 
 Read-only views of the database, which is the single source of truth; the node's threads
 write it, the API never changes job state behind their back.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: FastAPI resolves string annotations in the
+module's globals, and ``SessionDep`` is local to :func:`create_app`, so with postponed
+annotations every route took ``session`` for a required query parameter (HTTP 422).
+"""
 
 from datetime import datetime
 from typing import Annotated, Any
