@@ -155,12 +155,28 @@ def _hoist_shared_geometry(ds: Dataset) -> list[str]:
     return repairs
 
 
+#: The last sanitised header set: the SEG and the SR of one result are built from the same
+#: source headers, and deep-copying a few hundred pydicom datasets twice costs seconds.
+_last: tuple[Sequence[Dataset], list[Dataset], list[str]] | None = None
+
+
 def sanitize_headers(headers: Sequence[Dataset]) -> tuple[list[Dataset], list[str]]:
     """Copies of ``headers`` that are safe to inherit from, and what was repaired.
 
     The list of repairs is deduplicated across instances (the same study-level defect is
-    usually in every slice).
+    usually in every slice). Callers must not modify the returned datasets: the SEG and the
+    SR of one Findings share them.
     """
+    global _last
+    last = _last
+    if last is not None and last[0] is headers:
+        return last[1], last[2]
+    cleaned, repairs = _sanitize(headers)
+    _last = (headers, cleaned, repairs)
+    return cleaned, repairs
+
+
+def _sanitize(headers: Sequence[Dataset]) -> tuple[list[Dataset], list[str]]:
     cleaned: list[Dataset] = []
     repairs: dict[str, None] = {}
     for header in headers:
