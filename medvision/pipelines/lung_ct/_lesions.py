@@ -13,6 +13,13 @@
 4. Kept parts grow in-plane by up to ``grow_mm`` into adjacent solid tissue outside the lung
    (the rest of a mass that bulges out of the envelope), and parts closer than ``merge_mm``
    are merged into one lesion.
+5. Partial-volume rim: each lesion takes the face-adjacent voxels (in 3-D) between
+   ``lung_hu`` and ``solid_hu``. A voxel above −400 HU between lung (≈ −850) and solid
+   tissue (≈ +40) is more than half lesion, so the mask is the lesion's half-way boundary
+   rather than the stricter ``solid_hu`` one (an 8 mm nodule loses a quarter of its volume
+   to the −300 HU threshold).
+6. Lesions smaller than :meth:`LungParams.min_lesion_ml` for the slice spacing, and
+   diaphragm domes (:func:`is_diaphragm_dome`), are dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from scipy import ndimage
 
 from medvision.dicom import Volume
 from medvision.pipelines.lung_ct._lungs import LungMasks
-from medvision.pipelines.lung_ct._morph import IN_PLANE, close_fill_2d, open_2d
+from medvision.pipelines.lung_ct._morph import FACES, IN_PLANE, close_fill_2d, open_2d
 from medvision.pipelines.lung_ct._params import LungParams
 
 
@@ -33,7 +40,9 @@ from medvision.pipelines.lung_ct._params import LungParams
 class Candidate:
     """One lesion candidate: its mask, the features it was judged on, its confidence."""
 
+    #: The solid part and its partial-volume rim.
     mask: np.ndarray
+    #: Volume of ``mask`` (the reported volume); the features below are the solid part's.
     volume_ml: float
     slices: int
     mean_hu: float
@@ -59,13 +68,14 @@ def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candid
     env_left = close_fill_2d(lungs.left, p.envelope_close_mm, pixel)
     env_right = close_fill_2d(lungs.right, p.envelope_close_mm, pixel)
     solid = volume.array >= p.solid_hu
+    min_ml = p.min_lesion_ml(volume.spacing[2])
     cores = open_2d((env_left | env_right) & solid & ~lung, p.open_small_mm, pixel)
 
     kept = np.zeros_like(cores)
     labels, _ = ndimage.label(cores)
     for index, box in enumerate(ndimage.find_objects(labels), start=1):
         part = labels[box] == index
-        if passes_rules(features(part, box, volume), p):
+        if passes_rules(features(part, box, volume), p, min_ml):
             kept[box] |= part
             continue
         thick = open_2d(part, p.open_large_mm, pixel)
@@ -75,7 +85,7 @@ def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candid
             abs_box = tuple(
                 slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sbox, strict=True)
             )
-            if passes_rules(features(piece, abs_box, volume), p):
+            if passes_rules(features(piece, abs_box, volume), p, min_ml):
                 kept[abs_box] |= piece
 
     grow = int(round(p.grow_mm / min(pixel)))
@@ -90,21 +100,37 @@ def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candid
     groups, _ = ndimage.label(ndimage.binary_dilation(kept, structure=IN_PLANE, iterations=merge))
     groups[~kept] = 0
 
+    # Partial-volume band: more than half lesion by the half-way rule, yet under solid_hu.
+    band = (volume.array >= p.lung_hu) & ~solid & lungs.body
+    outside = solid & ~(env_left | env_right)
+    superior = 1 if volume.direction[2, 2] > 0 else -1  # +1: k grows towards the head
+    taken = groups > 0  # a rim voxel goes to one lesion only
     out: list[Candidate] = []
     for index, box in enumerate(ndimage.find_objects(groups), start=1):
         if box is None:
             continue
-        local = groups[box] == index
-        f = features(local, box, volume)
-        if f["volume_ml"] < p.min_lesion_ml:
+        # Judged and scored on the solid part; measured with its partial-volume rim.
+        f = features(groups[box] == index, box, volume)
+        box = tuple(
+            slice(max(b.start - 1, 0), min(b.stop + 1, n))
+            for b, n in zip(box, volume.shape, strict=True)
+        )
+        solid_part = groups[box] == index
+        rim = ndimage.binary_dilation(solid_part, structure=FACES) & band[box] & ~taken[box]
+        volume_ml = float((solid_part | rim).sum()) * volume.voxel_volume_mm3 / 1000.0
+        if volume_ml < min_ml:
             continue
         mask = np.zeros(volume.shape, dtype=bool)
-        mask[box] = local
+        mask[box] = solid_part
+        if is_diaphragm_dome(mask, outside, superior, p):
+            continue
+        mask[box] |= rim
+        taken[box] |= rim
         on_left = int((mask & env_left).sum()) >= int((mask & env_right).sum())
         out.append(
             Candidate(
                 mask=mask,
-                volume_ml=f["volume_ml"],
+                volume_ml=volume_ml,
                 slices=int(f["slices"]),
                 mean_hu=f["mean_hu"],
                 z_elongation=f["z_elongation"],
@@ -133,15 +159,38 @@ def features(part: np.ndarray, box: tuple[slice, ...], volume: Volume) -> dict[s
     }
 
 
-def passes_rules(f: dict[str, float], p: LungParams) -> bool:
-    """Shape and size rules that separate nodules and masses from vessels, bone and noise."""
+def passes_rules(f: dict[str, float], p: LungParams, min_ml: float) -> bool:
+    """Shape and size rules that separate nodules and masses from vessels, bone and noise.
+
+    ``min_ml`` is :meth:`LungParams.min_lesion_ml` for the series' slice spacing.
+    """
     return (
-        f["volume_ml"] >= p.min_lesion_ml
+        f["volume_ml"] >= min_ml
         and f["slices"] >= p.min_lesion_slices
         and p.lesion_min_mean_hu <= f["mean_hu"] <= p.lesion_max_mean_hu
         and f["z_elongation"] <= p.max_z_elongation
         and f["bbox_fill"] >= p.min_bbox_fill
     )
+
+
+def is_diaphragm_dome(mask: np.ndarray, outside: np.ndarray, superior: int, p: LungParams) -> bool:
+    """True for the top of the liver or spleen seen through the lung base.
+
+    Where the lung wraps over a diaphragm dome, the top of the organ below shows on a few
+    slices as a solid island ringed by lung, and the envelope's hole filling takes it in.
+    Unlike a nodule, which narrows towards both ends and has lung beyond them, the dome is
+    widest on its most caudal slice and continues straight down into solid tissue outside
+    the lung envelope. ``outside`` is that tissue; ``superior`` is +1 when the slice index
+    grows towards the head, -1 otherwise.
+    """
+    per_slice = mask.sum(axis=(1, 2))
+    occupied = np.flatnonzero(per_slice)
+    caudal = int(occupied[0] if superior > 0 else occupied[-1])
+    below = caudal - superior
+    if per_slice[caudal] < per_slice.max() or not 0 <= below < mask.shape[0]:
+        return False
+    continued = int((outside[below] & mask[caudal]).sum())
+    return continued >= p.max_dome_continuation * int(per_slice[caudal])
 
 
 def confidence(f: dict[str, float]) -> float:
@@ -167,5 +216,6 @@ __all__ = [
     "confidence",
     "features",
     "find_lesions",
+    "is_diaphragm_dome",
     "passes_rules",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -36,12 +37,34 @@ class LungParams:
     open_large_mm: float = 5.0
     grow_mm: float = 10.0
     merge_mm: float = 2.5
-    min_lesion_ml: float = 0.5
+    #: Smallest reported lesion, as the diameter of the sphere of equal volume: 6 mm, the
+    #: size from which Lung-RADS and Fleischner act on a solid nodule. On thick slices the
+    #: floor rises to ``min_lesion_slices`` slice spacings (:meth:`min_lesion_diameter`).
+    min_lesion_diameter_mm: float = 6.0
     min_lesion_slices: int = 2
     lesion_min_mean_hu: float = -200.0
     lesion_max_mean_hu: float = 100.0
     max_z_elongation: float = 2.5
     min_bbox_fill: float = 0.15
+    #: A candidate widest on its most caudal slice with solid tissue outside the lung
+    #: envelope under at least this fraction of that slice is the top of the liver or
+    #: spleen under the diaphragm dome, seen through the lung base, not a lesion.
+    max_dome_continuation: float = 0.5
+
+    def min_lesion_diameter(self, slice_spacing_mm: float) -> float:
+        """Smallest reported equivalent diameter (mm) on slices ``slice_spacing_mm`` apart.
+
+        ``max(min_lesion_diameter_mm, min_lesion_slices × spacing)``: a sphere at least two
+        spacings across cuts at least two slice planes wherever it lies, so it can meet the
+        ``min_lesion_slices`` rule; a smaller one may show on one slice only, where it cannot
+        be told from a vessel crossing the slice. 6 mm up to 3 mm slices, 10 mm (0.52 mL) at
+        5 mm.
+        """
+        return max(self.min_lesion_diameter_mm, self.min_lesion_slices * slice_spacing_mm)
+
+    def min_lesion_ml(self, slice_spacing_mm: float) -> float:
+        """The volume (mL) of a sphere of :meth:`min_lesion_diameter`."""
+        return math.pi / 6.0 * self.min_lesion_diameter(slice_spacing_mm) ** 3 / 1000.0
 
     def as_strings(self) -> dict[str, str]:
         """The parameters as ``AlgorithmInfo.parameters`` wants them (name → text)."""
