@@ -57,7 +57,7 @@ class Candidate:
 CONFIDENCE_METHOD = (
     "classical heuristic: logistic function of hand-set weights over bounding-box fill, "
     "log volume, z-elongation and distance of mean HU from 30 HU; not a calibrated "
-    "probability (lung-ct 1.0.0, see docs/pipelines.md)"
+    "probability (lung-ct 1.1.0, see docs/pipelines.md)"
 )
 
 

@@ -60,7 +60,7 @@ class LungCT(Pipeline):
     """Lungs by HU thresholds, lesion candidates by shape rules (see docs/pipelines.md)."""
 
     name = "lung-ct"
-    version = "1.0.0"
+    version = "1.1.0"
     description = "Left/right lungs and lung lesion candidates on chest CT (classical, no weights)."
 
     def __init__(self, params: LungParams | None = None) -> None:
