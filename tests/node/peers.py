@@ -1,0 +1,283 @@
+"""Real DICOM peers for the node's tests: Orthanc, dcmtk tools and ``medvision serve``.
+
+Everything runs on free loopback ports chosen at run time and is stopped by PID. Waiting is
+done by polling with a deadline, never by fixed sleeps, so that the tests are as fast as the
+machine allows and fail with a clear message when something never happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+DCMTK = Path("/usr/bin")
+ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (bind to 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except AssertionError:
+            raise  # a test's own check failed: no point in waiting on
+        except Exception as err:  # the peer may still be starting
+            last_error = err
+        if time.monotonic() > deadline:
+            extra = f" (last error: {last_error})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def http_json(
+    url: str, data: Any = None, method: str | None = None, raw: bytes | None = None
+) -> Any:
+    """GET (or POST ``data`` as JSON / ``raw`` bytes) and decode the JSON answer."""
+    body = raw if raw is not None else (json.dumps(data).encode() if data is not None else None)
+    req = urllib.request.Request(url, data=body, method=method)
+    if raw is not None:
+        req.add_header("Content-Type", "application/dicom")
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        text = resp.read()
+    return json.loads(text) if text else None
+
+
+def dcmtk(tool: str, *args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a dcmtk tool by absolute path (the venv's pynetdicom scripts shadow the names)."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    return subprocess.run(
+        [str(DCMTK / tool), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal one process we started, by its PID, and wait until it is gone."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+
+
+class Orthanc:
+    """An Orthanc PACS in its own folder, with ``medvision`` as a known modality."""
+
+    def __init__(self, workdir: Path, modalities: Mapping[str, tuple[str, int]]) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.aet = "ORTHANC"
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        config = {
+            "Name": "TEST-PACS",
+            "StorageDirectory": str(self.dir / "db"),
+            "IndexDirectory": str(self.dir / "db"),
+            "Plugins": [
+                str(ORTHANC_PLUGINS / "libOrthancDicomWeb.so"),
+                str(ORTHANC_PLUGINS / "libOrthancGdcm.so"),
+            ],
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAet": self.aet,
+            "DicomPort": self.dicom_port,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowStore": True,
+            "DicomCheckModalityHost": False,
+            "UnknownSopClassAccepted": True,
+            "DicomModalities": {
+                name: {"AET": aet, "Host": "127.0.0.1", "Port": port}
+                for name, (aet, port) in modalities.items()
+            },
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (self.dir / "orthanc.json").write_text(json.dumps(config, indent=2))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Orthanc:
+        self.log = open(self.dir / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [ORTHANC, str(self.dir / "orthanc.json")],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TCP_NODELAY": "1"},
+        )
+        wait_for("Orthanc's REST API", lambda: self._alive() and self.get("/system"), 60)
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"Orthanc exited; see {self.dir / 'orthanc.log'}")
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+            self.log.close()
+
+    def get(self, path: str) -> Any:
+        return http_json(self.url + path)
+
+    def post(self, path: str, data: Any) -> Any:
+        return http_json(self.url + path, data, method="POST")
+
+    def upload(self, files: Iterable[Path]) -> str:
+        """POST each file to /instances; returns Orthanc's study id."""
+        study = ""
+        for path in files:
+            answer = http_json(self.url + "/instances", raw=path.read_bytes(), method="POST")
+            study = answer["ParentStudy"]
+        return study
+
+    def push(self, modality: str, resource: str) -> Any:
+        """Make Orthanc C-STORE a resource to one of its modalities (synchronously)."""
+        return self.post(
+            f"/modalities/{modality}/store", {"Resources": [resource], "Synchronous": True}
+        )
+
+    def study_id(self, study_instance_uid: str) -> str | None:
+        found = http_json(
+            self.url + "/tools/lookup", raw=study_instance_uid.encode(), method="POST"
+        )
+        return next((f["ID"] for f in found if f["Type"] == "Study"), None)
+
+    def instances_by_modality(self, study_instance_uid: str) -> dict[str, list[dict[str, Any]]]:
+        """Instance tags of every series of the study, grouped by the series' Modality."""
+        sid = self.study_id(study_instance_uid)
+        out: dict[str, list[dict[str, Any]]] = {}
+        if sid is None:
+            return out
+        for series in self.get(f"/studies/{sid}/series"):
+            modality = series["MainDicomTags"].get("Modality", "")
+            out.setdefault(modality, []).extend(self.get(f"/series/{series['ID']}/instances"))
+        return out
+
+
+class NodeProcess:
+    """``medvision serve`` as a child process, configured only by environment variables."""
+
+    def __init__(self, data_dir: Path, **settings: Any) -> None:
+        self.data_dir = data_dir
+        self.dicom_port = settings.pop("dicom_port", None) or free_port()
+        self.http_port = settings.pop("http_port", None) or free_port()
+        self.ae_title = settings.get("ae_title", "MEDVISION")
+        self.settings = {
+            "data_dir": str(data_dir),
+            "dicom_port": self.dicom_port,
+            "http_port": self.http_port,
+            "bind_address": "127.0.0.1",
+            **settings,
+        }
+        self.proc: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVISION_")}
+        if "MEDVISION_SHARED_DATA" in os.environ:
+            env["MEDVISION_SHARED_DATA"] = os.environ["MEDVISION_SHARED_DATA"]
+        for key, value in self.settings.items():
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"MEDVISION_{key.upper()}"] = text
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, timeout: float = 90) -> NodeProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.data_dir.parent / f"node-{self.dicom_port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medvision.cli", "serve"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.data_dir.parent,
+        )
+        wait_for("the node's /health", lambda: self._alive() and self.get("/health"), timeout)
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"medvision serve exited with {self.proc.returncode}")
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind, as in a power cut of the process."""
+        assert self.proc is not None
+        stop_process(self.proc, signal.SIGKILL)
+        self.proc = None
+        self.log.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+            self.log.close()
+
+    def get(self, path: str) -> Any:
+        return http_json(self.url + path)
+
+    def study(self, uid: str) -> dict[str, Any] | None:
+        try:
+            return self.get(f"/studies/{uid}")
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    def status(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "medvision.cli", "status", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.data_dir.parent,
+            timeout=60,
+        )
+
+
+__all__ = [
+    "NodeProcess",
+    "Orthanc",
+    "dcmtk",
+    "free_port",
+    "http_json",
+    "stop_process",
+    "wait_for",
+]
