@@ -135,7 +135,7 @@ class StorageSCP:
             # The standard has no diagnostic for a source address: "no reason given".
             diagnostic = 0x01
         if reason:
-            assoc.acse.send_reject(0x01, 0x01, diagnostic)
+            # Recorded before the peer hears of it, so the trail never lags the rejection.
             LOG.warning("association rejected: %s", reason)
             self.audit.record(
                 "association.rejected",
@@ -145,6 +145,11 @@ class StorageSCP:
                 reason=reason,
                 security_alert=True,
             )
+            assoc.acse.send_reject(0x01, 0x01, diagnostic)
+            # As pynetdicom does for its own rejections: wait until the DUL has sent the
+            # A-ASSOCIATE-RJ. Otherwise the reactor closes the socket first and the peer sees
+            # an abort ("never connected") instead of the reason.
+            assoc.kill()
 
     def _on_accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
