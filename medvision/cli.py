@@ -59,11 +59,69 @@ def _parser() -> argparse.ArgumentParser:
     pipes = sub.add_parser("pipelines", help="list the available pipelines")
     pipes.set_defaults(func=_cmd_pipelines)
 
-    audit = sub.add_parser("audit", help="audit trail tools")
+    audit = sub.add_parser("audit", help="audit trail tools: verify, export, forward")
     audit_sub = audit.add_subparsers(metavar="ACTION")
-    verify = audit_sub.add_parser("verify", help="check the hash chain of an audit file")
-    verify.add_argument("file", type=Path, nargs="+", help="audit.jsonl file(s)")
+    verify = audit_sub.add_parser(
+        "verify",
+        help="check the hash chain of audit.jsonl files, or of the node's database",
+        description="With FILE arguments, check those audit.jsonl files; without, check the "
+        "node's database (from --db, or the database_url/data_dir of --config). Exit 0: "
+        "intact; 1: broken or unreadable (the first bad event is named); 2: no such database.",
+    )
+    verify.add_argument("file", type=Path, nargs="*", help="audit.jsonl file(s)")
+    _audit_source_args(verify)
     verify.set_defaults(func=_cmd_audit_verify)
+
+    export = audit_sub.add_parser(
+        "export",
+        help="write audit events as DICOM PS3.15 A.5 audit messages",
+        description="Each selected event becomes one schema-validated DICOM audit message. "
+        "--out DIR (an existing folder) writes one .xml file per message; any other path "
+        "writes one message per line.",
+    )
+    export.add_argument(
+        "file", type=Path, nargs="*", help="audit.jsonl file(s) (default: database)"
+    )
+    _audit_source_args(export)
+    export.add_argument("--format", choices=["dicom-xml"], default="dicom-xml")
+    export.add_argument("--out", type=Path, required=True, help="output file or folder")
+    export.add_argument("--since", help="from this ISO date/time (UTC unless a zone is given)")
+    export.add_argument("--until", help="before this ISO date/time (a bare date: through that day)")
+    export.add_argument("--study", help="only this Study Instance UID")
+    export.add_argument(
+        "--type",
+        action="append",
+        dest="types",
+        metavar="PATTERN",
+        help="event type or glob, e.g. 'results.*' (repeatable)",
+    )
+    _audit_context_args(export)
+    export.set_defaults(func=_cmd_audit_export)
+
+    syslog = audit_sub.add_parser(
+        "send-syslog",
+        help="forward the node's audit messages to a syslog collector (RFC 5424/5425)",
+        description="Sends every event after the last one delivered (kept in --state) as "
+        "DICOM audit messages over TCP, or TLS with --tls. --follow keeps forwarding new "
+        "events, reconnecting after failures.",
+    )
+    _audit_source_args(syslog)
+    syslog.add_argument("--host", required=True, help="collector host")
+    syslog.add_argument("--port", type=int, default=6514, help="collector port (default 6514)")
+    syslog.add_argument("--tls", action="store_true", help="use TLS (RFC 5425)")
+    syslog.add_argument("--ca", type=Path, help="CA bundle for the collector's certificate")
+    syslog.add_argument("--cert", type=Path, help="our client certificate (mutual TLS)")
+    syslog.add_argument("--key", type=Path, help="our client key")
+    syslog.add_argument("--server-name", help="name to check the collector's certificate for")
+    syslog.add_argument(
+        "--state",
+        type=Path,
+        help="watermark file (default: DATA_DIR/audit-syslog.<host>-<port>.json)",
+    )
+    syslog.add_argument("--follow", action="store_true", help="keep forwarding new events")
+    syslog.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
+    _audit_context_args(syslog)
+    syslog.set_defaults(func=_cmd_audit_send_syslog)
     return parser
 
 
@@ -210,9 +268,62 @@ def _cmd_pipelines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_source_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--config", type=Path, help="medvision.toml naming the node's database")
+    group.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the node's database")
+
+
+def _audit_context_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--site", help="AuditEnterpriseSiteID (default: medvision)")
+    parser.add_argument("--source-id", help="AuditSourceID (default: this host's name)")
+
+
+def _audit_db_url(args: argparse.Namespace) -> str:
+    return args.db or _settings(args).db_url
+
+
+def _audit_context(args: argparse.Namespace):  # noqa: ANN202 - ExportContext, lazy import
+    from medvision.audit import ExportContext
+
+    ctx = ExportContext()
+    if not args.db:
+        ctx = ExportContext(node_aet=_settings(args).ae_title)
+    updates = {"site_id": args.site, "audit_source_id": args.source_id}
+    from dataclasses import replace
+
+    return replace(ctx, **{k: v for k, v in updates.items() if v})
+
+
+def _record_log_used(db, action: str, url: str, outcome: str = "success", **fields) -> None:  # noqa: ANN001
+    """AUD-10: reading the audit trail is itself audited (110101 Audit Log Used)."""
+    import getpass
+    import socket
+
+    from medvision.audit import DbAuditLog
+
+    try:
+        DbAuditLog(db).record(
+            "audit.log_used",
+            outcome,
+            action=action,
+            user=getpass.getuser(),
+            host=socket.gethostname(),
+            log_uri=url,
+            **fields,
+        )
+    except Exception as err:  # a read-only copy can still be verified
+        print(f"warning: could not record the Audit Log Used event: {err}", file=sys.stderr)
+
+
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from medvision.audit import verify_file
 
+    if not args.file:
+        return _audit_verify_db(args)
+    if args.config or args.db:
+        print("error: give audit.jsonl files or --config/--db, not both", file=sys.stderr)
+        return 2
     status = 0
     for path in args.file:
         try:
@@ -227,6 +338,179 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             print(f"{path}: BROKEN at {result.reason}", file=sys.stderr)
             status = 1
     return status
+
+
+def _audit_verify_db(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from medvision.audit import NoDatabase, head, open_existing, safe_url, verify_database
+
+    url = _audit_db_url(args)
+    shown = safe_url(url)
+    try:
+        db = open_existing(url)
+    except NoDatabase as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        result = verify_database(db)
+        last = head(db) if result.ok else None
+    except SQLAlchemyError as err:
+        print(f"{shown}: cannot read the audit table: {err}", file=sys.stderr)
+        db.dispose()
+        return 1
+    if result.ok:
+        tip = f", head {last['hash']} (seq {last['seq']})" if last else ""
+        print(f"{shown}: OK, {result.count} events, chain intact{tip}")
+    else:
+        print(f"{shown}: BROKEN at {result.reason}", file=sys.stderr)
+    _record_log_used(db, "verify", shown, "success" if result.ok else "failure", chain_ok=result.ok)
+    db.dispose()
+    return 0 if result.ok else 1
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from medvision.audit import (
+        EventFilter,
+        InvalidAuditMessage,
+        NoDatabase,
+        db_events,
+        export_messages,
+        open_existing,
+        parse_time,
+        read_jsonl,
+        safe_url,
+        verify_events,
+    )
+
+    try:
+        selection = EventFilter(
+            since=parse_time(args.since) if args.since else None,
+            until=parse_time(args.until, end=True) if args.until else None,
+            study=args.study,
+            types=tuple(args.types or ()),
+        )
+    except ValueError as err:
+        print(f"error: --since/--until: {err}", file=sys.stderr)
+        return 2
+    ctx = _audit_context(args)
+    db = None
+    if args.file:
+        try:
+            sources = [(str(p), read_jsonl(p)) for p in args.file]
+        except (OSError, ValueError) as err:
+            print(f"error: cannot read: {err}", file=sys.stderr)
+            return 2
+    else:
+        url = _audit_db_url(args)
+        try:
+            db = open_existing(url)
+        except NoDatabase as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        sources = [(safe_url(url), list(db_events(db)))]
+    status = 0
+    for name, events in sources:
+        check = verify_events(events)
+        if not check.ok:
+            print(
+                f"warning: {name}: chain BROKEN at {check.reason}; exporting anyway",
+                file=sys.stderr,
+            )
+            status = 1
+    per_file = args.out.is_dir()
+    written = 0
+    try:
+        out = None if per_file else open(args.out, "wb")
+        try:
+            for i, (_, events) in enumerate(sources):
+                prefix = f"{i:03d}-" if len(sources) > 1 else ""
+                for msg, xml in export_messages(events, ctx, selection):
+                    if out is None:
+                        seq = msg.seq if msg.seq is not None else written
+                        name = f"{prefix}{seq:08d}-{msg.event_type}.xml"
+                        (args.out / name).write_bytes(xml)
+                    else:
+                        out.write(xml.replace(b"\n", b"") + b"\n")
+                    written += 1
+        finally:
+            if out is not None:
+                out.close()
+    except InvalidAuditMessage as err:  # a bug in the mapping, never bad user input
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 2
+    print(f"{written} DICOM audit messages written to {args.out}")
+    if db is not None:
+        filters = {
+            k: v for k, v in vars(args).items() if k in ("since", "until", "study", "types") and v
+        }
+        _record_log_used(db, "export", safe_url(_audit_db_url(args)), messages=written, **filters)
+        db.dispose()
+    return status
+
+
+def _cmd_audit_send_syslog(args: argparse.Namespace) -> int:
+    import time
+
+    from medvision.audit import (
+        ChainMismatch,
+        NoDatabase,
+        SyslogSender,
+        SyslogTarget,
+        Watermark,
+        db_events,
+        forward,
+        open_existing,
+    )
+
+    url = _audit_db_url(args)
+    try:
+        db = open_existing(url)
+    except NoDatabase as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data_dir = Path(".") if args.db else _settings(args).data_dir
+    state = args.state or data_dir / f"audit-syslog.{args.host}-{args.port}.json"
+    target = SyslogTarget(
+        host=args.host,
+        port=args.port,
+        tls=args.tls,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        server_name=args.server_name,
+    )
+    ctx = _audit_context(args)
+    delay = args.interval
+    while True:
+        sender = SyslogSender(target)
+        try:
+            mark = Watermark.load(state)
+            result = forward(db_events(db, after_seq=mark.seq - 1), sender, state, ctx)
+            delay = args.interval
+            if result.sent or not args.follow:
+                print(
+                    f"forwarded {result.sent} messages to {args.host}:{args.port} "
+                    f"({result.skipped} internal events passed over); "
+                    f"delivered up to event {result.last_seq}",
+                    flush=True,
+                )
+        except ChainMismatch as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:  # collector down or TLS refused: keep the watermark, retry
+            print(f"error: {args.host}:{args.port}: {err}", file=sys.stderr, flush=True)
+            if not args.follow:
+                return 1
+            delay = min(delay * 2, 300.0)
+        finally:
+            sender.close()
+        if not args.follow:
+            return 0
+        time.sleep(delay)
 
 
 class _ProgressBars:

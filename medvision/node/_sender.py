@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections import Counter
 from datetime import timedelta
 from itertools import groupby
 
@@ -82,12 +83,25 @@ class Sender:
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 30
         for cls in sorted({r.sop_class_uid for r in rows}):
             ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        # Per study and SOP class, for the DICOM audit message (PS3.15 A.5.3.3 Study object).
+        counts = Counter((r.study_instance_uid, r.sop_class_uid) for r in rows)
         self.audit.record(
             "results.send_started",
             destination=aet,
             host=host,
             port=port,
             instances=[r.sop_instance_uid for r in rows],
+            studies=[
+                {
+                    "study_instance_uid": study,
+                    "sop_classes": [
+                        {"sop_class_uid": cls, "instances": n}
+                        for (s, cls), n in sorted(counts.items())
+                        if s == study
+                    ],
+                }
+                for study in sorted({s for s, _ in counts})
+            ],
         )
         assoc = ae.associate(host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
         if not assoc.is_established:
@@ -129,6 +143,7 @@ class Sender:
             study_instance_uid=row.study_instance_uid,
             destination=row.destination,
             ae_title=row.ae_title,
+            host=row.host,
             sop_instance_uid=row.sop_instance_uid,
             sop_class_uid=row.sop_class_uid,
         )
@@ -151,7 +166,10 @@ class Sender:
             outcome="failure",
             study_instance_uid=row.study_instance_uid,
             destination=row.destination,
+            ae_title=row.ae_title,
+            host=row.host,
             sop_instance_uid=row.sop_instance_uid,
+            sop_class_uid=row.sop_class_uid,
             attempt=r.attempts,
             reason=reason,
         )
