@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     max_send_attempts: int = Field(default=0, ge=0, description="0: retry forever")
     #: How often the background loops look for work.
     poll_interval_s: float = Field(default=0.5, gt=0)
+    #: HTTPS for the API and web pages: both PEM paths set means uvicorn serves TLS.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: How long a browser session (``POST /login``) lasts.
+    session_ttl_s: int = Field(default=12 * 3600, gt=0)
+    #: Serve ``/metrics`` without credentials (for a Prometheus on a trusted network).
+    metrics_public: bool = False
+    #: When a reviewer rejects a finding, send a new SR version marking it rejected.
+    resend_sr_on_reject: bool = False
 
     @field_validator("ae_title")
     @classmethod
@@ -69,6 +78,12 @@ class Settings(BaseSettings):
         if not 0 < len(value) <= 16 or "\\" in value:
             raise ValueError(f"AE title must be 1-16 characters without '\\', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together (PEM file paths)")
+        return self
 
     @property
     def spool_dir(self) -> Path:

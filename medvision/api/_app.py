@@ -17,6 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import medvision
+from medvision.api._auth import router as auth_router
+from medvision.audit import DbAuditLog
+from medvision.config import Settings, load_settings
 from medvision.db import Database, Job, Outbox, Study
 
 
@@ -76,12 +79,16 @@ def _job_out(j: Job) -> JobOut:
     return JobOut.model_validate(j, from_attributes=True)
 
 
-def create_app(db: Database) -> FastAPI:
+def create_app(db: Database, settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="medvision",
         version=medvision.__version__,
         description="DICOM AI node: studies, jobs and deliveries.",
     )
+    app.state.db = db
+    app.state.settings = settings or load_settings()
+    app.state.audit = DbAuditLog(db)
+    app.include_router(auth_router)
 
     def get_session() -> Any:
         with db.session() as session:

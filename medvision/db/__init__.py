@@ -2,8 +2,10 @@
 
 from medvision.db._engine import Database
 from medvision.db._models import (
+    ApiToken,
     AuditEvent,
     Base,
+    Feedback,
     Instance,
     Job,
     JobState,
@@ -11,13 +13,16 @@ from medvision.db._models import (
     OutboxState,
     Study,
     StudyState,
+    User,
     utcnow,
 )
 
 __all__ = [
+    "ApiToken",
     "AuditEvent",
     "Base",
     "Database",
+    "Feedback",
     "Instance",
     "Job",
     "JobState",
@@ -25,5 +30,6 @@ __all__ = [
     "OutboxState",
     "Study",
     "StudyState",
+    "User",
     "utcnow",
 ]

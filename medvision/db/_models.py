@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -154,8 +154,65 @@ class AuditEvent(Base):
         }
 
 
+class User(Base):
+    """A local API/web user. Roles are names from ``medvision.api.Role``, kept as a JSON
+    list so that adding a role never needs a migration; ``disabled`` keeps the row (and the
+    name in old audit events meaningful) while refusing every credential."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    #: argon2id hash (PHC string); empty means no password login (tokens only).
+    password_hash: Mapped[str] = mapped_column(Text, default="")
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ApiToken(Base):
+    """A bearer secret of one user: an API token (``kind="api"``, no expiry) or a browser
+    session (``kind="session"``, expires). Only the SHA-256 of the secret is stored: the
+    secrets are 256-bit random, so a fast hash is enough and a stolen table opens nothing."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="api")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Feedback(Base):
+    """A reviewer's word on a result: a decision on one finding (``kind="decision"``:
+    accept, reject or comment) or a lesion the model missed (``kind="missed_lesion"``,
+    with its location). Rows are never updated; a later decision is a new row."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    finding_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    decision: Mapped[str] = mapped_column(String(16), default="")
+    comment: Mapped[str] = mapped_column(Text, default="")
+    #: Missed lesion: {"slice_index", "x", "y"} (pixels) and/or {"lps": [x, y, z]} (mm).
+    location: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    user: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The superseding SR queued because of this rejection, if any.
+    sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
 __all__ = [
+    "ApiToken",
     "AuditEvent",
+    "Feedback",
     "Base",
     "Instance",
     "Job",
@@ -164,5 +221,6 @@ __all__ = [
     "OutboxState",
     "Study",
     "StudyState",
+    "User",
     "utcnow",
 ]
