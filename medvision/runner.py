@@ -9,7 +9,6 @@ in the audit trail, so that one bad series cannot stop the others.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Literal
 
 import medvision
 from medvision import pipelines
+from medvision._hashing import sha256_file
 from medvision.audit import JsonlAuditLog
 from medvision.dicom import SeriesInfo, StudyInfo, load_series, scan
 from medvision.errors import MedvisionError, NoMatchingSeries
@@ -132,7 +132,7 @@ def run_pipeline(
         audit.record(
             "results.written",
             files=[
-                {"file": p.name, "sha256": _sha256(p), **extra}
+                {"file": p.name, "sha256": sha256_file(p), **extra}
                 for p, extra in (
                     (files.seg_path, {"sop_instance_uid": files.seg_sop_instance_uid}),
                     (files.sr_path, {"sop_instance_uid": files.sr_sop_instance_uid}),
@@ -203,7 +203,7 @@ def _instance_digests(series: SeriesInfo, sop_uids: Sequence[str]) -> list[tuple
     """sha256 of each source file, so the audit proves exactly which bytes were analysed."""
     digests = {}
     for path in series.files:
-        digests[path] = _sha256(path)
+        digests[path] = sha256_file(path)
     order = list(dict.fromkeys(sop_uids))
     by_uid = dict(zip(_file_uids(series), series.files, strict=False))
     return [(uid, digests.get(by_uid.get(uid, Path()), "")) for uid in order]
@@ -220,14 +220,6 @@ def _file_uids(series: SeriesInfo) -> list[str]:
         )
         for p in series.files
     ]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["PipelineRun", "ProgressFactory", "run_pipeline", "run_study"]

@@ -11,7 +11,6 @@ alert in the audit trail.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node._ingest import Indexer, Received
+from medvision.node._net import set_nodelay
 from medvision.node._spool import Spool, SpoolError
 
 LOG = logging.getLogger("medvision.scp")
@@ -97,7 +97,7 @@ class StorageSCP:
     def start(self) -> None:
         self.indexer.start()
         handlers = [
-            (evt.EVT_CONN_OPEN, _set_nodelay),
+            (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
@@ -246,13 +246,6 @@ class StorageSCP:
 
 def _on_echo(event: evt.Event) -> int:
     return SUCCESS
-
-
-def _set_nodelay(event: evt.Event) -> None:
-    """pynetdicom never sets TCP_NODELAY; peers waiting for delayed ACKs crawl without it."""
-    sock = event.assoc.dul.socket
-    if sock is not None and sock.socket is not None:
-        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 __all__ = ["STORAGE_SOP_CLASSES", "StorageSCP"]

@@ -10,7 +10,6 @@ SOP Instance UID again, which it stores once).
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections import Counter
 from datetime import timedelta
@@ -25,14 +24,9 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database, Outbox, OutboxState, utcnow
 from medvision.jobs._queue import _refresh_study_state, as_utc
+from medvision.node._net import set_nodelay
 
 LOG = logging.getLogger("medvision.sender")
-
-
-def _nodelay(event: evt.Event) -> None:
-    sock = event.assoc.dul.socket
-    if sock is not None and sock.socket is not None:
-        sock.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Sender:
@@ -103,7 +97,9 @@ class Sender:
                 for study in sorted({s for s, _ in counts})
             ],
         )
-        assoc = ae.associate(host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
+        assoc = ae.associate(
+            host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
+        )
         if not assoc.is_established:
             for row in rows:
                 self._failed(row, f"cannot associate with {aet}@{host}:{port}")

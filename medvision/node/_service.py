@@ -14,6 +14,7 @@ from pydicom import dcmread
 from sqlalchemy import select, update
 
 import medvision
+from medvision._hashing import sha256_file
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database, Instance, Study, StudyState, utcnow
@@ -22,7 +23,7 @@ from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import Received, index_instance
 from medvision.node._scp import StorageSCP
 from medvision.node._sender import Sender
-from medvision.node._spool import StoredFile, _sha256_file
+from medvision.node._spool import StoredFile
 
 LOG = logging.getLogger("medvision.node")
 
@@ -123,7 +124,7 @@ class Node:
                 calling_aet=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
                 calling_host="",
             )
-            stored = StoredFile(rel, path.stat().st_size, _sha256_file(path), created=False)
+            stored = StoredFile(rel, path.stat().st_size, sha256_file(path), created=False)
             if index_instance(self.db, item, stored):
                 n += 1
         return n

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from medvision._hashing import sha256_file
+
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 
@@ -53,7 +55,7 @@ class Spool:
         final = self.path_for(study_uid, series_uid, sop_uid)
         relpath = str(final.relative_to(self.root))
         if final.exists():
-            return StoredFile(relpath, final.stat().st_size, _sha256_file(final), created=False)
+            return StoredFile(relpath, final.stat().st_size, sha256_file(final), created=False)
         tmp = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +91,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 __all__ = ["Spool", "SpoolError", "StoredFile", "valid_uid"]
