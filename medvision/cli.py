@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     pipes = sub.add_parser("pipelines", help="list the available pipelines")
     pipes.set_defaults(func=_cmd_pipelines)
 
+    from medvision.pipelines.bundle._cli import add_models_parser
+
+    add_models_parser(sub)
+
     audit = sub.add_parser("audit", help="audit trail tools: verify, export, forward")
     audit_sub = audit.add_subparsers(metavar="ACTION")
     verify = audit_sub.add_parser(

@@ -125,12 +125,19 @@ class Finding:
     confidence_method: str
     #: Laterality or lobe of a lesion, e.g. Code("39607008", "SCT", "Lung") + "Right".
     site: Code | None = None
+    #: Optional spread of the model's answer inside the segment (e.g. the mean standard
+    #: deviation of its probability over test-time augmentations), in [0, 1]; None when
+    #: the pipeline does not estimate it.
+    uncertainty: float | None = None
+    uncertainty_method: str = ""
 
     def __post_init__(self) -> None:
         if self.number < 1:
             raise ValueError(f"Finding number must be 1 or more, got {self.number}.")
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"Finding confidence must be in [0, 1], got {self.confidence}.")
+        if self.uncertainty is not None and not 0.0 <= self.uncertainty <= 1.0:
+            raise ValueError(f"Finding uncertainty must be in [0, 1], got {self.uncertainty}.")
         if self.mask.dtype != bool:
             raise ValueError(f"Finding mask must be boolean, got {self.mask.dtype}.")
 
@@ -147,6 +154,8 @@ class Finding:
             "tracking_uid": self.tracking_uid,
             "confidence": self.confidence,
             "confidence_method": self.confidence_method,
+            "uncertainty": self.uncertainty,
+            "uncertainty_method": self.uncertainty_method or None,
             "measurements": self.measurements.to_json(),
         }
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from medvision.pipelines._contract import Pipeline
 
 _FACTORIES: dict[str, Callable[[], Pipeline]] = {}
+#: Names registered from bundle folders (re-discovered on each listing).
+_BUNDLES: set[str] = set()
 
 
 def register(name: str, factory: Callable[[], Pipeline]) -> None:
@@ -35,6 +38,27 @@ def _load_builtins() -> None:
     # Imported lazily so that listing pipelines does not import torch/monai at start-up
     # unless a pipeline module needs it.
     from medvision.pipelines import lung_ct  # noqa: F401
+
+    _load_bundles()
+
+
+def _load_bundles() -> None:
+    """Register every bundle folder found in the repository's ``models/`` and in the user's
+    model folder (``MEDVISION_MODELS_DIR``, default ``~/.cache/medvision/models``).
+
+    Only ``pipeline.yaml`` is read here; a bundle's network loads on its first run. A
+    built-in pipeline keeps its name: a bundle cannot silently replace it.
+    """
+    try:
+        from medvision.pipelines.bundle import BundlePipeline, find_bundles
+    except ImportError as exc:  # e.g. PyYAML missing: built-in pipelines still work
+        logging.getLogger(__name__).warning("Model bundles not loaded: %s", exc)
+        return
+    for name, (root, spec_path) in find_bundles().items():
+        if name in _FACTORIES and name not in _BUNDLES:
+            continue
+        _BUNDLES.add(name)
+        register(name, lambda r=root, s=spec_path: BundlePipeline(r, s))
 
 
 __all__ = ["available", "get", "register"]

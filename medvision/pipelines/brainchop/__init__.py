@@ -1,0 +1,20 @@
+"""brainchop's MeshNet brain-MR models: a PyTorch MeshNet and a TF.js -> MONAI bundle importer."""
+
+from medvision.pipelines.brainchop._import import (
+    KNOWN,
+    available_models,
+    default_out_dir,
+    import_brainchop,
+)
+from medvision.pipelines.brainchop._meshnet import MeshNet
+from medvision.pipelines.brainchop._tfjs import TfjsModel, read_tfjs_meshnet
+
+__all__ = [
+    "KNOWN",
+    "MeshNet",
+    "TfjsModel",
+    "available_models",
+    "default_out_dir",
+    "import_brainchop",
+    "read_tfjs_meshnet",
+]

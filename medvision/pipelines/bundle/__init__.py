@@ -1,0 +1,34 @@
+"""MONAI bundles as pipelines: ``pipeline.yaml`` + the bundle's own configs and weights.
+
+See docs/models.md. Importing this package does not import torch or MONAI; running a
+bundle does.
+"""
+
+from medvision.pipelines.bundle._discover import find_bundles, model_dirs, user_models_dir
+from medvision.pipelines.bundle._pipeline import BundlePipeline, resample_to
+from medvision.pipelines.bundle._quality import UNTRAINED_FLAG, match_series, quality_flags
+from medvision.pipelines.bundle._spec import (
+    InputSpec,
+    LabelSpec,
+    PipelineSpec,
+    SpecError,
+    parse_spec,
+    read_spec,
+)
+
+__all__ = [
+    "UNTRAINED_FLAG",
+    "BundlePipeline",
+    "InputSpec",
+    "LabelSpec",
+    "PipelineSpec",
+    "SpecError",
+    "find_bundles",
+    "match_series",
+    "model_dirs",
+    "parse_spec",
+    "quality_flags",
+    "read_spec",
+    "resample_to",
+    "user_models_dir",
+]
