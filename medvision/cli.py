@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_models_parser(sub)
 
+    from medvision.api._users_cli import add_users_parser
+
+    add_users_parser(sub)
+
     audit = sub.add_parser("audit", help="audit trail tools: verify, export, forward")
     audit_sub = audit.add_subparsers(metavar="ACTION")
     verify = audit_sub.add_parser(
@@ -190,15 +194,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     print(
         f"medvision node {settings.ae_title} listening on DICOM port {settings.dicom_port}, "
-        f"HTTP port {settings.http_port}, data in {settings.data_dir}",
+        f"{'HTTPS' if settings.tls_cert else 'HTTP'} port {settings.http_port}, "
+        f"data in {settings.data_dir}",
         file=sys.stderr,
         flush=True,
     )
     config = uvicorn.Config(
-        create_app(node.db),
+        create_app(node.db, settings),
         host=settings.bind_address,
         port=settings.http_port,
         log_level="warning",
+        # HTTPS when a certificate is configured (both or neither: checked in Settings).
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
     try:
         uvicorn.Server(config).run()

@@ -30,7 +30,13 @@ def get_audit(request: Request) -> DbAuditLog:
 
 
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
+    """One transaction per request: committed when the route returns, rolled back on error.
+
+    Only for routes that do nothing else with the database: on SQLite the per-process
+    lock of ``Database.session`` is taken in the thread that runs this dependency, so an
+    audit record or another ``db.session()`` inside the route (another thread) would wait
+    for it forever. Routes that audit take ``DbDep`` and open short sessions themselves.
+    """
     with db.session() as session:
         yield session
 
@@ -46,12 +52,31 @@ def client_host(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
+def record_read(
+    audit: DbAuditLog, request: Request, study_uid: str | None, **fields: object
+) -> None:
+    """``api.read``: who read which study's data through which route (AUD-02, GDPR access
+    control on patient data). The route template is recorded, not the URL, so no query
+    string or free text reaches the audit trail."""
+    user = getattr(request.state, "user", None)
+    route = request.scope.get("route")
+    audit.record(
+        "api.read",
+        study_instance_uid=study_uid,
+        user=user.name if user is not None else "anonymous",
+        route=f"{request.method} {getattr(route, 'path', request.url.path)}",
+        client_host=client_host(request),
+        **fields,
+    )
+
+
 __all__ = [
     "AuditDep",
     "DbDep",
     "SessionDep",
     "SettingsDep",
     "client_host",
+    "record_read",
     "get_audit",
     "get_db",
     "get_session",

@@ -1,48 +1,22 @@
-"""The REST API over real HTTP (uvicorn on a free port) on a real database."""
+"""Studies and jobs over real HTTP, as an authenticated radiologist."""
 
 from __future__ import annotations
 
-import threading
-import urllib.error
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-import uvicorn
-
-from medvision.api import create_app
-from medvision.db import Database, Job, Outbox, Study
-from tests.node.peers import free_port, http_json, wait_for
+from medvision.db import Job, Outbox, Study
+from tests.api.conftest import Server
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[str, Database]]:
-    db = Database(f"sqlite:///{tmp_path / 'medvision.db'}")
-    db.create_schema()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_for("the API", lambda: http_json(url + "/health"), 30)
-    yield url, db
-    server.should_exit = True
-    thread.join(10)
-    db.dispose()
-
-
-def test_health_studies_jobs(api) -> None:
-    url, db = api
-    assert http_json(url + "/health")["status"] == "ok"
-    assert http_json(url + "/studies") == [] and http_json(url + "/jobs") == []
-    with db.session() as session:
+def test_health_studies_jobs(api: Server) -> None:
+    anyone, rad = api.client(), api.client("rad")
+    assert anyone.get("/health").json()["status"] == "ok"
+    assert rad.get("/studies").json() == [] and rad.get("/jobs").json() == []
+    with api.db.session() as session:
         session.add(Study(study_instance_uid="1.2.3", state="failed", reason="no series"))
         session.add(Study(study_instance_uid="1.2.4", state="send-failed", instance_count=3))
         job = Job(study_instance_uid="1.2.4", study_version=1, pipeline="lung-ct", state="done")
         session.add(job)
         session.flush()
+        job_id = job.id
         session.add(
             Outbox(
                 job_id=job.id,
@@ -58,11 +32,11 @@ def test_health_studies_jobs(api) -> None:
                 last_error="cannot associate",
             )
         )
-    studies = http_json(url + "/studies")
+    studies = rad.get("/studies").json()
     assert [s["study_instance_uid"] for s in studies] == ["1.2.4", "1.2.3"]
-    failed = http_json(url + "/studies?state=failed")
+    failed = rad.get("/studies?state=failed").json()
     assert [(s["study_instance_uid"], s["reason"]) for s in failed] == [("1.2.3", "no series")]
-    detail = http_json(url + "/studies/1.2.4")
+    detail = rad.get("/studies/1.2.4").json()
     assert detail["state"] == "send-failed" and detail["instances"] == 3
     assert detail["jobs"][0]["pipeline"] == "lung-ct"
     (delivery,) = detail["deliveries"]
@@ -71,8 +45,12 @@ def test_health_studies_jobs(api) -> None:
         2,
         "cannot associate",
     )
-    assert [j["state"] for j in http_json(url + "/jobs?state=done")] == ["done"]
-    assert http_json(url + "/jobs?state=running") == []
-    with pytest.raises(urllib.error.HTTPError) as err:
-        http_json(url + "/studies/9.9.9")
-    assert err.value.code == 404
+    assert [j["state"] for j in rad.get("/jobs?state=done").json()] == ["done"]
+    assert rad.get("/jobs?state=running").json() == []
+    assert rad.get(f"/jobs/{job_id}").json()["pipeline"] == "lung-ct"
+    assert rad.get("/studies/9.9.9").status == 404
+    assert rad.get("/jobs/999").status == 404
+    # The study detail is patient data: its read is audited, without PHI.
+    (read,) = api.events("api.read")
+    assert read["user"] == "rad" and read["study_instance_uid"] == "1.2.4"
+    assert read["route"] == "GET /studies/{study_uid}"

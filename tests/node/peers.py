@@ -58,13 +58,24 @@ def wait_for(
 
 
 def http_json(
-    url: str, data: Any = None, method: str | None = None, raw: bytes | None = None
+    url: str,
+    data: Any = None,
+    method: str | None = None,
+    raw: bytes | None = None,
+    token: str | None = None,
 ) -> Any:
-    """GET (or POST ``data`` as JSON / ``raw`` bytes) and decode the JSON answer."""
+    """GET (or POST ``data`` as JSON / ``raw`` bytes) and decode the JSON answer.
+
+    ``token``: a medvision API token, sent as ``Authorization: Bearer``.
+    """
     body = raw if raw is not None else (json.dumps(data).encode() if data is not None else None)
     req = urllib.request.Request(url, data=body, method=method)
     if raw is not None:
         req.add_header("Content-Type", "application/dicom")
+    elif data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(req, timeout=120) as resp:
         text = resp.read()
     return json.loads(text) if text else None
@@ -207,6 +218,24 @@ class NodeProcess:
         }
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.http_port}"
+        #: API token of a user with every role, made at the first start.
+        self.token: str | None = None
+
+    def _ensure_user(self) -> None:
+        """The API wants credentials: create a user with every role and keep a token."""
+        if self.token is not None:
+            return
+        from medvision.api._users import Role, add_user, new_token
+        from medvision.config import Settings
+        from medvision.db import Database
+
+        db = Database(Settings(**self.settings).db_url)
+        try:
+            db.create_schema()
+            add_user(db, "test-node", [r.value for r in Role])
+            self.token = new_token(db, "test-node")
+        finally:
+            db.dispose()
 
     @property
     def env(self) -> dict[str, str]:
@@ -221,6 +250,7 @@ class NodeProcess:
 
     def start(self, timeout: float = 90) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_user()
         self.log = open(self.data_dir.parent / f"node-{self.dicom_port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "medvision.cli", "serve"],
@@ -251,7 +281,7 @@ class NodeProcess:
             self.log.close()
 
     def get(self, path: str) -> Any:
-        return http_json(self.url + path)
+        return http_json(self.url + path, token=self.token)
 
     def study(self, uid: str) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,201 @@
+"""A reviewer's rejection, carried into DICOM: a new SR version that marks the finding.
+
+When ``resend_sr_on_reject`` is on, rejecting finding *n* of a job writes a new version of
+the job's TID 1500 SR and queues it for the study's destinations, so the PACS holds the
+reviewer's word next to the algorithm's. What changes, and why:
+
+- the finding's measurement group (the one whose Referenced Segment is *n*) is kept, with
+  its measurements, and gains a qualitative evaluation ``Reviewer assessment = Rejected by
+  reviewer``. Dropping the group would hide what the algorithm claimed, and the audit
+  trail and the SR would then tell different stories. DICOM has no standard code for "a
+  human rejected this AI finding" yet, so the concept is in the local coding scheme
+  ``99MEDVISION`` (private schemes begin with 99, PS3.16 8.2), declared in the Coding
+  Scheme Identification Sequence;
+- a new SOP Instance UID in the same SR series, the next Instance Number and a new
+  Content Date/Time; the Predecessor Documents Sequence points at the version it
+  replaces, which is how SR says "this supersedes that" (PS3.3 C.17.2);
+- the Verification Flag stays UNVERIFIED: a rejection is not a signed report;
+- the reviewer's comment is not copied into the SR (free text may carry PHI).
+
+Versions accumulate (``sr-2.dcm``, ``sr-3.dcm``, ...), each built on the latest, and an
+undelivered older SR of the same job is marked superseded in the outbox.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import highdicom as hd
+from pydicom import Dataset, dcmread
+from pydicom.sequence import Sequence as DicomSequence
+from sqlalchemy import select, update
+
+from medvision.config import Settings
+from medvision.db import Database, Job, Outbox, OutboxState, Study
+from medvision.jobs import destinations_for
+
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+SCHEME = "99MEDVISION"
+REVIEW = hd.sr.CodedConcept("REVIEW", SCHEME, "Reviewer assessment")
+REJECTED = hd.sr.CodedConcept("REJECTED", SCHEME, "Rejected by reviewer")
+_REFERENCED_SEGMENT = "121214"
+
+
+class ReviewError(ValueError):
+    """The SR cannot be re-issued (no results, no such finding in the SR)."""
+
+
+def sr_versions(result_dir: Path) -> list[Path]:
+    """The job's SR files, oldest first: sr.dcm, then sr-2.dcm, sr-3.dcm, ..."""
+    extra = sorted(
+        (p for p in result_dir.glob("sr-*.dcm") if p.stem[3:].isdigit()),
+        key=lambda p: int(p.stem[3:]),
+    )
+    first = result_dir / "sr.dcm"
+    return ([first] if first.exists() else []) + extra
+
+
+def _groups(item: Dataset):  # noqa: ANN202 - generator of Datasets
+    for child in item.get("ContentSequence", []):
+        if child.ValueType == "CONTAINER":
+            yield child
+            yield from _groups(child)
+
+
+def _segment_number(group: Dataset) -> int | None:
+    for child in group.get("ContentSequence", []):
+        name = child.ConceptNameCodeSequence[0].CodeValue
+        if child.ValueType == "IMAGE" and name == _REFERENCED_SEGMENT:
+            ref = child.ReferencedSOPSequence[0]
+            return int(ref.ReferencedSegmentNumber) if "ReferencedSegmentNumber" in ref else None
+    return None
+
+
+def _is_rejected(group: Dataset) -> bool:
+    return any(
+        c.ValueType == "CODE"
+        and c.ConceptNameCodeSequence[0].CodeValue == REVIEW.value
+        and c.ConceptNameCodeSequence[0].CodingSchemeDesignator == SCHEME
+        for c in group.get("ContentSequence", [])
+    )
+
+
+def mark_rejected(previous: Dataset, finding_number: int, now: datetime) -> Dataset | None:
+    """A new SR version of ``previous`` with finding ``finding_number`` marked rejected;
+    None when that finding is already marked in ``previous``."""
+    sr = copy.deepcopy(previous)
+    group = next((g for g in _groups(sr) if _segment_number(g) == finding_number), None)
+    if group is None:
+        raise ReviewError(f"The SR has no measurement group for finding {finding_number}.")
+    if _is_rejected(group):
+        return None
+    group.ContentSequence.append(
+        hd.sr.CodeContentItem(
+            name=REVIEW, value=REJECTED, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        )
+    )
+    predecessor = Dataset()
+    predecessor.StudyInstanceUID = previous.StudyInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID = previous.SeriesInstanceUID
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = previous.SOPClassUID
+    ref.ReferencedSOPInstanceUID = previous.SOPInstanceUID
+    series.ReferencedSOPSequence = DicomSequence([ref])
+    predecessor.ReferencedSeriesSequence = DicomSequence([series])
+    sr.PredecessorDocumentsSequence = DicomSequence(
+        [*previous.get("PredecessorDocumentsSequence", []), predecessor]
+    )
+    schemes = list(sr.get("CodingSchemeIdentificationSequence", []))
+    if not any(s.CodingSchemeDesignator == SCHEME for s in schemes):
+        scheme = Dataset()
+        scheme.CodingSchemeDesignator = SCHEME
+        scheme.CodingSchemeName = "medvision local codes"
+        scheme.CodingSchemeResponsibleOrganization = "medvision project"
+        schemes.append(scheme)
+        sr.CodingSchemeIdentificationSequence = DicomSequence(schemes)
+    uid = hd.UID()
+    sr.SOPInstanceUID = uid
+    sr.file_meta.MediaStorageSOPInstanceUID = uid
+    sr.InstanceNumber = int(previous.get("InstanceNumber", 1) or 1) + 1
+    sr.ContentDate = sr.InstanceCreationDate = now.strftime("%Y%m%d")
+    sr.ContentTime = sr.InstanceCreationTime = now.strftime("%H%M%S")
+    return sr
+
+
+def _save(ds: Dataset, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            ds.save_as(fh, enforce_file_format=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resend_rejected_sr(
+    db: Database, settings: Settings, job_id: int, finding_number: int, now: datetime
+) -> str | None:
+    """Write the next SR version of ``job_id`` with the finding rejected and queue it.
+
+    Returns the new SOP Instance UID, or None when the latest SR already marks it.
+    """
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is None or not job.result_dir:
+            raise ReviewError(f"Job {job_id} has no results.")
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == job.study_instance_uid)
+        )
+        result_dir, calling_aet = Path(job.result_dir), study.calling_aet if study else ""
+    versions = sr_versions(result_dir)
+    if not versions:
+        raise ReviewError(f"Job {job_id} wrote no SR.")
+    new = mark_rejected(dcmread(versions[-1]), finding_number, now)
+    if new is None:
+        return None
+    path = result_dir / f"sr-{len(versions) + 1}.dcm"
+    _save(new, path)
+    uid = str(new.SOPInstanceUID)
+    with db.session() as session:
+        session.execute(
+            update(Outbox)
+            .where(
+                Outbox.job_id == job_id,
+                Outbox.sop_class_uid == SR_CLASS,
+                Outbox.state == OutboxState.PENDING,
+            )
+            .values(state=OutboxState.SUPERSEDED)
+        )
+        for name, modality in destinations_for(settings, calling_aet):
+            session.add(
+                Outbox(
+                    job_id=job_id,
+                    study_instance_uid=str(new.StudyInstanceUID),
+                    destination=name,
+                    ae_title=modality.ae_title,
+                    host=modality.host,
+                    port=modality.port,
+                    path=str(path.resolve()),
+                    sop_instance_uid=uid,
+                    sop_class_uid=SR_CLASS,
+                )
+            )
+    return uid
+
+
+__all__ = [
+    "REJECTED",
+    "REVIEW",
+    "ReviewError",
+    "mark_rejected",
+    "resend_rejected_sr",
+    "sr_versions",
+]
