@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_users_parser(sub)
 
+    from medvision.training._cli import add_training_parsers
+
+    add_training_parsers(sub)
+
     audit = sub.add_parser("audit", help="audit trail tools: verify, export, forward")
     audit_sub = audit.add_subparsers(metavar="ACTION")
     verify = audit_sub.add_parser(

@@ -1,0 +1,4 @@
+"""Training of the project's own default CT models (``medvision train``, ``evaluate``).
+
+See docs/accuracy.md. Importing this package imports neither torch nor MONAI.
+"""

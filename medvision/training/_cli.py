@@ -1,0 +1,84 @@
+"""``medvision train`` and ``medvision evaluate``, wired into ``medvision/cli.py``.
+
+Kept beside the training code so that ``cli.py`` only adds the sub-commands; torch and
+MONAI are imported when a command runs, not when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+TASK_CHOICES = ("lungs", "lesions")
+
+
+def add_training_parsers(sub: Any) -> None:
+    """Add ``train`` and ``evaluate`` to the ``medvision`` sub-parsers ``sub``."""
+    train = sub.add_parser("train", help="train a default CT model into a MONAI bundle")
+    train.add_argument("task", choices=TASK_CHOICES)
+    train.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
+    train.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="bundle folder (default ~/.cache/medvision/train/TASK/bundle/...)",
+    )
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in ~/.cache/medvision/train/TASK",
+    )
+    train.add_argument(
+        "--smoke", action="store_true", help="a few steps on 2 tiny synthetic volumes (CI)"
+    )
+    train.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="checkpoints, log and data list (default ~/.cache/medvision/train/TASK)",
+    )
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="measure a trained bundle on the shared test data")
+    ev.add_argument("task", choices=TASK_CHOICES)
+    ev.add_argument("--bundle", type=Path, required=True, help="bundle folder")
+    ev.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
+    ev.set_defaults(func=cmd_evaluate)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medvision.training._train import train
+
+    try:
+        bundle = train(
+            args.task,
+            steps=args.steps,
+            out=args.out,
+            resume=args.resume,
+            smoke=args.smoke,
+            work_dir=args.work_dir,
+        )
+    except NotImplementedError as exc:
+        print(f"medvision train: {exc}", file=sys.stderr)
+        return 2
+    print(bundle)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medvision.training._evaluate import main_json
+
+    if not (args.bundle / "configs" / "inference.json").is_file():
+        print(f"medvision evaluate: {args.bundle} is not a bundle folder", file=sys.stderr)
+        return 2
+    try:
+        text = main_json(args.task, args.bundle)
+    except NotImplementedError as exc:
+        print(f"medvision evaluate: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    return 0
