@@ -42,7 +42,8 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 SCHEME = "99MEDVISION"
 REVIEW = hd.sr.CodedConcept("REVIEW", SCHEME, "Reviewer assessment")
 REJECTED = hd.sr.CodedConcept("REJECTED", SCHEME, "Rejected by reviewer")
-_REFERENCED_SEGMENT = "121214"
+#: Referenced Segment (TID 1411 row 11) and Referenced Segmentation Frame (TID 1410).
+_REFERENCED_SEGMENT = {"121191", "121214"}
 
 
 class ReviewError(ValueError):
@@ -69,7 +70,7 @@ def _groups(item: Dataset):  # noqa: ANN202 - generator of Datasets
 def _segment_number(group: Dataset) -> int | None:
     for child in group.get("ContentSequence", []):
         name = child.ConceptNameCodeSequence[0].CodeValue
-        if child.ValueType == "IMAGE" and name == _REFERENCED_SEGMENT:
+        if child.ValueType == "IMAGE" and name in _REFERENCED_SEGMENT:
             ref = child.ReferencedSOPSequence[0]
             return int(ref.ReferencedSegmentNumber) if "ReferencedSegmentNumber" in ref else None
     return None
