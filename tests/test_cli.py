@@ -13,8 +13,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from tests.conftest import REPO_ROOT
-
-DCIODVFY = Path(sys.executable).parent / "dciodvfy"
+from tests.tools import dciodvfy_errors
 
 
 def medvision(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,11 +24,6 @@ def medvision(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=REPO_ROOT,
         timeout=600,
     )
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run([str(DCIODVFY), str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ where and as large as it says, inside the lungs).
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from scipy import ndimage
 
 from dicom_samples import SAMPLE_DIR, GroundTruth, NoduleSpec, generate_study
 from dicom_samples.generate import main
+from tests.tools import tool
 
-DCIODVFY = shutil.which("dciodvfy") or str(Path(__file__).parents[2] / "venv/bin/dciodvfy")
 README = SAMPLE_DIR.parent / "README.md"
 
 
@@ -52,7 +51,7 @@ def _enclosed_air(vol: np.ndarray) -> np.ndarray:
 
 
 def _errors(path: Path) -> list[str]:
-    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, check=False)
+    out = subprocess.run([tool("dciodvfy"), str(path)], capture_output=True, text=True, check=False)
     return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
 
 

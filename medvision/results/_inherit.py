@@ -108,7 +108,9 @@ def _repair_sequences(ds: Dataset, types: dict[str, str]) -> list[str]:
             continue
         items = list(ds[keyword].value or [])
         kept = [item for item in items if valid(item)]
-        if len(kept) == len(items):
+        # An empty sequence is only allowed where the attribute is Type 2; a present but
+        # empty Type 3 sequence is an error in the SEG/SR that inherits it.
+        if len(kept) == len(items) and (items or attr_type.startswith("2")):
             continue
         if kept or attr_type.startswith("2"):
             setattr(ds, keyword, kept)

@@ -63,15 +63,18 @@ def _measurements(
     finding: Finding, findings: Findings, headers: dict[str, Dataset]
 ) -> list[hd.sr.Measurement]:
     m = finding.measurements
-    out = [
-        hd.sr.Measurement(name=c.VOLUME, value=float(m.volume_ml), unit=c.UNIT_ML),
-        hd.sr.Measurement(
-            name=c.ATTENUATION, value=float(m.mean_hu), unit=c.UNIT_HU, derivation=c.MEAN
-        ),
-        hd.sr.Measurement(
-            name=c.ATTENUATION, value=float(m.max_hu), unit=c.UNIT_HU, derivation=c.MAXIMUM
-        ),
-    ]
+    out = [hd.sr.Measurement(name=c.VOLUME, value=float(m.volume_ml), unit=c.UNIT_ML)]
+    if findings.volume.modality == "CT":
+        # Only CT values are Hounsfield units; MR intensities are arbitrary and stay out of
+        # the SR (findings.json keeps them as plain intensity statistics).
+        out += [
+            hd.sr.Measurement(
+                name=c.ATTENUATION, value=float(m.mean_hu), unit=c.UNIT_HU, derivation=c.MEAN
+            ),
+            hd.sr.Measurement(
+                name=c.ATTENUATION, value=float(m.max_hu), unit=c.UNIT_HU, derivation=c.MAXIMUM
+            ),
+        ]
     if finding.label.kind is FindingKind.LESION:
         # The axes are measured on one slice: name it as the source of the measurement.
         images = None

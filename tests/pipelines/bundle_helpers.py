@@ -8,18 +8,13 @@ so where the output lands on the source grid is known exactly.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from medvision.dicom import Volume
-
-VENV_BIN = Path(sys.executable).parent
+from tests.tools import dciodvfy_errors  # noqa: F401 - re-exported for the tests
 
 
 class ThresholdNet(nn.Module):
@@ -46,10 +41,3 @@ def slab(volume: Volume, k0: int, k1: int) -> Volume:
     )
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
-    """Lines starting with "Error" from dicom3tools' dciodvfy (skip if it is missing)."""
-    tool = VENV_BIN / "dciodvfy"
-    if not tool.exists():
-        pytest.skip("dciodvfy is not installed")
-    proc = subprocess.run([str(tool), str(path)], capture_output=True, text=True)
-    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]

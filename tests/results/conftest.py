@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -29,9 +25,7 @@ from medvision.findings import (
     Measurements,
 )
 from medvision.results import ResultFiles, write_results
-
-#: dciodvfy and the dcmqi readers are installed beside the Python that runs the tests.
-VENV_BIN = Path(sys.executable).parent
+from tests.tools import dciodvfy, tool  # noqa: F401 - used by the tests here
 
 LUNG = Code("39607008", "SCT", "Lung")
 LESION_LABEL = Label(
@@ -55,30 +49,6 @@ ALGORITHM = AlgorithmInfo(
     weights_sha256=hashlib.sha256(b"test weights").hexdigest(),
     parameters={"threshold": "0.5"},
 )
-
-
-def tool(name: str) -> str:
-    """A command-line reader from the venv (dciodvfy, dcmqi), or skip if it is missing."""
-    path = VENV_BIN / name
-    found = str(path) if path.exists() else shutil.which(name)
-    if not found:
-        pytest.skip(f"{name} is not installed")
-    return found
-
-
-_PERSON_NAME = re.compile(r"PN \[\d+\] = <[^>]*>")
-
-
-def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
-    """(errors, warnings) reported by dicom3tools' dciodvfy; warnings are printed."""
-    proc = subprocess.run([tool("dciodvfy"), str(path)], capture_output=True, text=True)
-    lines = (proc.stdout + proc.stderr).splitlines()
-    errors = [line for line in lines if line.startswith("Error")]
-    warns = [line for line in lines if line.startswith("Warning")]
-    for line in warns:  # printed for triage, with person names masked (no PHI in logs)
-        masked = _PERSON_NAME.sub("PN = <masked>", line)
-        print(f"dciodvfy {path.name}: {masked}")
-    return errors, warns
 
 
 def sphere(shape: tuple[int, int, int], centre_kji: tuple[int, int, int], radius_mm: float,
