@@ -7,6 +7,7 @@ MONAI are imported when a command runs, not when the parser is built.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,11 @@ def add_training_parsers(sub: Any) -> None:
     ev.add_argument("task", choices=TASK_CHOICES)
     ev.add_argument("--bundle", type=Path, required=True, help="bundle folder")
     ev.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
+    ev.add_argument(
+        "--write-card",
+        action="store_true",
+        help="rewrite the bundle's docs/README.md (model card) with these figures",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
 
@@ -68,17 +74,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medvision.training._evaluate import main_json
+    from medvision.training._evaluate import evaluate
 
     if not (args.bundle / "configs" / "inference.json").is_file():
         print(f"medvision evaluate: {args.bundle} is not a bundle folder", file=sys.stderr)
         return 2
     try:
-        text = main_json(args.task, args.bundle)
+        figures = evaluate(args.task, args.bundle)
     except NotImplementedError as exc:
         print(f"medvision evaluate: {exc}", file=sys.stderr)
         return 2
+    text = json.dumps(figures, indent=2)
     print(text)
     if args.json_out:
         args.json_out.write_text(text + "\n")
+    if args.write_card:
+        from medvision.training._card import lung_card
+
+        (args.bundle / "docs").mkdir(exist_ok=True)
+        (args.bundle / "docs" / "README.md").write_text(lung_card(args.bundle, figures))
     return 0

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from medvision.training._bundle import TaskSpec, write_bundle
+from medvision.training._card import lung_card
 from medvision.training._data import (
     Case,
     build_cases,
@@ -314,7 +315,7 @@ def train(
         tmp.replace(ckpt)
 
     net.train()
-    t0, running = time.time(), None
+    t0, first, running = time.time(), step, None
     while step < hp.steps:
         x, y = sampler.batch()
         opt.zero_grad(set_to_none=True)
@@ -326,12 +327,11 @@ def train(
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
         if step % 10 == 0 or step == hp.steps:
-            rate = (time.time() - t0) / max(1, step)
+            rate = (time.time() - t0) / max(1, step - first)
             log(
                 f"step {step}/{hp.steps} loss {value:.4f} avg {running:.4f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {rate:.2f} s/step (this run)"
             )
-            t0 = time.time() - rate * step  # keep the rate per step of this process
         if step % hp.checkpoint_every == 0 or step == hp.steps:
             save()
     net.eval()
@@ -343,9 +343,11 @@ def train(
         "final_loss_avg": running,
         "datalist": record["data"],
         "hyper_parameters": record["hyper_parameters"],
-        "command": f"medvision train {task}" + (" --smoke" if smoke else ""),
+        "command": f"medvision train {task}"
+        + (f" --steps {steps}" if steps is not None else "")
+        + (" --smoke" if smoke else ""),
     }
-    card = f"# {spec.bundle}\n\nTrained by `medvision train {task}`; see docs/accuracy.md.\n"
-    write_bundle(bundle, spec, net.state_dict(), info, card)
+    write_bundle(bundle, spec, net.state_dict(), info, card="")
+    (bundle / "docs" / "README.md").write_text(lung_card(bundle, None))
     log(f"bundle written to {bundle}")
     return bundle

@@ -47,6 +47,8 @@ def test_smoke_train_writes_loadable_bundle(tmp_path: Path) -> None:
     ):
         assert (out / name).is_file(), name
     assert (out / "models" / "model.pt").stat().st_size < 5 * 2**20
+    card = (out / "docs" / "README.md").read_text()
+    assert "Synthetic chest CTs" in card and "sha256" in card and "Not measured yet" in card
     record = json.loads((work / "datalist.json").read_text())
     assert record["hyper_parameters"]["seed"] and len(record["data"]) == 2
     assert (work / "checkpoint.pt").is_file()
@@ -87,3 +89,21 @@ def test_smoke_train_writes_loadable_bundle(tmp_path: Path) -> None:
 
 def test_evaluate_refuses_non_bundle(tmp_path: Path) -> None:
     assert main(["evaluate", "lungs", "--bundle", str(tmp_path)]) == 2
+
+
+def test_lesion_score_counts_hits_and_false_positives() -> None:
+    """The A0001 lesion metric: a boxed slice is hit when the mask overlaps its box; a 3-D
+    component overlapping no box is one false positive."""
+    from medvision.training._evaluate import score_lesions
+
+    mask = np.zeros((4, 20, 20), bool)
+    mask[1:3, 2:5, 2:5] = True  # overlaps the boxes on slices 1 and 2
+    mask[0, 15:18, 15:18] = True  # elsewhere: a false positive
+    boxes = {"b": [(3, 3, 8, 8)], "c": [(3, 3, 8, 8)], "d": [(10, 10, 12, 12)]}
+    result = score_lesions(mask, ("a", "b", "c", "d"), boxes)
+    assert result == {
+        "boxed_slices": 3,
+        "boxed_slices_hit": 2,
+        "components": 2,
+        "false_positives": 1,
+    }
