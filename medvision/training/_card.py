@@ -121,3 +121,51 @@ def lung_card(bundle: Path, figures: dict[str, Any] | None) -> str:
             "Reproduce: `medvision evaluate lungs --bundle models/lungs_ct_unet`.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def lesion_card(bundle: Path, figures: dict[str, Any] | None) -> str:
+    """The card of a lesion bundle: provenance, data, domain gap, accuracy on A0001."""
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    info = meta.get("medvision_training", {})
+    data = info.get("datalist", [])
+    n_syn = sum(1 for d in data if d["kind"] == "synthetic")
+    weights = bundle / "models" / "model.pt"
+    hp = info.get("hyper_parameters", {})
+    lines = [
+        f"# {meta['name']} {meta['version']}: lung lesions on CT",
+        "",
+        "A 3-D MONAI `UNet` trained by this project (`medvision train lesions`); label 1 = "
+        "lung lesion (one finding per 3-D component). Research use only.",
+        "",
+        f"* Weights: `models/model.pt`, {weights.stat().st_size / 1e6:.2f} MB, "
+        f"sha256 `{_sha256(weights)}`",
+        f"* Training: {info.get('steps')} steps, batch {hp.get('batch')}, seed "
+        f"{hp.get('seed')}; reproduce with `{info.get('command', 'medvision train lesions')}`.",
+        "",
+        "## Training data",
+        "",
+        f"* {n_syn} synthetic chest CTs (`dicom_samples` phantom, varied as for the lung "
+        "model) with 1-5 synthesised lesions each: 5-70 mm (log-uniform), unions of 1-5 "
+        "ellipsoids, half of them spiculated, solid / part-solid / ground-glass HU, "
+        "anywhere in the lung including against the pleura and vessels, one-voxel "
+        "partial-volume edge, smooth internal texture, scanner noise added afterwards.",
+        f"* {sum(1 for d in data if d['kind'] == 'real-negative')} real CT(s) without lungs "
+        "(background only).",
+        "* **Not** A0001: it is the only real chest CT in `../shared/data` and the lesion test "
+        "set, so lesions could not be synthesised into real lung CT. The model has seen no "
+        "real lung parenchyma: expect false positives on real vessels, scars and "
+        "atelectasis (the domain gap is the main limit of this model).",
+        "",
+        "## Accuracy (test set: A0001, never trained or tuned on)",
+        "",
+    ]
+    if figures is None:
+        lines.append("Not measured yet: run `medvision evaluate lesions --bundle <this folder>`.")
+    else:
+        lines.append(
+            f"{figures['boxed_slices_hit']}/{figures['boxed_slices']} boxed slices hit "
+            f"({figures['hit_fraction']:.0%}), {figures['false_positives']} false positives "
+            f"per scan ({figures['components']} components). Target: >= 80 % at <= 3 FP. "
+            "Reproduce: `medvision evaluate lesions --bundle models/lung_lesions_ct_unet`."
+        )
+    return "\n".join(lines) + "\n"

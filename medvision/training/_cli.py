@@ -89,8 +89,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json_out:
         args.json_out.write_text(text + "\n")
     if args.write_card:
-        from medvision.training._card import lung_card
+        from medvision.training._card import lesion_card, lung_card
 
+        card = lung_card if args.task == "lungs" else lesion_card
         (args.bundle / "docs").mkdir(exist_ok=True)
-        (args.bundle / "docs" / "README.md").write_text(lung_card(args.bundle, figures))
+        (args.bundle / "docs" / "README.md").write_text(card(args.bundle, figures))
     return 0

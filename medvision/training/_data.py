@@ -80,6 +80,7 @@ class Case:
     image: np.ndarray  #: float32 HU
     label: np.ndarray  #: uint8
     spacing: tuple[float, float, float]
+    kind: str = "synthetic"  #: the recipe's kind
 
 
 # --------------------------------------------------------------------------- geometry
@@ -156,6 +157,77 @@ def _capsule(
     return box, np.clip(0.5 - dist / float(sp.min()), 0.0, 1.0).astype(np.float32)
 
 
+#: Label value of synthesised lesions in :func:`synthetic_chest` (1, 2 are the lungs).
+LESION_VALUE = 3
+
+
+def add_lesions(
+    hu: np.ndarray, lung: np.ndarray, sp: np.ndarray, rng: np.random.Generator, count: int
+) -> np.ndarray:
+    """Paint ``count`` lung lesions into ``hu`` (before noise) and return their mask.
+
+    Why these shapes and densities: lung cancers and nodules are 5-70 mm, lobulated rather
+    than spherical, often spiculated, solid (-20..70 HU), part-solid (solid core in a
+    ground-glass halo) or pure ground glass (-650..-350 HU), and often touch the pleura, a
+    vessel or the mediastinum. Each lesion is a union of 1-5 ellipsoids plus 0-8 spicules,
+    with a one-voxel partial-volume ramp, a smooth internal texture, and is kept inside the
+    lung dilated by 2 mm (a juxta-pleural lesion abuts the wall; beyond it, it would be
+    invisible against muscle and must not be labelled). The mask is coverage >= 1/2.
+    """
+    shape = np.array(hu.shape)
+    idx = np.argwhere(lung)
+    mask = np.zeros(hu.shape, bool)
+    if not len(idx) or count <= 0:
+        return mask
+    grow = max(1, int(round(2.0 / float(sp.min()))))
+    allowed = ndimage.binary_dilation(lung, iterations=grow)
+    for _ in range(count):
+        diameter = float(np.exp(rng.uniform(np.log(5.0), np.log(70.0))))
+        centre = idx[rng.integers(len(idx))].astype(float)
+        r = diameter / 2.0
+        cover = np.zeros(hu.shape, np.float32)
+        lo = np.maximum(((centre * sp - 1.6 * r) / sp).astype(int) - 2, 0)
+        hi = np.minimum(((centre * sp + 1.6 * r) / sp).astype(int) + 3, shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        for _ in range(int(rng.integers(1, 6))):
+            offset = rng.normal(size=3) * r * 0.3
+            radii = r * rng.uniform(0.5, 1.0, size=3)
+            sub, cov = _soft_ellipsoid(hu.shape, centre + offset / sp, radii / sp)
+            np.maximum(cover[sub], cov, out=cover[sub])
+        if rng.random() < 0.5:
+            for _ in range(int(rng.integers(2, 9))):
+                direction = rng.normal(size=3)
+                direction /= np.linalg.norm(direction)
+                a = centre * sp + direction * r * 0.6
+                b = a + direction * r * rng.uniform(0.3, 1.0)
+                sub, cov = _capsule(hu.shape, a, b, float(rng.uniform(0.5, 1.5)), sp)
+                if cov.size:
+                    np.maximum(cover[sub], cov, out=cover[sub])
+        cov = cover[box] * allowed[box]
+        kind = rng.choice(["solid", "part-solid", "ground-glass"], p=[0.6, 0.25, 0.15])
+        texture = ndimage.gaussian_filter(rng.normal(size=cov.shape), 1.0).astype(np.float32)
+        if kind == "solid":
+            value = np.float32(rng.uniform(-20, 70)) + 15.0 * texture
+        elif kind == "ground-glass":
+            value = np.float32(rng.uniform(-650, -350)) + 40.0 * texture
+        else:
+            core = ndimage.binary_erosion(cov >= 0.5, iterations=max(1, int(0.25 * r / sp.min())))
+            value = (
+                np.where(
+                    core, np.float32(rng.uniform(-20, 60)), np.float32(rng.uniform(-600, -350))
+                )
+                + 25.0 * texture
+            )
+        hu[box] = hu[box] * (1 - cov) + value.astype(np.float32) * cov
+        # One lesion is one object: spicule tips cut off by the slice grid would otherwise
+        # become specks labelled lesion.
+        parts, n_parts = ndimage.label(cov >= 0.5, structure=np.ones((3, 3, 3), bool))
+        if n_parts:
+            biggest = 1 + int(np.argmax(np.bincount(parts.ravel())[1:]))
+            mask[box] |= parts == biggest
+    return mask
+
+
 def _import_dicom_samples() -> None:
     """``dicom_samples`` lives at the repository root, beside the package, and is not
     installed: make it importable when medvision runs from a source checkout."""
@@ -218,20 +290,28 @@ def synthetic_chest(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.
             box, cov = _soft_ellipsoid(shape, c, radii)
             cov = cov * soft[box]
             hu[box] = hu[box] * (1 - cov) + np.float32(rng.uniform(-1000, -750)) * cov
+    lesion = np.zeros(shape, bool)
+    if int(params.get("lesions", 0)) > 0:
+        lesion = add_lesions(hu, lung >= 0.5, sp, rng, int(params["lesions"]))
     noise = float(params["noise_hu"])
     for k in range(n):
         hu[k] = add_noise(hu[k], seed, k, noise)
     label = np.zeros(shape, np.uint8)
     label[right >= 0.5] = 1
     label[left >= 0.5] = 2
+    label[lesion] = LESION_VALUE
     affine = np.eye(4)
     affine[:3, :3] = np.diag([grid.pixel_mm, grid.pixel_mm, -thick])
     affine[:3, 3] = (grid.x0, grid.y0, grid.z_top)
     return hu, label, affine
 
 
-def synthetic_recipes(count: int, seed0: int, smoke: bool = False) -> list[Recipe]:
-    """``count`` varied phantom recipes from a fixed seed: the variation is the record."""
+def synthetic_recipes(
+    count: int, seed0: int, smoke: bool = False, lesions: tuple[int, int] | None = None
+) -> list[Recipe]:
+    """``count`` varied phantom recipes from a fixed seed: the variation is the record.
+
+    ``lesions`` = (least, most) lesions per case adds synthesised lesions (lesion model)."""
     rng = np.random.default_rng(seed0)
     out = []
     for n in range(count):
@@ -241,9 +321,12 @@ def synthetic_recipes(count: int, seed0: int, smoke: bool = False) -> list[Recip
             rows = int(rng.choice([128, 192, 256]))
             thick = float(rng.choice([1.5, 2.5, 3.0, 5.0]))
             slices = int(round(float(rng.uniform(220, 340)) / thick))
+        extra = (
+            {} if lesions is None else {"lesions": int(rng.integers(lesions[0], lesions[1] + 1))}
+        )
         out.append(
             Recipe(
-                name=f"synthetic-{n:03d}",
+                name=("lesion-" if lesions else "") + f"synthetic-{n:03d}",
                 kind="synthetic",
                 params={
                     "seed": int(seed0 * 1000 + n),
@@ -255,7 +338,8 @@ def synthetic_recipes(count: int, seed0: int, smoke: bool = False) -> list[Recip
                     "lung_offset_hu": round(float(rng.uniform(-80.0, 110.0)), 1),
                     "vessels": int(rng.integers(20, 80)) if not smoke else 4,
                     "gas_pockets": int(rng.integers(0, 8)),
-                },
+                }
+                | extra,
             )
         )
     return out
@@ -329,13 +413,36 @@ def lung_recipes(smoke: bool = False, synthetic: int = 24) -> list[Recipe]:
     return recipes
 
 
+def lesion_recipes(smoke: bool = False, synthetic: int = 24) -> list[Recipe]:
+    """The lesion model's training list: synthetic chests with synthesised lesions, and a
+    real CT without lungs. A0001, the only real chest CT here, is the lesion test set and is
+    not in it."""
+    if smoke:
+        return synthetic_recipes(2, seed0=23, smoke=True, lesions=(1, 2))
+    recipes = synthetic_recipes(synthetic, seed0=23, lesions=(1, 5))
+    head = shared_data() / "ct" / "edge" / "philips-head-phantom-study" / "S2010"
+    if head.is_dir():
+        recipes.append(
+            Recipe(
+                "philips-head-phantom",
+                "real-negative",
+                {"path": "ct/edge/philips-head-phantom-study/S2010"},
+            )
+        )
+    return recipes
+
+
 def build_cases(
     recipes: list[Recipe],
     data_dir: Path,
     pixdim: tuple[float, float, float],
     log: Callable[[str], None] = print,
+    label_map: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[Case]:
-    """Make (or read from the cache) every case on the model grid."""
+    """Make (or read from the cache) every case on the model grid.
+
+    The cache holds the full label map (1 right lung, 2 left, 3 lesion); ``label_map``
+    turns it into the task's classes."""
     data_dir.mkdir(parents=True, exist_ok=True)
     cases = []
     for r in recipes:
@@ -352,9 +459,11 @@ def build_cases(
             )
             tmp.replace(path)
             image = np.clip(image, -1024, 3071).astype(np.int16).astype(np.float32)
+        if label_map is not None:
+            label = label_map(label).astype(np.uint8)
         counts = np.bincount(label.ravel(), minlength=3)
         log(f"case {r.name} ({r.kind}) shape {image.shape} labels {counts.tolist()}")
-        cases.append(Case(r.name, image, label, pixdim))
+        cases.append(Case(r.name, image, label, pixdim, r.kind))
     return cases
 
 

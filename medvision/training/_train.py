@@ -28,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from medvision.training._bundle import TaskSpec, write_bundle
-from medvision.training._card import lung_card
+from medvision.training._card import lesion_card, lung_card
 from medvision.training._data import (
+    LESION_VALUE,
     Case,
     build_cases,
     cache_root,
     datalist_record,
+    lesion_recipes,
     lung_recipes,
 )
 
@@ -82,6 +84,45 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+LESION_LABELS: dict[int, dict[str, Any]] = {
+    1: {
+        "name": "Lung lesion",
+        "kind": "lesion",
+        "category": {
+            "value": "49755003",
+            "scheme": "SCT",
+            "meaning": "Morphologically Abnormal Structure",
+        },
+        "type": {"value": "52988006", "scheme": "SCT", "meaning": "Lesion"},
+        "site": {"value": "39607008", "scheme": "SCT", "meaning": "Lung"},
+        "cielab": [50000, 60000, 50000],
+    },
+}
+
+TASKS["lesions"] = TaskSpec(
+    task="lesions",
+    bundle="lung_lesions_ct_unet",
+    pipeline="lung-lesions-ct-unet",
+    version="0.1.0",
+    description="Lung lesions (tumours, nodules) on CT (3-D MONAI UNet, trained by medvision).",
+    pixdim=(1.5, 1.5, 2.5),
+    hu_window=(-1000.0, 400.0),
+    channels=(8, 16, 32, 64),
+    strides=(2, 2, 2),
+    num_res_units=2,
+    out_channels=2,
+    patch=(96, 96, 48),
+    labels=LESION_LABELS,
+    post=[],
+    min_volume_ml=0.1,
+)
+
+
+def _lesion_classes(label: np.ndarray) -> np.ndarray:
+    """Cached label map (lungs 1-2, lesions 3) -> lesion task classes (lesion 1)."""
+    return (label == LESION_VALUE).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class HyperParams:
     steps: int = 2000
@@ -116,14 +157,8 @@ class PatchSampler:
     def __init__(self, cases: list[Case], spec: TaskSpec, hp: HyperParams, seed: int) -> None:
         self.cases, self.spec, self.hp = cases, spec, hp
         self.rng = np.random.default_rng(seed)
-        kinds = []
-        for c in cases:
-            if c.name.startswith("synthetic"):
-                kinds.append("synthetic")
-            elif int(c.label.max()) == 0:
-                kinds.append("negative")
-            else:
-                kinds.append("real")
+        names = {"synthetic": "synthetic", "real-classical": "real", "real-negative": "negative"}
+        kinds = [names.get(c.kind, "synthetic") for c in cases]
         self.by_kind = {k: [i for i, v in enumerate(kinds) if v == k] for k in set(kinds)}
         self.fg = [np.argwhere(c.label > 0) for c in cases]
 
@@ -260,9 +295,12 @@ def train(
     np.random.seed(hp.seed % 2**32)
     torch.manual_seed(hp.seed)
 
-    if task != "lungs":
-        raise NotImplementedError(f"task {task!r}: not implemented yet (see docs/accuracy.md)")
-    recipes = lung_recipes(smoke=smoke, synthetic=hp.synthetic_cases)
+    label_map = None
+    if task == "lungs":
+        recipes = lung_recipes(smoke=smoke, synthetic=hp.synthetic_cases)
+    else:
+        recipes = lesion_recipes(smoke=smoke, synthetic=hp.synthetic_cases)
+        label_map = _lesion_classes
     record = {
         "task": task,
         "spec": asdict(spec),
@@ -274,7 +312,7 @@ def train(
     (work / "datalist.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     log(f"train {task}: {len(recipes)} cases, hyper-parameters {asdict(hp)}")
     cases = build_cases(
-        recipes, work.parent / "data" if not smoke else work / "data", spec.pixdim, log
+        recipes, work.parent / "data" if not smoke else work / "data", spec.pixdim, log, label_map
     )
 
     net = spec.build_network()
@@ -348,6 +386,7 @@ def train(
         + (" --smoke" if smoke else ""),
     }
     write_bundle(bundle, spec, net.state_dict(), info, card="")
-    (bundle / "docs" / "README.md").write_text(lung_card(bundle, None))
+    card = lung_card(bundle, None) if task == "lungs" else lesion_card(bundle, None)
+    (bundle / "docs" / "README.md").write_text(card)
     log(f"bundle written to {bundle}")
     return bundle
