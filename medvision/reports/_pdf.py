@@ -149,10 +149,16 @@ def study_report_pdf(report: StudyReport, user: str = "") -> bytes:
 def _where(location: dict[str, Any]) -> str:
     if not location:
         return ""
-    text = f"slice {location.get('slice_index', '?')}"
+    k = location.get("slice_index")
+    text = f"slice {k + 1}" if isinstance(k, int) else "slice ?"
     if "x" in location and "y" in location:
         text += f", x {num(location['x'], 0)}, y {num(location['y'], 0)}"
     return text
+
+
+def _one_based(k: object) -> object:
+    """Slices are numbered from 1 on every page (viewer, report); findings.json counts from 0."""
+    return k + 1 if isinstance(k, int) else k
 
 
 def _job(pdf: _Report, j: Any) -> None:
@@ -202,7 +208,7 @@ def _job(pdf: _Report, j: Any) -> None:
                     num((f.get("measurements") or {}).get("volume_ml"), 2),
                     f"{num((f.get('measurements') or {}).get('long_axis_mm'))} / "
                     f"{num((f.get('measurements') or {}).get('short_axis_mm'))}",
-                    (f.get("measurements") or {}).get("centroid_slice"),
+                    _one_based((f.get("measurements") or {}).get("centroid_slice")),
                 ]
                 for f in rows
             ],

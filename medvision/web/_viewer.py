@@ -194,7 +194,7 @@ def viewer(
     start = int((first or {}).get("measurements", {}).get("centroid_slice") or volume.slices // 2)
     decisions: dict[int, dict[str, Any]] = {}
     for f in feedback:
-        if f["kind"] == "decision" and f["job_id"] == selected.id:
+        if f["kind"] == "decision" and f["job_id"] == selected.id and f["decision"] != "comment":
             decisions[f["finding_number"]] = f
     config = {
         "studyUid": study_uid,

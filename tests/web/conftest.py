@@ -11,6 +11,7 @@ that does not go to this node is aborted and recorded, so a CDN dependency fails
 from __future__ import annotations
 
 import http.cookiejar
+import io
 import os
 import threading
 import urllib.parse
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -63,6 +65,25 @@ class WebNode:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+
+
+@pytest.fixture(scope="session")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: docs/images with MEDVISION_UPDATE_SCREENSHOTS=1 (to refresh the
+    docs), else a temporary folder, so a test run leaves the working tree clean."""
+    if os.environ.get("MEDVISION_UPDATE_SCREENSHOTS") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        return DOCS_IMAGES
+    return tmp_path_factory.mktemp("screenshots")
+
+
+def save_small(png: bytes, path: Path, colours: int = 256) -> None:
+    """Screenshots for the docs as palette PNGs (a third of the size, same legibility)."""
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def fetch(opener: urllib.request.OpenerDirector, url: str) -> tuple[int, dict[str, str], bytes]:

@@ -14,9 +14,7 @@ from sqlalchemy import select
 
 from medvision.audit import DbAuditLog
 from medvision.db import Feedback, Job
-from tests.web.conftest import WebNode, fetch
-
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+from tests.web.conftest import WebNode, fetch, save_small
 
 #: Count the overlay's opaque pixels of one colour, in the page, through a canvas: this is
 #: what the browser really decoded and drew, not what the server meant to send.
@@ -50,7 +48,7 @@ def _loaded(page) -> None:  # noqa: ANN001
     )
 
 
-def test_viewer_overlay_scroll_and_feedback(web_node: WebNode, page_for) -> None:
+def test_viewer_overlay_scroll_and_feedback(web_node: WebNode, page_for, shots: Path) -> None:
     page = page_for("rad")
     page.click(f"tr[data-study='{web_node.study_uid}'] a.open")
     page.wait_for_url(f"**/viewer/{web_node.study_uid}")
@@ -87,7 +85,6 @@ def test_viewer_overlay_scroll_and_feedback(web_node: WebNode, page_for) -> None
     page.evaluate("document.getElementById('opacity').value = 30")
     page.dispatch_event("#opacity", "input")
     assert page.eval_on_selector("#overlay", "e => e.style.opacity") == "0.3"
-    IMAGES.mkdir(parents=True, exist_ok=True)
     item.locator(".goto").click()
     _loaded(page)
 
@@ -106,7 +103,9 @@ def test_viewer_overlay_scroll_and_feedback(web_node: WebNode, page_for) -> None
     page.dispatch_event("#opacity", "input")
     page.click("button[data-preset=lung]")
     _loaded(page)
-    page.screenshot(path=str(IMAGES / "viewer.png"))
+    page.set_viewport_size({"width": 1200, "height": 760})
+    _loaded(page)
+    save_small(page.screenshot(), shots / "viewer.png")
     assert web_node.errors == []
 
     with web_node.db.session() as session:

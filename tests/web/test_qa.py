@@ -1,0 +1,111 @@
+"""QA pages on the node that processed the real chest CT: the dashboard's charts and
+numbers in headless Chromium, and the per-study report as HTML and as a PDF that opens."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import urllib.request
+from datetime import UTC, datetime
+
+import pypdf
+
+from medvision.audit import DbAuditLog
+from tests.web.conftest import WebNode, fetch, save_small
+from tests.web.test_viewer import _findings
+
+
+def _post(opener: urllib.request.OpenerDirector, url: str, body: dict) -> int:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with opener.open(req, timeout=60) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def _reviewed(web_node: WebNode) -> dict:
+    """Two decisions by the API as a radiologist would make them: accept one, reject one."""
+    doc = _findings(web_node)
+    lesions = [f["number"] for f in doc["findings"] if f["kind"] == "lesion"]
+    rad = web_node.opener("both")
+    base = f"{web_node.url}/findings/{web_node.job_id}"
+    assert _post(rad, f"{base}/{lesions[0]}/feedback", {"decision": "accept"}) == 201
+    assert (
+        _post(rad, f"{base}/{lesions[1]}/feedback", {"decision": "reject", "comment": "vessel"})
+        == 201
+    )
+    mark = {"slice_index": 20, "x": 200.0, "y": 260.0, "job_id": web_node.job_id}
+    assert _post(rad, f"{web_node.url}/studies/{web_node.study_uid}/missed-lesions", mark) == 201
+    return doc
+
+
+def _titles(page, chart: str) -> list[str]:  # noqa: ANN001
+    return page.eval_on_selector_all(f"{chart} title", "els => els.map(e => e.textContent)")
+
+
+def test_dashboard_charts(web_node: WebNode, page_for, shots) -> None:
+    _reviewed(web_node)
+    page = page_for("qa")
+    page.click("header nav >> text=QA dashboard")
+    page.wait_for_url("**/qa")
+    assert page.locator(".charts svg").count() == 7
+    assert int(page.inner_text("#n-jobs")) >= 1 and int(page.inner_text("#n-studies")) >= 1
+    assert page.inner_text("#acceptance").strip().endswith("%")
+    assert int(page.inner_text("#n-missed")) >= 1
+    # Each bar names its value in its <title>: the charts show what the database says.
+    titles = _titles(page, "#chart-lesions")
+    lesions = sum(1 for f in _findings(web_node)["findings"] if f["kind"] == "lesion")
+    assert f"lung-ct: {lesions}" in titles, titles
+    today = datetime.now(UTC).date().isoformat()
+    assert any(t.startswith(f"{today}: ") for t in _titles(page, "#chart-per_day"))
+    assert page.locator(f"#jobs td.uid:text('{web_node.study_uid}')").count() >= 1
+
+    # A period without the study: the numbers drop to zero.
+    page.fill("input[name=since]", "2001-01-01")
+    page.fill("input[name=until]", "2001-01-31")
+    page.click("form.qa-form button")
+    page.wait_for_url("**/qa?since=2001-01-01&until=2001-01-31")
+    assert page.inner_text("#n-jobs") == "0"
+    page.goto(web_node.url + "/qa")
+    save_small(page.screenshot(full_page=True), shots / "qa-dashboard.png")
+    assert web_node.errors == []
+
+
+def test_study_report_html_and_pdf(web_node: WebNode, page_for, shots) -> None:
+    doc = _reviewed(web_node)
+    page = page_for("qa")
+    page.goto(f"{web_node.url}/qa/studies/{web_node.study_uid}/report.html")
+    assert page.inner_text("#study-uid") == web_node.study_uid
+    assert page.inner_text("#audit-status").startswith("Chain of the whole node: intact")
+    weights = doc["algorithm"]["weights_sha256"]
+    assert weights in page.inner_text(".model")
+    assert page.locator(".findings tr").count() == len(doc["findings"]) + 1
+    assert page.locator("#inputs td", has_text="64").count() >= 1
+    feedback = page.inner_text("#feedback")
+    assert "accept" in feedback and "reject" in feedback and "missed lesion" in feedback
+    assert "job.finished" in page.inner_text("#audit-events")
+    save_small(page.screenshot(full_page=False), shots / "qa-report.png")
+    assert web_node.errors == []
+
+    qa = web_node.opener("qa")
+    status, headers, body = fetch(qa, f"{web_node.url}/qa/studies/{web_node.study_uid}/report.pdf")
+    assert status == 200 and headers["content-type"] == "application/pdf"
+    assert body.startswith(b"%PDF-")
+    reader = pypdf.PdfReader(io.BytesIO(body))
+    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in reader.pages))
+    assert "QA report" in text and "intact" in text and "lung-ct" in text
+    assert weights[:16] in text.replace(" ", "")
+    assert web_node.study_uid in text.replace(" ", "")
+    reads = [
+        e
+        for e in DbAuditLog(web_node.db).events(web_node.study_uid)
+        if e["type"] == "api.read" and e.get("user") == "qa"
+    ]
+    assert {e["route"] for e in reads} >= {
+        "GET /qa/studies/{study_uid}/report.html",
+        "GET /qa/studies/{study_uid}/report.pdf",
+    }
