@@ -126,3 +126,14 @@ def test_users_cli(tmp_path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert main(["users", "disable", "ann"]) == 0
     assert main(["users", "token", "nobody-here"]) == 1
     assert "No user named" in capsys.readouterr().err
+
+
+def test_tls_settings_come_in_pairs(tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from medvision.config import Settings
+
+    with pytest.raises(ValidationError, match="tls_cert and tls_key must be given together"):
+        Settings(data_dir=tmp_path, tls_cert=tmp_path / "node.crt")
+    both = Settings(data_dir=tmp_path, tls_cert=tmp_path / "a.crt", tls_key=tmp_path / "a.key")
+    assert both.tls_key == tmp_path / "a.key"
