@@ -16,7 +16,6 @@ from medvision.api import _admin, _audit_api, _auth, _feedback, _metrics, _resul
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
 from medvision.db import Database
-from medvision.web import web_router
 
 #: Paths that need no credentials (the route-guard test holds every other route to 401).
 #: ``/signin`` is the web pages' login form; ``/assets/...`` their static files.
@@ -65,7 +64,11 @@ def create_app(db: Database, settings: Settings | None = None) -> FastAPI:
         _admin.router,
     ):
         app.include_router(router)
-    app.include_router(web_router)  # the web pages (medvision/web): viewer, QA, reports
+    # The web pages (medvision/web: viewer, QA, reports). Imported here, not at the top:
+    # medvision.web imports the API's auth, so a top-level import would be circular.
+    from medvision.web import web_router
+
+    app.include_router(web_router)
     return app
 
 
