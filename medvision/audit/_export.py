@@ -62,6 +62,8 @@ APPLICATION_STOP = _dcm("110121", "Application Stop")
 LOGIN = _dcm("110122", "Login")
 LOGOUT = _dcm("110123", "Logout")
 NODE_AUTHENTICATION = _dcm("110126", "Node Authentication")
+SECURITY_ROLES_CHANGED = _dcm("110136", "Security Roles Changed")
+USER_SECURITY_ATTRIBUTES_CHANGED = _dcm("110137", "User security Attributes Changed")
 # RoleIDCode (DCID 402)
 ROLE_APPLICATION = _dcm("110150", "Application")
 ROLE_LAUNCHER = _dcm("110151", "Application Launcher")
@@ -73,6 +75,7 @@ ID_SOP_CLASS = _dcm("110181", "SOP Class UID")
 ID_NODE = _dcm("110182", "Node ID")
 ID_PATIENT = Code("2", "RFC-3881", "Patient Number")
 ID_URI = Code("12", "RFC-3881", "URI")
+ID_USER = Code("11", "RFC-3881", "User Identifier")
 
 #: EventOutcomeIndicator values (A.5.1): success, minor, serious and major failure.
 SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12
@@ -443,6 +446,37 @@ def _audit_log_used(event: Event, ctx: ExportContext) -> AuditMessage:
     return _message(event, AUDIT_LOG_USED, "R", [user, app], [log])
 
 
+def _api_read(event: Event, ctx: ExportContext) -> AuditMessage:
+    """A.5.3.6 (action R): a user read a study's findings or results through the API."""
+    user = Participant(
+        user_id=str(event.get("user") or "unknown"),
+        requestor=True,
+        access_point=str(event.get("client_host")) if event.get("client_host") else None,
+    )
+    app = _node(ctx, False, ROLE_APPLICATION)
+    objects = _studies(event, None, route=event.get("route"), job_id=event.get("job_id"))
+    return _message(event, INSTANCES_ACCESSED, "R", [user, app], objects)
+
+
+def _user_security_change(type_code: Code) -> Callable[[Event, ExportContext], AuditMessage]:
+    """A.5.3.11: an administrator added or disabled a user, or issued an API token."""
+
+    def build(event: Event, ctx: ExportContext) -> AuditMessage:
+        actor = Participant(user_id=str(event.get("user") or "unknown"), requestor=True)
+        app = _node(ctx, False, ROLE_APPLICATION)
+        subject = ParticipantObject(
+            object_id=str(event.get("subject_user") or "unknown"),
+            type_code="1",  # Person
+            role="11",  # Security User Entity
+            id_type=ID_USER,
+            name=str(event.get("subject_user") or "unknown"),
+            details=[("Alert Description", str(event.get("type", "")))],
+        )
+        return _message(event, SECURITY_ALERT, "E", [actor, app], [subject], [type_code])
+
+    return build
+
+
 Builder = Callable[[Event, ExportContext], AuditMessage]
 
 #: Event type -> A.5.3 message builder, or ``None`` where the event has no A.5 counterpart.
@@ -476,6 +510,13 @@ EVENT_MAP: dict[str, Builder | None] = {
     "user.login": _user_authentication(LOGIN),
     "user.login_failed": _user_authentication(LOGIN),
     "user.logout": _user_authentication(LOGOUT),
+    "user.added": _user_security_change(SECURITY_ROLES_CHANGED),
+    "user.disabled": _user_security_change(USER_SECURITY_ATTRIBUTES_CHANGED),
+    "user.token_issued": _user_security_change(USER_SECURITY_ATTRIBUTES_CHANGED),
+    "api.read": _api_read,
+    # reviewers' decisions (kept in the chain and the feedback table)
+    "review.decision": None,
+    "review.missed_lesion": None,
     # anticipated
     "query.sent": _query,
     # the audit tools themselves
@@ -490,6 +531,10 @@ INTERNAL_EVENTS: dict[str, str] = {
     "study.refused": "workflow decision (no pipeline accepts the study); recorded with its "
     "reason in the chain for REG-05, no DICOM instance is accessed",
     "series.selected": "the series-selection decision; provenance for REG-02, not a DICOM access",
+    "review.decision": "a reviewer's assessment of an AI finding; PS3.15 A.5 has no event for "
+    "it (IHE AIRA records assessments as DICOM objects); kept in the chain and the feedback "
+    "table, where QA reads it",
+    "review.missed_lesion": "a reviewer's mark of a missed lesion; as review.decision",
     "model.ran": "model provenance (AUD-08: name, version, weights hash); joined to 110103 "
     "messages by study and time",
 }

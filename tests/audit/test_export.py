@@ -135,11 +135,42 @@ NODE_SAMPLES: dict[str, dict] = {
         reason="cannot associate with ORTHANC@10.0.0.5:4242",
     ),
     # The API's users (built separately); mapped now so they export when they appear.
-    "user.login": dict(user="qa.reviewer", client_host="10.0.0.20"),
+    "user.login": dict(user="qa.reviewer", client_host="10.0.0.20", method="password"),
     "user.login_failed": dict(
-        outcome="failure", user="qa.reviewer", client_host="10.0.0.20", reason="bad password"
+        outcome="failure",
+        user="qa.reviewer",
+        client_host="10.0.0.20",
+        reason="bad password",
+        method="basic",
+        route="GET /studies",
     ),
     "user.logout": dict(user="qa.reviewer", client_host="10.0.0.20"),
+    "user.added": dict(user="admin", via="cli", subject_user="dr.a", roles=["radiologist"]),
+    "user.disabled": dict(user="admin", via="cli", subject_user="dr.a"),
+    "user.token_issued": dict(user="admin", via="cli", subject_user="dr.a"),
+    "api.read": dict(
+        study_instance_uid=STUDY,
+        user="dr.a",
+        route="GET /findings/{job_id}",
+        client_host="10.0.0.21",
+        job_id=1,
+    ),
+    "review.decision": dict(
+        study_instance_uid=STUDY,
+        user="dr.a",
+        job_id=1,
+        finding_number=3,
+        decision="reject",
+        has_comment=True,
+    ),
+    "review.missed_lesion": dict(
+        study_instance_uid=STUDY,
+        user="dr.a",
+        job_id=1,
+        feedback_id=7,
+        location={"slice": 30, "x": 100, "y": 120},
+        has_comment=False,
+    ),
     "query.sent": dict(
         destination="ORTHANC",
         host="10.0.0.5",
@@ -147,7 +178,12 @@ NODE_SAMPLES: dict[str, dict] = {
         query="(0020,000D)=1.2.3",
     ),
     "audit.log_used": dict(
-        action="export", user="qa", host="ws1", log_uri="sqlite:////data/medvision.db"
+        action="export",
+        user="qa",
+        host="ws1",
+        log_uri="sqlite:////data/medvision.db",
+        returned=3,
+        chain_ok=True,
     ),
 }
 
@@ -455,6 +491,7 @@ def test_filters(tmp_path: Path) -> None:
         "results.send_failed",
     ]
     assert set(only(study=STUDY)) == {
+        "api.read",
         "instances.received",
         "job.started",
         "job.finished",
