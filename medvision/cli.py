@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         help="pipeline to run (repeatable; default: every registered pipeline)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument(
+        "--overlays",
+        action="store_true",
+        help="also write Secondary Capture overlays and a KOS (viewers without SEG support)",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run the DICOM node and its REST API")
@@ -55,6 +60,23 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, help="medvision.toml (optional)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_cmd_status)
+
+    db = sub.add_parser("db", help="database schema: upgrade, current revision")
+    db_sub = db.add_subparsers(metavar="ACTION")
+    upgrade = db_sub.add_parser(
+        "upgrade",
+        help="migrate the node's database to the current schema (SQLite or PostgreSQL)",
+        description="Runs the Alembic migrations shipped with medvision. A new database is "
+        "created at the current revision; one made before migrations existed is recognised "
+        "and stamped first. Safe to run again: an up-to-date database is left alone.",
+    )
+    _audit_source_args(upgrade)
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.set_defaults(func=_cmd_db_upgrade)
+    current = db_sub.add_parser("current", help="print the database's schema revision")
+    _audit_source_args(current)
+    current.set_defaults(func=_cmd_db_current)
+    db.set_defaults(func=lambda _args: (db.print_help(), 2)[1])
 
     pipes = sub.add_parser("pipelines", help="list the available pipelines")
     pipes.set_defaults(func=_cmd_pipelines)
@@ -147,7 +169,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     bars = _ProgressBars(enabled=not args.quiet)
     progress = None if args.quiet else bars.for_pipeline
     try:
-        runs = run_study(args.path, args.out, args.pipelines, progress=progress)
+        runs = run_study(
+            args.path, args.out, args.pipelines, progress=progress, overlays=args.overlays
+        )
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)
         return 2
@@ -273,6 +297,42 @@ def _cmd_status(args: argparse.Namespace) -> int:
                     + (f" ({j.reason})" if j.reason else "")
                 )
     return 0
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from medvision.db import Database
+    from medvision.db._migrate import upgrade
+
+    try:
+        url = _audit_db_url(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    db = Database(url)
+    try:
+        print(upgrade(db, args.revision))
+    finally:
+        db.dispose()
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    from medvision.db import Database
+    from medvision.db._migrate import current_revision, head_revision
+
+    try:
+        url = _audit_db_url(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    db = Database(url)
+    try:
+        rev = current_revision(db)
+    finally:
+        db.dispose()
+    head = head_revision()
+    print(f"{rev or 'none'} (head: {head})")
+    return 0 if rev == head else 1
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> int:

@@ -22,6 +22,9 @@ class Modality(BaseModel):
     ae_title: str
     host: str
     port: int = Field(ge=1, le=65535)
+    #: Also send Secondary Capture overlays (findings burned in, "not verified" banner) and a
+    #: Key Object Selection pointing at them, for viewers that cannot show DICOM SEG.
+    overlays: bool = False
 
 
 class Settings(BaseSettings):

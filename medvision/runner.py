@@ -51,6 +51,8 @@ def run_study(
     out_dir: Path,
     pipeline_names: Sequence[str] | None = None,
     progress: ProgressFactory | None = None,
+    *,
+    overlays: bool = False,
 ) -> list[PipelineRun]:
     """Run the pipelines on every study under ``path``; results go to ``out_dir``.
 
@@ -71,17 +73,24 @@ def run_study(
                     pipeline,
                     Path(out_dir) / study.study_instance_uid / pipeline.name,
                     report,
+                    overlays=overlays,
                 )
             )
     return runs
 
 
 def run_pipeline(
-    study: StudyInfo, pipeline: Pipeline, out_dir: Path, progress: Progress = no_progress
+    study: StudyInfo,
+    pipeline: Pipeline,
+    out_dir: Path,
+    progress: Progress = no_progress,
+    *,
+    overlays: bool = False,
 ) -> PipelineRun:
     """Select, load, run, write and audit one pipeline on one study; never raises.
 
-    The node's worker calls this very function for each job.
+    The node's worker calls this very function for each job. ``overlays`` also writes
+    Secondary Capture overlays and a KOS for viewers without SEG support.
     """
     audit = JsonlAuditLog(out_dir / "audit.jsonl")
     run = PipelineRun(pipeline.name, study.study_instance_uid, "failed", out_dir=out_dir)
@@ -127,7 +136,7 @@ def run_pipeline(
         )
         t = time.perf_counter()
         progress("write", 0.95)
-        files = write_results(findings, out_dir, labels=pipeline.labels)
+        files = write_results(findings, out_dir, labels=pipeline.labels, overlays=overlays)
         run.timings_s["write"] = time.perf_counter() - t
         audit.record(
             "results.written",
@@ -137,6 +146,13 @@ def run_pipeline(
                     (files.seg_path, {"sop_instance_uid": files.seg_sop_instance_uid}),
                     (files.sr_path, {"sop_instance_uid": files.sr_sop_instance_uid}),
                     (files.json_path, {}),
+                    *(
+                        (path, {"sop_instance_uid": uid})
+                        for path, uid in zip(
+                            files.overlay_paths, files.overlay_sop_instance_uids, strict=True
+                        )
+                    ),
+                    (files.kos_path, {"sop_instance_uid": files.kos_sop_instance_uid}),
                 )
                 if p is not None
             ],

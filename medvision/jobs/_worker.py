@@ -29,6 +29,8 @@ LOG = logging.getLogger("medvision.worker")
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 def worker_id() -> str:
@@ -61,7 +63,12 @@ def execute_job(job: Job, settings: Settings, db: Database, audit: DbAuditLog) -
         study = next(
             s for s in scan(settings.spool_dir / study_uid) if s.study_instance_uid == study_uid
         )
-        run = run_pipeline(study, pipelines.get(job.pipeline), out_dir)
+        with db.session() as session:
+            calling_aet = session.scalar(
+                select(Study.calling_aet).where(Study.study_instance_uid == study_uid)
+            )
+        overlays = any(m.overlays for _, m in destinations_for(settings, calling_aet or ""))
+        run = run_pipeline(study, pipelines.get(job.pipeline), out_dir, overlays=overlays)
     except (MedvisionError, StopIteration, KeyError) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
     except Exception as err:
@@ -125,8 +132,21 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
                 )
                 if path is not None and uid
             ]
+            extras = [
+                *(
+                    (path, uid, SC_CLASS)
+                    for path, uid in zip(
+                        run.files.overlay_paths, run.files.overlay_sop_instance_uids, strict=True
+                    )
+                ),
+                *(
+                    [(run.files.kos_path, run.files.kos_sop_instance_uid, KOS_CLASS)]
+                    if run.files.kos_path is not None and run.files.kos_sop_instance_uid
+                    else []
+                ),
+            ]
             for name, modality in destinations_for(settings, study.calling_aet):
-                for path, uid, cls in results:
+                for path, uid, cls in results + (extras if modality.overlays else []):
                     session.add(
                         Outbox(
                             job_id=row.id,
