@@ -1,0 +1,204 @@
+"""Fixtures for the OHIF test: our SEG/SR of the real chest CT, Orthanc, OHIF, Chromium.
+
+Everything is module-scoped: the pipeline run (~25 s), Orthanc, the static server and one
+browser page with the SEG hydrated are made once and shared by the checks, which only read
+pixels. Every process we start is stopped by its PID and waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.node.peers import Orthanc
+from tests.viewer.ohif import PAGE_HELPER_JS, ViewerServer, fetch_ohif
+
+#: Debian's Chromium; Playwright's own download is not reachable here (see .ci/run).
+CHROMIUM = Path(os.environ.get("MEDVISION_CHROMIUM", "/usr/lib/chromium/chromium"))
+#: Software WebGL2 (SwiftShader): Cornerstone3D renders with WebGL, there is no GPU here.
+CHROMIUM_ARGS = ["--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
+#: Console messages of type "error" that are not ours and not a failure (none so far: the
+#: one known source, OHIF's Shepherd tour looking for an element before it exists, is
+#: avoided by marking the tour as shown). Each entry is a substring of the message.
+BENIGN_CONSOLE_ERRORS: tuple[str, ...] = ()
+
+
+@dataclass
+class Results:
+    """What ``medvision run`` wrote for the chest CT."""
+
+    dir: Path
+    seg: Path
+    sr: Path
+    findings: dict
+    seconds: float
+
+
+@dataclass
+class BrowserLog:
+    """Everything the page said or tried that a test may want to refuse."""
+
+    console_errors: list[str] = field(default_factory=list)
+    console_warnings: list[str] = field(default_factory=list)
+    console_logs: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    #: error notifications OHIF showed to the user (text of the toast and its details)
+    notifications: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def medvision_results(tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Path) -> Results:
+    """Run the real lung-ct pipeline on the chest CT, as a user would, and find its files."""
+    from medvision.runner import run_study
+
+    out = tmp_path_factory.mktemp("results")
+    start = time.monotonic()
+    runs = run_study(chest_ct_dir, out, ["lung-ct"])
+    seconds = time.monotonic() - start
+    assert [r.status for r in runs] == ["done"], [(r.status, r.reason) for r in runs]
+    (folder,) = {p.parent for p in out.rglob("seg.dcm")}
+    return Results(
+        folder,
+        folder / "seg.dcm",
+        folder / "sr.dcm",
+        json.loads((folder / "findings.json").read_text()),
+        seconds,
+    )
+
+
+@pytest.fixture(scope="module")
+def orthanc_with_study(
+    tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Path, medvision_results: Results
+) -> Iterator[Orthanc]:
+    """Orthanc (DICOMweb, full metadata) holding the CT, our SEG and our SR."""
+    pacs = Orthanc(tmp_path_factory.mktemp("orthanc"), {})
+    config_path = pacs.dir / "orthanc.json"
+    config = json.loads(config_path.read_text())
+    # OHIF asks for study/series metadata; "Full" answers from the stored files, so the
+    # per-frame functional groups of the SEG reach the viewer unchanged.
+    config["DicomWeb"].update({"StudiesMetadata": "Full", "SeriesMetadata": "Full"})
+    config_path.write_text(json.dumps(config, indent=2))
+    pacs.start()
+    try:
+        pacs.upload(
+            [*sorted(chest_ct_dir.glob("*.dcm")), medvision_results.seg, medvision_results.sr]
+        )
+        yield pacs
+    finally:
+        pacs.stop()
+
+
+@pytest.fixture(scope="module")
+def viewer_server(orthanc_with_study: Orthanc) -> Iterator[ViewerServer]:
+    try:
+        dist = fetch_ohif()
+    except Exception as err:  # noqa: BLE001 - reported as the test's failure reason
+        pytest.fail(f"OHIF could not be fetched: {err}")
+    server = ViewerServer(dist, orthanc_with_study.http_port).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class OhifSession:
+    page: object  # playwright.sync_api.Page
+    server: ViewerServer
+    log: BrowserLog
+    study_uid: str
+    #: slices already drawn and read back (SOP Instance UID -> test_ohif.Drawn)
+    drawn: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def ohif(viewer_server: ViewerServer, medvision_results: Results) -> Iterator[OhifSession]:
+    """One headless Chromium page with OHIF open on the study and our SEG hydrated."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright is not installed: pip install 'playwright==1.65.*' (.ci/run)")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} not found: apt-get install chromium fonts-dejavu-core")
+
+    study_uid = medvision_results.findings["study_instance_uid"]
+    log = BrowserLog()
+    origin = viewer_server.url
+
+    def route(r) -> None:  # noqa: ANN001 - playwright Route
+        if r.request.url.startswith(origin + "/") or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            log.blocked.append(r.request.url)
+            r.abort()
+
+    def on_console(message) -> None:  # noqa: ANN001 - playwright ConsoleMessage
+        if message.type == "error":
+            log.console_errors.append(message.text)
+        elif message.type == "warning":
+            log.console_warnings.append(message.text)
+        elif message.type == "log":
+            log.console_logs.append(message.text)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 900}, service_workers="block"
+            )
+            context.route("**/*", route)
+            # Mark OHIF's first-visit tour as shown: it is UI noise, and its steps log
+            # console errors while they look for elements that do not exist yet.
+            context.add_init_script(
+                "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));"
+            )
+            page = context.new_page()
+            page.on("console", on_console)
+            page.on("pageerror", lambda err: log.page_errors.append(str(err)))
+            start = time.monotonic()
+            page.goto(f"{origin}/viewer?StudyInstanceUIDs={study_uid}")
+            page.wait_for_selector('[data-cy="viewport-overlay-bottom-right"]', timeout=90_000)
+            page.wait_for_function(
+                "() => { try { return window.cornerstone.getEnabledElements()[0].viewport"
+                ".getCurrentImageId(); } catch (e) { return false; } }",
+                timeout=60_000,
+            )
+            log.timings["first image"] = time.monotonic() - start
+            page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="SEG").dblclick()
+            page.locator('[data-cy="yes-hydrate-btn"]').click(timeout=30_000)
+            # (the viewport is re-created while OHIF hydrates: hence the try)
+            page.wait_for_function(
+                "() => { try {"
+                " const vp = window.cornerstone.getEnabledElements()[0].viewport;"
+                " return window.services.segmentationService"
+                ".getSegmentationRepresentations(vp.id).length > 0;"
+                " } catch (e) { return false; } }",
+                timeout=60_000,
+            )
+            # OHIF then jumps to the first slice with a segment: let that settle (the label
+            # unchanged for a second) so that it cannot undo a test's navigation.
+            label = page.locator('[data-cy="viewport-overlay-bottom-right"]').first
+            deadline, last, since = time.monotonic() + 30, None, time.monotonic()
+            while time.monotonic() < deadline:
+                now = label.inner_text()
+                if now != last:
+                    last, since = now, time.monotonic()
+                elif time.monotonic() - since > 1.0:
+                    break
+                time.sleep(0.2)
+            log.timings["SEG shown"] = time.monotonic() - start
+            page.evaluate(PAGE_HELPER_JS)
+            yield OhifSession(page, viewer_server, log, study_uid)
+        finally:
+            browser.close()
