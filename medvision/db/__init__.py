@@ -14,6 +14,7 @@ from medvision.db._models import (
     Study,
     StudyState,
     User,
+    Worker,
     utcnow,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "Study",
     "StudyState",
     "User",
+    "Worker",
     "utcnow",
 ]

@@ -15,8 +15,6 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from medvision.db._models import Base
-
 
 class Database:
     """One engine and session factory per process."""
@@ -42,7 +40,12 @@ class Database:
         return self.url.startswith("sqlite")
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring the database to the current schema (see :mod:`medvision.db._migrate`):
+        a new database is created from the models and stamped, an older one is migrated,
+        one made before Alembic is recognised and stamped first."""
+        from medvision.db._migrate import upgrade
+
+        upgrade(self)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

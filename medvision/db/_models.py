@@ -102,6 +102,9 @@ class Job(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: Who is running it ("host:pid"), so a restart can tell its own orphans.
     worker: Mapped[str] = mapped_column(String(128), default="")
+    #: When it was last published to the broker (scale-out only): a queued job not claimed
+    #: long after this is published again, as its message may have been lost.
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Outbox(Base):
@@ -209,6 +212,32 @@ class Feedback(Base):
     sr_sop_instance_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class Worker(Base):
+    """A Celery worker process (scale-out), as it last reported itself.
+
+    ``heartbeat_at`` is refreshed every few seconds by a thread in the worker; the receiver
+    takes a worker silent for ``worker_stale_s`` for dead and queues its running job again.
+    Rows are kept after a worker stops (``state="stopped"``) so that ``GET /workers``
+    shows what ran where; ``name`` is the same "host:pid" written into ``jobs.worker``.
+    """
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: "cpu" or the accelerator's name (e.g. "cuda:0 NVIDIA H100 80GB HBM3").
+    device: Mapped[str] = mapped_column(String(255), default="")
+    #: {pipeline name: version} of the pipelines this worker has loaded.
+    models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="idle")
+    current_job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "AuditEvent",
@@ -222,5 +251,6 @@ __all__ = [
     "Study",
     "StudyState",
     "User",
+    "Worker",
     "utcnow",
 ]

@@ -1,0 +1,1 @@
+"""Alembic revisions, oldest first (0001 = the schema before users/tokens/feedback)."""
