@@ -122,6 +122,13 @@ def test_orthanc_round_trip_with_the_real_ct(pacs_and_node, chest_ct_dir: Path) 
     } <= types
     assert audit.verify().ok
 
+    # No patient identifiers in the node's plain application log or its audit trail.
+    log = (node.data_dir.parent / f"node-{node.dicom_port}.log").read_text(errors="replace")
+    assert "job" in log or "medvision" in log  # the log is the node's, and not empty
+    trail = json.dumps(audit.events())
+    for value in (str(first.PatientName), str(first.PatientID)):
+        assert value and value not in log and value not in trail, "PHI in the node's log"
+
 
 def _instances_in_db(node: NodeProcess) -> int:
     with sqlite3.connect(node.data_dir / "medvision.db") as con:
