@@ -54,7 +54,25 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the DICOM node and its REST API")
     serve.add_argument("--config", type=Path, help="medvision.toml (optional)")
+    serve.add_argument(
+        "--role",
+        choices=["all", "receiver"],
+        help="receiver: SCP, assembly, API and sender; jobs go to Celery workers over "
+        "broker_url (default: the role setting, 'all')",
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    worker = sub.add_parser(
+        "worker",
+        help="run jobs from RabbitMQ as a Celery worker (scale-out; needs broker_url)",
+        description="Consumes job ids published by `medvision serve --role receiver`, "
+        "claims each job in the shared database and runs its pipeline. See docs/scaling.md.",
+    )
+    worker.add_argument("--config", type=Path, help="medvision.toml (optional)")
+    worker.add_argument(
+        "--concurrency", type=int, default=1, help="jobs at a time (1: solo pool, default)"
+    )
+    worker.set_defaults(func=_cmd_worker)
 
     status = sub.add_parser("status", help="show each study's state and its jobs")
     status.add_argument("--config", type=Path, help="medvision.toml (optional)")
@@ -210,6 +228,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         settings = _settings(args)
+        if args.role:
+            settings = settings.model_validate({**settings.model_dump(), "role": args.role})
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -243,12 +263,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    try:
+        settings = _settings(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not settings.broker_url:
+        print("error: medvision worker needs broker_url (MEDVISION_BROKER_URL)", file=sys.stderr)
+        return 2
+    if args.concurrency < 1:
+        print("error: --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from medvision.jobs._celery import run_worker
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_worker(settings, args.config, args.concurrency)
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from sqlalchemy import select
 
-    from medvision.db import Database, Job, Study
+    from medvision.db import Database, Job, Study, Worker
 
     settings = _settings(args)
     db = Database(settings.db_url)
@@ -256,6 +298,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with db.session() as session:
         studies = list(session.scalars(select(Study).order_by(Study.id)))
         jobs = list(session.scalars(select(Job).order_by(Job.id)))
+        workers = list(session.scalars(select(Worker).order_by(Worker.id)))
     if args.json:
         print(
             json.dumps(
@@ -283,6 +326,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if workers:
+        print(_workers_section(workers, settings.worker_stale_s))
     if not studies:
         print("no studies received yet")
     for s in studies:
@@ -333,6 +378,27 @@ def _cmd_db_current(args: argparse.Namespace) -> int:
     head = head_revision()
     print(f"{rev or 'none'} (head: {head})")
     return 0 if rev == head else 1
+
+
+def _workers_section(workers: list, stale_s: float) -> str:
+    """Celery workers (scale-out), one line each; dead = silent for ``stale_s``."""
+    from datetime import timedelta
+
+    from medvision.db import utcnow
+    from medvision.jobs._queue import as_utc
+
+    cutoff = utcnow() - timedelta(seconds=stale_s)
+    lines = ["workers:"]
+    for w in workers:
+        alive = w.state != "stopped" and as_utc(w.heartbeat_at) > cutoff
+        state = w.state if alive or w.state == "stopped" else "dead"
+        models = ", ".join(f"{k} {v}" for k, v in sorted(w.models.items())) or "no models"
+        job = f", job {w.current_job_id}" if w.current_job_id else ""
+        lines.append(
+            f"    {w.name:<28} {state:<8} {w.device}; {models}{job}; {w.jobs_done} done; "
+            f"heartbeat {as_utc(w.heartbeat_at):%Y-%m-%d %H:%M:%S}Z"
+        )
+    return "\n".join(lines)
 
 
 def _cmd_pipelines(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     metrics_public: bool = False
     #: When a reviewer rejects a finding, send a new SR version marking it rejected.
     resend_sr_on_reject: bool = False
+    #: Scale-out (docs/scaling.md). Empty: the embedded default, jobs run in this process's
+    #: worker pool. An AMQP URL (``amqp://user:pass@rabbit:5672//``): jobs are published to
+    #: RabbitMQ for Celery workers (``medvision worker``).
+    broker_url: str = ""
+    #: ``all``: every part in one process. ``receiver``: SCP, assembly, API and sender, no
+    #: inference (needs ``broker_url``).
+    role: Literal["all", "receiver"] = "all"
+    #: A queued job not claimed this long after it was published is published again (the
+    #: message may have been lost); duplicates are harmless, the claim is atomic.
+    republish_after_s: float = Field(default=60.0, gt=0)
+    #: Celery workers report to the ``workers`` table this often; a worker silent for
+    #: ``worker_stale_s`` is taken for dead and its running job is queued again.
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    worker_stale_s: float = Field(default=60.0, gt=0)
 
     @field_validator("ae_title")
     @classmethod
@@ -86,6 +100,12 @@ class Settings(BaseSettings):
     def _check_tls(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together (PEM file paths)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_role(self) -> Settings:
+        if self.role == "receiver" and not self.broker_url:
+            raise ValueError("role 'receiver' needs broker_url (jobs are run by Celery workers)")
         return self
 
     @property

@@ -12,7 +12,16 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 import medvision
-from medvision.api import _admin, _audit_api, _auth, _feedback, _metrics, _results, _studies
+from medvision.api import (
+    _admin,
+    _audit_api,
+    _auth,
+    _feedback,
+    _metrics,
+    _results,
+    _studies,
+    _workers,
+)
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
 from medvision.db import Database
@@ -56,6 +65,7 @@ def create_app(db: Database, settings: Settings | None = None) -> FastAPI:
         _auth.router,
         _studies.studies,
         _studies.jobs,
+        _workers.router,
         _results.findings,
         _results.results,
         _feedback.router,

@@ -6,11 +6,21 @@ runs what the database says is due, and a claim succeeds for exactly one worker.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, StudyState, utcnow
+from medvision.db import (
+    Database,
+    Job,
+    JobState,
+    Outbox,
+    OutboxState,
+    Study,
+    StudyState,
+    Worker,
+    utcnow,
+)
 
 #: A job that failed this many times stays failed.
 MAX_ATTEMPTS = 3
@@ -44,6 +54,76 @@ def claim_next(db: Database, worker: str) -> Job | None:
                 session.refresh(job)
                 _refresh_study_state(session, job.study_instance_uid)
                 return job
+
+
+def claim_job(db: Database, job_id: int, worker: str) -> Job | None:
+    """Atomically move job ``job_id`` from queued to running for ``worker``.
+
+    What a Celery task does with the id it was given: None (do nothing) unless the job is
+    queued right now, so a duplicate or late message never runs a job twice.
+    """
+    with db.session() as session:
+        claimed = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == JobState.QUEUED)
+            .values(
+                state=JobState.RUNNING,
+                attempts=Job.attempts + 1,
+                started_at=utcnow(),
+                worker=worker,
+            )
+        ).rowcount
+        if claimed != 1:
+            return None
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.refresh(job)
+        _refresh_study_state(session, job.study_instance_uid)
+        return job
+
+
+def take_due_for_publish(db: Database, older_than_s: float) -> list[int]:
+    """Queued jobs never published, or published more than ``older_than_s`` ago and still
+    not claimed (the message was lost): marked published now, ids returned to publish."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    with db.session() as session:
+        jobs = [
+            j
+            for j in session.scalars(select(Job).where(Job.state == JobState.QUEUED))
+            if j.published_at is None or as_utc(j.published_at) <= cutoff
+        ]
+        now = utcnow()
+        for job in jobs:
+            job.published_at = now
+        return [j.id for j in jobs]
+
+
+def requeue_stale(db: Database, stale_s: float) -> list[int]:
+    """Queue again the running jobs of workers silent for ``stale_s`` (taken for dead).
+
+    A worker killed with SIGKILL leaves its job running; its message goes back to the
+    broker, but the task that gets it finds the job not queued and does nothing. This is
+    what brings the job back. A job without a worker row is judged by its start time.
+    """
+    cutoff = utcnow() - timedelta(seconds=stale_s)
+    with db.session() as session:
+        beats = {w.name: as_utc(w.heartbeat_at) for w in session.scalars(select(Worker))}
+        stale = [
+            j
+            for j in session.scalars(select(Job).where(Job.state == JobState.RUNNING))
+            if beats.get(j.worker, as_utc(j.started_at or utcnow())) <= cutoff
+        ]
+        for job in stale:
+            if job.attempts >= MAX_ATTEMPTS:
+                job.state = JobState.FAILED
+                job.reason = f"worker {job.worker} lost {job.attempts} times; giving up"
+                job.finished_at = utcnow()
+            else:
+                job.state = JobState.QUEUED
+                job.reason = f"requeued: worker {job.worker} stopped reporting"
+                job.published_at = None
+            _refresh_study_state(session, job.study_instance_uid)
+        return [j.id for j in stale if j.state == JobState.QUEUED]
 
 
 def recover_orphans(db: Database, worker_prefix: str | None = None) -> int:
@@ -111,4 +191,13 @@ def _refresh_study_state(session, study_uid: str) -> str:  # noqa: ANN001 - Sess
     return new
 
 
-__all__ = ["MAX_ATTEMPTS", "as_utc", "claim_next", "recover_orphans", "refresh_study_state"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "as_utc",
+    "claim_job",
+    "claim_next",
+    "recover_orphans",
+    "refresh_study_state",
+    "requeue_stale",
+    "take_due_for_publish",
+]

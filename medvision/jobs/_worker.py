@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -23,6 +24,7 @@ from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, ut
 from medvision.dicom import scan
 from medvision.errors import MedvisionError
 from medvision.jobs._queue import _refresh_study_state, claim_next
+from medvision.pipelines import Pipeline
 from medvision.runner import PipelineRun, run_pipeline
 
 LOG = logging.getLogger("medvision.worker")
@@ -47,8 +49,18 @@ def destinations_for(settings: Settings, calling_aet: str) -> list[tuple[str, Mo
     return []
 
 
-def execute_job(job: Job, settings: Settings, db: Database, audit: DbAuditLog) -> PipelineRun:
-    """Run one claimed job to its end state (done, failed, refused or superseded)."""
+def execute_job(
+    job: Job,
+    settings: Settings,
+    db: Database,
+    audit: DbAuditLog,
+    get_pipeline: Callable[[str], Pipeline] = pipelines.get,
+) -> PipelineRun:
+    """Run one claimed job to its end state (done, failed, refused or superseded).
+
+    ``get_pipeline`` lets a long-lived Celery worker hand in pipelines it built once (the
+    model loaded once per process) instead of building one per job.
+    """
     study_uid = job.study_instance_uid
     audit.record(
         "job.started",
@@ -68,7 +80,7 @@ def execute_job(job: Job, settings: Settings, db: Database, audit: DbAuditLog) -
                 select(Study.calling_aet).where(Study.study_instance_uid == study_uid)
             )
         overlays = any(m.overlays for _, m in destinations_for(settings, calling_aet or ""))
-        run = run_pipeline(study, pipelines.get(job.pipeline), out_dir, overlays=overlays)
+        run = run_pipeline(study, get_pipeline(job.pipeline), out_dir, overlays=overlays)
     except (MedvisionError, StopIteration, KeyError) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
     except Exception as err:
@@ -103,6 +115,17 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
             select(Study).where(Study.study_instance_uid == job.study_instance_uid)
         )
         assert row is not None and study is not None
+        if row.state != JobState.RUNNING or row.worker != job.worker:
+            # Our claim was taken away (the worker was taken for dead and the job queued
+            # again, or already run by another worker): the row belongs to the other run,
+            # and writing outbox rows here would deliver the results twice.
+            LOG.warning(
+                "job %s: claim lost (now %s by %r); results of this run are discarded",
+                job.id,
+                row.state,
+                row.worker,
+            )
+            return
         row.finished_at = utcnow()
         row.timings = {k: round(v, 3) for k, v in run.timings_s.items()}
         row.series_instance_uid = run.series_instance_uid

@@ -7,7 +7,8 @@ pipeline's reason, so that a user sees why nothing came back.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import logging
+from collections.abc import Callable, Collection
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -20,14 +21,20 @@ from medvision.dicom import scan
 from medvision.errors import MedvisionError
 from medvision.jobs._queue import as_utc
 
+LOG = logging.getLogger("medvision.assembler")
+
 
 def complete_quiet_studies(
     settings: Settings,
     db: Database,
     audit: DbAuditLog,
     busy: Collection[str] = frozenset(),
+    publish: Callable[[list[int]], None] | None = None,
 ) -> list[str]:
     """Mark quiet studies complete and queue their jobs; returns the completed UIDs.
+
+    ``publish`` (scale-out) is handed the new jobs' ids after they are committed, so a
+    worker never gets a message for a row it cannot see yet.
 
     ``busy`` names studies with received instances not yet in the index (see
     :class:`~medvision.node._ingest.Indexer`): they are not quiet, whatever the clock says.
@@ -41,12 +48,19 @@ def complete_quiet_studies(
         ]
     done = []
     for uid, version in candidates:
-        if _complete(uid, version, settings, db, audit):
+        if _complete(uid, version, settings, db, audit, publish):
             done.append(uid)
     return done
 
 
-def _complete(uid: str, version: int, settings: Settings, db: Database, audit: DbAuditLog) -> bool:
+def _complete(
+    uid: str,
+    version: int,
+    settings: Settings,
+    db: Database,
+    audit: DbAuditLog,
+    publish: Callable[[list[int]], None] | None = None,
+) -> bool:
     names = settings.pipelines or pipelines.available()
     accepted: list[str] = []
     reasons: list[str] = []
@@ -72,15 +86,19 @@ def _complete(uid: str, version: int, settings: Settings, db: Database, audit: D
         if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
             return False
         study.completed_at = utcnow()
-        for name in accepted:
-            session.add(
-                Job(
-                    study_instance_uid=uid,
-                    study_version=version,
-                    pipeline=name,
-                    state=JobState.QUEUED,
-                )
+        new_jobs = [
+            Job(
+                study_instance_uid=uid,
+                study_version=version,
+                pipeline=name,
+                state=JobState.QUEUED,
+                published_at=utcnow() if publish is not None else None,
             )
+            for name in accepted
+        ]
+        session.add_all(new_jobs)
+        session.flush()
+        job_ids = [j.id for j in new_jobs]
         if accepted:
             study.state = StudyState.QUEUED
             study.reason = ""
@@ -88,6 +106,11 @@ def _complete(uid: str, version: int, settings: Settings, db: Database, audit: D
             study.state = StudyState.FAILED
             study.reason = "no series accepted: " + " | ".join(reasons)
         count = study.instance_count
+    if publish is not None and job_ids:
+        try:
+            publish(job_ids)
+        except Exception as err:  # broker away: the receiver's sweep publishes them later
+            LOG.error("cannot publish jobs %s: %s", job_ids, err)
     audit.record(
         "study.complete",
         study_instance_uid=uid,

@@ -1,5 +1,9 @@
 """The node: SCP, study assembly, worker pool and sender around one database.
 
+With ``broker_url`` set (scale-out, docs/scaling.md) the node is the receiver: no worker
+pool; the assembler publishes each new job to RabbitMQ and a sweep thread re-publishes
+lost messages and requeues the jobs of dead Celery workers.
+
 ``start`` first recovers from whatever the last process left behind: temporary files that
 were never acknowledged are removed, spooled files the index does not know are indexed, and
 jobs left running are queued again. So a restart resumes every unfinished study and job.
@@ -36,10 +40,17 @@ class Node:
         self.db.create_schema()
         self.audit = DbAuditLog(self.db)
         self.scp = StorageSCP(settings, self.db, self.audit)
-        self.workers = WorkerPool(settings, self.db, self.audit)
+        self.distributed = bool(settings.broker_url)
+        self.workers = None if self.distributed else WorkerPool(settings, self.db, self.audit)
         self.sender = Sender(settings, self.db, self.audit)
         self._stop = threading.Event()
         self._assembler: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
+        self.publisher = None
+        if self.distributed:
+            from medvision.jobs._celery import Publisher
+
+            self.publisher = Publisher(settings.broker_url)
 
     def start(self) -> None:
         recovered = self.recover()
@@ -55,23 +66,35 @@ class Node:
             target=self._assemble_loop, name="medvision-assembler", daemon=True
         )
         self._assembler.start()
-        self.workers.start()
+        if self.workers is not None:
+            self.workers.start()
+        else:
+            self._sweeper = threading.Thread(
+                target=self._sweep_loop, name="medvision-sweeper", daemon=True
+            )
+            self._sweeper.start()
         self.sender.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.scp.stop()
-        self.workers.stop()
+        if self.workers is not None:
+            self.workers.stop()
         self.sender.stop()
-        if self._assembler is not None:
-            self._assembler.join(5)
+        for thread in (self._assembler, self._sweeper):
+            if thread is not None:
+                thread.join(5)
+        if self.publisher is not None:
+            self.publisher.close()
         self.audit.record("application.stop")
         self.db.dispose()
 
     def recover(self) -> dict[str, int]:
         partial = self.scp.spool.discard_partial()
         indexed = self._reindex_spool()
-        requeued = recover_orphans(self.db)
+        # Scale-out: running jobs belong to Celery workers that may well be alive; the
+        # sweep requeues those whose worker stopped reporting.
+        requeued = 0 if self.distributed else recover_orphans(self.db)
         self._restart_quiet_periods()
         if partial or indexed or requeued:
             LOG.info(
@@ -133,11 +156,28 @@ class Node:
         while not self._stop.is_set():
             try:
                 complete_quiet_studies(
-                    self.settings, self.db, self.audit, busy=self.scp.indexer.pending()
+                    self.settings,
+                    self.db,
+                    self.audit,
+                    busy=self.scp.indexer.pending(),
+                    publish=self.publisher.publish if self.publisher is not None else None,
                 )
             except Exception:
                 LOG.exception("study assembly pass failed; retrying")
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _sweep_loop(self) -> None:
+        from medvision.jobs._celery import Sweeper
+
+        assert self.publisher is not None
+        sweeper = Sweeper(self.settings, self.db, self.publisher)
+        interval = min(5.0, self.settings.republish_after_s / 2, self.settings.worker_stale_s / 2)
+        while not self._stop.is_set():
+            try:
+                sweeper.sweep()
+            except Exception:
+                LOG.exception("job sweep failed; retrying")
+            self._stop.wait(interval)
 
 
 __all__ = ["Node"]

@@ -1,0 +1,270 @@
+"""Scale-out: jobs published to RabbitMQ and run by Celery workers (``medvision worker``).
+
+The database stays the single source of truth. A message carries only a job id; the task
+claims that job with an atomic queued → running update and does nothing when the job is
+not queued (already run, claimed by another worker, superseded). So duplicates, late
+messages and re-publishing are harmless, and a result is delivered once: the outbox rows
+are written in the transaction that marks the job done, and only by the worker that still
+holds the claim (see ``_finish``).
+
+Delivery guarantees come from Celery's late acknowledgement: ``task_acks_late`` (the
+message is acknowledged after the task returns), ``worker_prefetch_multiplier=1`` (a busy
+worker does not sit on queued messages) and ``task_reject_on_worker_lost`` (a pool child
+that dies puts its message back). A worker killed outright drops its AMQP connection, and
+RabbitMQ redelivers its unacknowledged message; the job's row still says running, so the
+receiver's sweep (:class:`Sweeper`) queues it again once the dead worker's heartbeat is
+stale, and publishes it, and another worker runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+from sqlalchemy import select
+
+from medvision import pipelines
+from medvision.audit import DbAuditLog
+from medvision.config import Settings, load_settings
+from medvision.db import Database, Worker, utcnow
+from medvision.jobs._queue import claim_job, requeue_stale, take_due_for_publish
+from medvision.jobs._worker import execute_job, worker_id
+from medvision.pipelines import Pipeline
+
+LOG = logging.getLogger("medvision.celery")
+
+TASK = "medvision.run_job"
+QUEUE = "medvision.jobs"
+
+
+def make_app(broker_url: str) -> Celery:
+    """The Celery app for ``broker_url`` with the settings the guarantees above rely on."""
+    app = Celery("medvision", broker=broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_reject_on_worker_lost=True,
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        # A solo-pool worker cannot answer AMQP heartbeats while a pipeline runs for
+        # minutes; RabbitMQ would close the connection and redeliver a running job.
+        broker_heartbeat=0,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+
+    @app.task(name=TASK, bind=True)
+    def run_job(self: Any, job_id: int) -> str:  # noqa: ANN401 - Celery's bound task
+        return _runtime().run(int(job_id))
+
+    return app
+
+
+class Publisher:
+    """The receiver's side: one task message per job id."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = make_app(broker_url)
+
+    def publish(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            self.app.send_task(TASK, args=[job_id], queue=QUEUE)
+        if job_ids:
+            LOG.info("published jobs %s", job_ids)
+
+    def close(self) -> None:
+        self.app.close()
+
+
+class Sweeper:
+    """The receiver's periodic sweep: queue again the jobs of dead workers, and publish
+    queued jobs never published or published long ago and still unclaimed (a lost
+    message). Publishing failures are logged; the next sweep tries again."""
+
+    def __init__(self, settings: Settings, db: Database, publisher: Publisher) -> None:
+        self.settings = settings
+        self.db = db
+        self.publisher = publisher
+
+    def sweep(self) -> list[int]:
+        requeued = requeue_stale(self.db, self.settings.worker_stale_s)
+        if requeued:
+            LOG.warning("requeued jobs %s of workers that stopped reporting", requeued)
+        due = take_due_for_publish(self.db, self.settings.republish_after_s)
+        self.publisher.publish(due)
+        return due
+
+
+def device_name() -> str:
+    """What a worker computes on, for the workers table: the CUDA device's name or cpu."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:0 {torch.cuda.get_device_name(0)}"
+    except Exception:  # no torch, or a broken driver: the pipelines will run on CPU
+        pass
+    return "cpu"
+
+
+class WorkerRuntime:
+    """One per worker process: database, audit log, pipelines built once, heartbeat."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.db.create_schema()
+        self.audit = DbAuditLog(self.db)
+        self.name = worker_id()
+        self._pipelines: dict[str, Pipeline] = {}
+        self._stop = threading.Event()
+        self._register()
+        self._beat = threading.Thread(target=self._heartbeat, name="medvision-heartbeat")
+        self._beat.daemon = True
+        self._beat.start()
+
+    def _register(self) -> None:
+        with self.db.session() as session:
+            row = session.scalar(select(Worker).where(Worker.name == self.name))
+            if row is None:
+                row = Worker(name=self.name, host=socket.gethostname(), pid=os.getpid())
+                session.add(row)
+            row.device = device_name()
+            row.state = "idle"
+            row.current_job_id = None
+            row.started_at = row.heartbeat_at = utcnow()
+
+    def preload(self, names: list[str] | None = None) -> None:
+        """Build the configured pipelines now, so the first job does not pay for it."""
+        for name in names or self.settings.pipelines or pipelines.available():
+            try:
+                self.get_pipeline(name)
+            except Exception as err:  # a broken bundle must not stop the others
+                LOG.error("cannot load pipeline %s: %s", name, err)
+
+    def get_pipeline(self, name: str) -> Pipeline:
+        pipeline = self._pipelines.get(name)
+        if pipeline is None:
+            pipeline = self._pipelines[name] = pipelines.get(name)
+            models = {n: str(p.version) for n, p in self._pipelines.items()}
+            self._update(models=models)
+        return pipeline
+
+    def _update(self, **values: Any) -> None:  # noqa: ANN401 - column values
+        with self.db.session() as session:
+            row = session.scalar(select(Worker).where(Worker.name == self.name))
+            if row is not None:
+                for key, value in values.items():
+                    setattr(row, key, value)
+                row.heartbeat_at = utcnow()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.settings.worker_heartbeat_s):
+            try:
+                self._update()
+            except Exception as err:  # database briefly away: the next beat tries again
+                LOG.error("heartbeat failed: %s", err)
+
+    def run(self, job_id: int) -> str:
+        job = claim_job(self.db, job_id, self.name)
+        if job is None:
+            LOG.info("job %s is not queued; nothing to do", job_id)
+            return "skipped"
+        self._update(state="busy", current_job_id=job_id)
+        try:
+            run = execute_job(job, self.settings, self.db, self.audit, self.get_pipeline)
+        finally:
+            with self.db.session() as session:
+                row = session.scalar(select(Worker).where(Worker.name == self.name))
+                if row is not None:
+                    row.state, row.current_job_id = "idle", None
+                    row.jobs_done += 1
+                    row.heartbeat_at = utcnow()
+        return run.status
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._update(state="stopped", current_job_id=None)
+        finally:
+            self.db.dispose()
+
+
+_RUNTIME: WorkerRuntime | None = None
+_CONFIG: Path | None = None
+
+
+def _runtime() -> WorkerRuntime:
+    global _RUNTIME
+    if _RUNTIME is None:
+        _RUNTIME = WorkerRuntime(load_settings(_CONFIG))
+        _RUNTIME.preload()
+    return _RUNTIME
+
+
+@signals.worker_process_init.connect
+def _init_pool_child(**_kwargs: Any) -> None:  # noqa: ANN401 - Celery signal
+    """A prefork child gets its own database connections and pipelines (never the
+    parent's: connections and CUDA contexts do not survive fork)."""
+    global _RUNTIME
+    _RUNTIME = None
+    _runtime()
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close_runtime(**_kwargs: Any) -> None:  # noqa: ANN401 - Celery signal
+    global _RUNTIME
+    if _RUNTIME is not None:
+        _RUNTIME.close()
+        _RUNTIME = None
+
+
+def run_worker(settings: Settings, config: Path | None, concurrency: int) -> None:
+    """``medvision worker``: a Celery worker consuming the jobs queue.
+
+    ``--concurrency 1`` runs tasks in the worker process itself (solo pool: the pipelines
+    are built once, before consuming); more uses a prefork pool, one runtime per child.
+    """
+    global _CONFIG
+    _CONFIG = config
+    app = make_app(settings.broker_url)
+    solo = concurrency == 1
+    if solo:
+        _runtime()  # register, load models, start the heartbeat before taking messages
+    app.worker_main(
+        [
+            "worker",
+            f"--concurrency={concurrency}",
+            f"--pool={'solo' if solo else 'prefork'}",
+            "--loglevel=INFO",
+            f"--hostname=medvision-{socket.gethostname()}-{os.getpid()}@%h",
+            f"--queues={QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+PublishFn = Callable[[list[int]], None]
+
+__all__ = [
+    "QUEUE",
+    "TASK",
+    "PublishFn",
+    "Publisher",
+    "Sweeper",
+    "WorkerRuntime",
+    "device_name",
+    "make_app",
+    "run_worker",
+]
