@@ -1,0 +1,315 @@
+"""Ingest rate of the node against Orthanc and dcmtk's storescp, and the PACS round trip.
+
+    /work/venv/bin/python bench/ingest.py [--rounds 3] [--instances 300] [--streams 1,2,4]
+                                          [--no-e2e] [--e2e-only]
+
+One sender for every receiver: dcmtk ``/usr/bin/storescu`` with ``TCP_NODELAY=1``, sending
+``--instances`` CT images of 512x512 (the real 64-slice chest CT copied with new UIDs and
+positions, written as Explicit VR Little Endian so that nobody transcodes). ``--streams``
+runs that many storescu processes at once, each sending its share over its own association.
+
+Receivers, each started fresh (empty storage) for every measurement, in rotating order
+within a round, so that the machine's load drifts over all of them alike:
+
+- ``medvision``: ``medvision serve`` as a subprocess (the real node: durable spool, index,
+  HTTP API, workers idle because the quiet period is long). Timed until storescu has every
+  Success (an acknowledgement means fsync'ed and renamed); the time until the index has
+  caught up is reported beside it.
+- ``orthanc``: Debian's Orthanc with ``TCP_NODELAY=1`` and its default durable storage
+  (``SyncStorageArea``: each file fsync'ed; the SQLite index committed per instance).
+- ``storescp``: dcmtk's ``storescp --fork`` with ``TCP_NODELAY=1``, writing files (no fsync:
+  an upper bound for "receive and write", not a durable store).
+
+The end-to-end case: Orthanc holds the real chest CT, pushes it to a node with a 2 s quiet
+period, and the clock stops when the SEG and the SR are in Orthanc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.node.peers import (  # noqa: E402 - needs the repository on sys.path
+    DCMTK,
+    NodeProcess,
+    Orthanc,
+    free_port,
+    stop_process,
+    wait_for,
+)
+
+REAL_CT = Path(
+    os.environ.get("MEDVISION_SHARED_DATA", "/work/shared/data"),
+    "ct",
+    "lung-pet-ct-dx-A0001",
+    "series-5mm",
+)
+DCMTK_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+def make_series(out: Path, n: int, real_ct: Path) -> tuple[str, list[Path]]:
+    """``n`` CT instances of 512x512 made from the real slices; returns (study UID, files)."""
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sources = sorted(real_ct.glob("*.dcm"))
+    study, series = generate_uid(), generate_uid()
+    first = dcmread(sources[0], stop_before_pixels=True)
+    x, y, z0 = (float(v) for v in first.ImagePositionPatient)
+    files = []
+    for k in range(n):
+        ds = dcmread(sources[k % len(sources)])
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.ImagePositionPatient = [x, y, z0 - 1.0 * k]
+        ds.SliceLocation = z0 - 1.0 * k
+        ds.SliceThickness = 1.0
+        ds.SpacingBetweenSlices = 1.0
+        ds.InstanceNumber = k + 1
+        path = out / f"IM{k:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        files.append(path)
+    return study, files
+
+
+def send(port: int, called: str, files: list[Path], streams: int) -> float:
+    """storescu ``streams`` times at once, each with its share; seconds until all are done."""
+    shares = [files[i::streams] for i in range(streams)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [str(DCMTK / "storescu"), "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port)]
+            + [str(p) for p in share],
+            env=DCMTK_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for share in shares
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    elapsed = time.perf_counter() - start
+    for proc, out in zip(procs, outputs, strict=True):
+        if proc.returncode != 0 or "E:" in out:
+            raise RuntimeError(f"storescu failed ({proc.returncode}): {out[-2000:]}")
+    return elapsed
+
+
+@dataclass
+class Result:
+    receiver: str
+    streams: int
+    seconds: float
+    #: medvision only: seconds from the start until the index held every instance.
+    indexed_s: float | None
+    load: float
+
+
+def run_medvision(work: Path, study: str, files: list[Path], streams: int) -> Result:
+    node = NodeProcess(
+        work / "medvision-data",
+        quiet_period_s=3600,
+        max_associations=max(10, streams + 2),
+        pipelines=["lung-ct"],
+    )
+    node.start()
+    try:
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        seconds = send(node.dicom_port, node.ae_title, files, streams)
+        wait_for(
+            "the node's index",
+            lambda: (node.study(study) or {}).get("instances") == len(files),
+            120,
+            0.02,
+        )
+        indexed = time.perf_counter() - start
+        spooled = list((node.data_dir / "spool" / study).glob("*/*.dcm"))
+        assert len(spooled) == len(files), len(spooled)
+    finally:
+        node.stop()
+    return Result("medvision", streams, seconds, indexed, load)
+
+
+def run_orthanc(work: Path, study: str, files: list[Path], streams: int) -> Result:
+    orthanc = Orthanc(work / "orthanc", {})
+    config = (orthanc.dir / "orthanc.json").read_text()
+    # Stated, not assumed: Orthanc's default, fsync of every stored file.
+    config = config.replace('"Name": "TEST-PACS"', '"Name": "TEST-PACS", "SyncStorageArea": true')
+    (orthanc.dir / "orthanc.json").write_text(config)
+    orthanc.start()
+    try:
+        load = os.getloadavg()[0]
+        seconds = send(orthanc.dicom_port, orthanc.aet, files, streams)
+        sid = orthanc.study_id(study)
+        assert sid is not None and len(orthanc.get(f"/studies/{sid}/instances")) == len(files)
+    finally:
+        orthanc.stop()
+    return Result("orthanc", streams, seconds, None, load)
+
+
+def run_storescp(work: Path, study: str, files: list[Path], streams: int) -> Result:
+    out = work / "storescp"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(DCMTK / "storescp"), "--fork", "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=DCMTK_ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for("storescp", lambda: _echo(port), 20)
+        load = os.getloadavg()[0]
+        seconds = send(port, "STORESCP", files, streams)
+        assert len(list(out.iterdir())) == len(files)
+    finally:
+        stop_process(proc)
+    return Result("storescp", streams, seconds, None, load)
+
+
+def _echo(port: int) -> bool:
+    done = subprocess.run(
+        [str(DCMTK / "echoscu"), "127.0.0.1", str(port)], env=DCMTK_ENV, capture_output=True
+    )
+    return done.returncode == 0
+
+
+RECEIVERS: dict[str, Callable[[Path, str, list[Path], int], Result]] = {
+    "medvision": run_medvision,
+    "orthanc": run_orthanc,
+    "storescp": run_storescp,
+}
+
+
+def throughput(args: argparse.Namespace) -> None:
+    streams_list = [int(s) for s in args.streams.split(",")]
+    with tempfile.TemporaryDirectory(prefix="medvision-ingest-") as tmp:
+        src = Path(tmp) / "series"
+        src.mkdir()
+        study, files = make_series(src, args.instances, args.real_ct)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"{len(files)} instances, {mb:.0f} MB, study {study}", flush=True)
+        results: list[Result] = []
+        names = list(RECEIVERS)
+        for rnd in range(args.rounds):
+            for streams in streams_list:
+                order = names[rnd % 3 :] + names[: rnd % 3]
+                for name in order:
+                    with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=tmp) as work:
+                        r = RECEIVERS[name](Path(work), study, files, streams)
+                    results.append(r)
+                    extra = f", indexed after {r.indexed_s:.2f} s" if r.indexed_s else ""
+                    print(
+                        f"round {rnd + 1} streams {streams} {name:9s} {r.seconds:6.2f} s "
+                        f"{len(files) / r.seconds:6.0f} inst/s {mb / r.seconds:6.0f} MB/s"
+                        f" (load {r.load:.1f}){extra}",
+                        flush=True,
+                    )
+        report(results, len(files), mb, args.rounds, streams_list)
+
+
+def report(results: list[Result], n: int, mb: float, rounds: int, streams_list: list[int]) -> None:
+    def of(name: str, streams: int) -> list[Result]:
+        return [r for r in results if r.receiver == name and r.streams == streams]
+
+    print("\n| streams | receiver | inst/s (median) | MB/s | runs inst/s |")
+    print("| --- | --- | --- | --- | --- |")
+    for streams in streams_list:
+        for name in RECEIVERS:
+            rates = [n / r.seconds for r in of(name, streams)]
+            med = statistics.median(rates)
+            runs = " / ".join(f"{x:.0f}" for x in rates)
+            print(f"| {streams} | {name} | {med:.0f} | {med * mb / n:.0f} | {runs} |")
+    print("\n| streams | medvision/orthanc (per round) | medvision/storescp (per round) |")
+    print("| --- | --- | --- |")
+    for streams in streams_list:
+        mv, oc, sc = of("medvision", streams), of("orthanc", streams), of("storescp", streams)
+        r_o = [o.seconds / m.seconds for m, o in zip(mv, oc, strict=True)]
+        r_s = [s.seconds / m.seconds for m, s in zip(mv, sc, strict=True)]
+        print(
+            f"| {streams} | {statistics.median(r_o):.2f} ({' / '.join(f'{x:.2f}' for x in r_o)})"
+            f" | {statistics.median(r_s):.2f} ({' / '.join(f'{x:.2f}' for x in r_s)}) |"
+        )
+    idx = [r.indexed_s - r.seconds for r in results if r.indexed_s is not None]
+    print(f"\nmedvision index lag after the last Success: median {statistics.median(idx):.2f} s")
+    loads = [r.load for r in results]
+    print(f"load average (1 min) during the runs: {min(loads):.1f}-{max(loads):.1f}")
+
+
+def end_to_end(args: argparse.Namespace) -> None:
+    """Orthanc pushes the real chest CT; seconds until SEG and SR are in Orthanc."""
+    from pydicom import dcmread
+
+    files = sorted(args.real_ct.glob("*.dcm"))
+    uid = str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+    with tempfile.TemporaryDirectory(prefix="medvision-e2e-") as tmp:
+        node = NodeProcess(Path(tmp) / "medvision-data")
+        orthanc = Orthanc(Path(tmp) / "orthanc", {"medvision": (node.ae_title, node.dicom_port)})
+        node.settings.update(
+            quiet_period_s=args.quiet,
+            poll_interval_s=0.2,
+            allowed_calling_aets=[orthanc.aet],
+            modalities={
+                "pacs": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+            },
+        )
+        orthanc.start()
+        node.start()
+        try:
+            study_id = orthanc.upload(files)
+            load = os.getloadavg()[0]
+            start = time.perf_counter()
+            orthanc.push("medvision", study_id)
+            pushed = time.perf_counter() - start
+
+            def arrived() -> bool:
+                found = orthanc.instances_by_modality(uid)
+                return bool(found.get("SEG")) and bool(found.get("SR"))
+
+            wait_for("SEG and SR in Orthanc", arrived, 1200, 0.2)
+            total = time.perf_counter() - start
+            (job,) = node.get("/jobs")
+        finally:
+            node.stop()
+            orthanc.stop()
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in (job.get("timings") or {}).items())
+    print(
+        f"\nend to end, real chest CT ({len(files)} slices): push (C-STORE) {pushed:.1f} s, "
+        f"SEG + SR in Orthanc after {total:.1f} s (quiet period {args.quiet:g} s, "
+        f"load {load:.1f}); job timings: {timings}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--instances", type=int, default=300)
+    parser.add_argument("--streams", default="1,2,4", help="concurrent associations, e.g. 1,2,4")
+    parser.add_argument("--real-ct", type=Path, default=REAL_CT)
+    parser.add_argument("--quiet", type=float, default=2.0, help="quiet period, end to end")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end case")
+    parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end case")
+    args = parser.parse_args()
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPUs", flush=True)
+    if not args.e2e_only:
+        throughput(args)
+    if not args.no_e2e:
+        end_to_end(args)
+
+
+if __name__ == "__main__":
+    main()
