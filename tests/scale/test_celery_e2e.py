@@ -1,0 +1,226 @@
+"""Scale-out end to end, every part a separate OS process on real peers: a RabbitMQ
+broker, ``medvision serve --role receiver``, two ``medvision worker`` processes and dcmtk's
+storescp as the PACS the results go to. Studies are pushed with dcmtk's storescu.
+
+Checked: every study's SEG and SR arrive exactly once; a worker killed with SIGKILL while
+it runs a job loses the job to the other worker, which finishes it, once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from medvision.db import Database, Job, Outbox, Worker
+from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for
+from tests.scale.rabbit import RabbitMQ, available
+
+POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
+
+pytestmark = pytest.mark.skipif(not available(), reason="rabbitmq-server is not installed")
+
+SEG = "1.2.840.10008.5.1.4.1.1.66.4"
+SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def _study(tmp: Path, seed: int) -> tuple[str, list[Path]]:
+    """A small synthetic chest CT that lung-ct accepts (5 mm slices; the default 10 mm
+    for 24 slices is refused, and the default nodules do not fit in 120 mm)."""
+    from dicom_samples import generate_study
+
+    out = tmp / f"study{seed}"
+    generate_study(out, n_slices=24, rows=128, seed=seed, nodules=(), slice_thickness_mm=5.0)
+    files = sorted(out.glob("*.dcm"))
+    return str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
+
+
+def _push(node: NodeProcess, files: list[Path]) -> None:
+    subprocess.run(
+        [str(DCMTK / "storescu"), "-aet", "PACS", "-aec", node.ae_title, "127.0.0.1",
+         str(node.dicom_port), *map(str, files)],
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )  # fmt: skip
+
+
+def _received(out: Path) -> Counter[tuple[str, str]]:
+    """(study UID, SOP class) of every file storescp wrote (unique names: -uf)."""
+    found: Counter[tuple[str, str]] = Counter()
+    for path in out.iterdir():
+        if path.is_file() and not path.name.startswith("."):
+            ds = dcmread(path, stop_before_pixels=True)
+            found[(str(ds.StudyInstanceUID), str(ds.SOPClassUID))] += 1
+    return found
+
+
+class WorkerProcess:
+    def __init__(self, env: dict[str, str], cwd: Path, n: int) -> None:
+        self.log = open(cwd / f"worker{n}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "medvision.cli", "worker", "--concurrency", "1"],
+            env=env,
+            cwd=cwd,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            stop_process(self.proc, sig)
+        self.log.close()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[dict]:
+    if POSTGRES_URL:
+        from tests.db.conftest import empty_postgres
+
+        empty_postgres(POSTGRES_URL)
+        db_url = POSTGRES_URL
+    else:  # one host: SQLite in WAL mode is shared safely by the processes
+        db_url = f"sqlite:///{tmp_path / 'medvision-data' / 'medvision.db'}"
+    rabbit = RabbitMQ(tmp_path / "rabbitmq").start()
+    pacs_port = free_port()
+    pacs_out = tmp_path / "pacs"
+    pacs_out.mkdir()
+    pacs = subprocess.Popen(
+        [str(DCMTK / "storescp"), "-aet", "DEST", "-uf", "-od", str(pacs_out), str(pacs_port)],
+        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+    )
+    node = NodeProcess(
+        tmp_path / "medvision-data",
+        role="receiver",
+        broker_url=rabbit.url,
+        database_url=db_url,
+        quiet_period_s=2,
+        poll_interval_s=0.2,
+        republish_after_s=10,
+        worker_heartbeat_s=1,
+        worker_stale_s=15,
+        pipelines=["lung-ct"],
+        modalities={"dest": {"ae_title": "DEST", "host": "127.0.0.1", "port": pacs_port}},
+        destinations=["dest"],
+        retry_initial_s=1,
+    )
+    workers: list[WorkerProcess] = []
+    db = Database(db_url)
+    try:
+        node.start()
+        env = node.env
+        workers = [WorkerProcess(env, tmp_path, n) for n in (1, 2)]
+        yield {
+            "node": node,
+            "workers": workers,
+            "db": db,
+            "pacs_out": pacs_out,
+            "rabbit": rabbit,
+            "tmp": tmp_path,
+        }
+    finally:
+        for w in workers:
+            w.stop()
+        node.stop()
+        stop_process(pacs)
+        rabbit.stop()
+        db.dispose()
+        if POSTGRES_URL:
+            from tests.db.conftest import empty_postgres
+
+            empty_postgres(POSTGRES_URL)
+
+
+def _workers(db: Database) -> list[Worker]:
+    with db.session() as s:
+        return list(s.scalars(select(Worker).order_by(Worker.id)))
+
+
+def _wait_sent(node: NodeProcess, uid: str, timeout: float = 600) -> None:
+    def probe() -> bool:
+        study = node.study(uid)
+        assert study is None or study["state"] not in ("failed", "send-failed"), study
+        return study is not None and study["state"] == "sent"
+
+    wait_for(f"study {uid} to be sent", probe, timeout, 0.2)
+
+
+def test_receiver_and_two_workers_deliver_once_and_survive_sigkill(cluster: dict) -> None:
+    node: NodeProcess = cluster["node"]
+    db: Database = cluster["db"]
+    workers: list[WorkerProcess] = cluster["workers"]
+    pacs_out: Path = cluster["pacs_out"]
+
+    def reported() -> bool:
+        assert all(w.proc.poll() is None for w in workers), "a worker exited"
+        return len(_workers(db)) == 2
+
+    wait_for("the workers to report", reported, 300)
+
+    # 1. Three studies: each SEG and SR arrives exactly once.
+    studies = [_study(cluster["tmp"], seed) for seed in (1, 2, 3)]
+    for _uid, files in studies:
+        _push(node, files)
+    for uid, _files in studies:
+        _wait_sent(node, uid)
+    received = _received(pacs_out)
+    for uid, _files in studies:
+        assert (received[(uid, SEG)], received[(uid, SR)]) == (1, 1), received
+    with db.session() as s:
+        jobs = list(s.scalars(select(Job)))
+        assert sorted(j.state for j in jobs) == ["done"] * 3
+        assert all(j.attempts == 1 for j in jobs)
+        outbox = list(s.scalars(select(Outbox)))
+        assert len(outbox) == 6 and {o.state for o in outbox} == {"sent"}
+    # Both workers took part, each with the model loaded once (reported by name).
+    reported = _workers(db)
+    assert all(w.models.get("lung-ct") for w in reported), [w.models for w in reported]
+    assert sum(w.jobs_done for w in reported) == 3
+
+    # 2. SIGKILL the worker running a job: the other one finishes it, once.
+    uid, files = _study(cluster["tmp"], 4)
+    _push(node, files)
+
+    def running() -> Job | None:
+        with db.session() as s:
+            return s.scalar(
+                select(Job).where(Job.study_instance_uid == uid, Job.state == "running")
+            )
+
+    job = wait_for("the fourth study's job to run", running, 300, 0.05)
+    victim = next(w for w in workers if job.worker.endswith(f":{w.pid}"))
+    survivor = next(w for w in workers if w is not victim)
+    time.sleep(1.0)  # well inside the pipeline (it runs for several seconds)
+    victim.stop(signal.SIGKILL)
+    _wait_sent(node, uid)
+    with db.session() as s:
+        (job,) = s.scalars(select(Job).where(Job.study_instance_uid == uid))
+        assert (job.state, job.attempts) == ("done", 2), (job.state, job.attempts, job.reason)
+        assert job.worker.endswith(f":{survivor.pid}")
+        assert len(list(s.scalars(select(Outbox).where(Outbox.job_id == job.id)))) == 2
+    received = _received(pacs_out)
+    assert (received[(uid, SEG)], received[(uid, SR)]) == (1, 1), received
+    # The dead worker is shown as such; the status command has the workers section.
+    dead = wait_for(
+        "the killed worker to be reported dead",
+        lambda: [w for w in node.get("/workers") if not w["alive"]],
+        60,
+        0.5,
+    )
+    assert [w["pid"] for w in dead] == [victim.pid]
+    status = node.status()
+    assert "workers:" in status.stdout and "dead" in status.stdout, status.stdout
