@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Collection
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from medvision import pipelines
 from medvision.audit import DbAuditLog
@@ -111,6 +111,8 @@ def _complete(
             publish(job_ids)
         except Exception as err:  # broker away: the receiver's sweep publishes them later
             LOG.error("cannot publish jobs %s: %s", job_ids, err)
+            with db.session() as session:  # due at the next sweep, not after the delay
+                session.execute(update(Job).where(Job.id.in_(job_ids)).values(published_at=None))
     audit.record(
         "study.complete",
         study_instance_uid=uid,
