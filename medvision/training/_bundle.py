@@ -33,6 +33,8 @@ class TaskSpec:
     patch: tuple[int, int, int]
     labels: dict[int, dict[str, Any]]
     post: list[dict[str, Any]] = field(default_factory=list)
+    #: transforms between the activation and the inversion (on the model grid)
+    pre_invert: list[dict[str, Any]] = field(default_factory=list)
     min_volume_ml: float = 5.0
 
     def network_def(self) -> dict[str, Any]:
@@ -117,6 +119,7 @@ def inference_config(spec: TaskSpec) -> dict[str, Any]:
             "_target_": "Compose",
             "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+                *spec.pre_invert,
                 {
                     "_target_": "Invertd",
                     "keys": "pred",

@@ -19,7 +19,7 @@ def add_training_parsers(sub: Any) -> None:
     """Add ``train`` and ``evaluate`` to the ``medvision`` sub-parsers ``sub``."""
     train = sub.add_parser("train", help="train a default CT model into a MONAI bundle")
     train.add_argument("task", choices=TASK_CHOICES)
-    train.add_argument("--steps", type=int, default=None, help="training steps (default 2000)")
+    train.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
     train.add_argument(
         "--out",
         type=Path,

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 #: LPS (DICOM) -> RAS (NIfTI, MONAI); the bundle runtime uses the same matrix.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: Bumped when the way a case is made changes, so that stale caches are rebuilt.
-DATA_VERSION = 3
+DATA_VERSION = 4
 
 
 def cache_root() -> Path:
@@ -280,13 +280,16 @@ def synthetic_chest(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.
             cov = cov * lung_core[box]
             hu[box] = hu[box] * (1 - cov) + np.float32(rng.uniform(-50, 60)) * cov
     # Bowel gas: air pockets in soft tissue away from the lungs, labelled background.
-    far = ndimage.distance_transform_edt(~(lung >= 0.5), sampling=sp) > 12.0
+    # v0.2: gas also right under the diaphragm (stomach fundus, colonic flexures), as in
+    # every abdominal CT; v0.1 kept it 12 mm away and learnt "air under the dome = lung".
+    gap = float(params.get("gas_gap_mm", 12.0))
+    far = ndimage.distance_transform_edt(~(lung >= 0.5), sampling=sp) > gap
     soft = far & (hu > -200) & (hu < 150)
     cand = np.argwhere(soft)
     if len(cand):
         for _ in range(int(params["gas_pockets"])):
             c = cand[rng.integers(len(cand))].astype(float)
-            radii = rng.uniform(4.0, 22.0, size=3) / sp
+            radii = rng.uniform(4.0, float(params.get("gas_max_mm", 22.0)), size=3) / sp
             box, cov = _soft_ellipsoid(shape, c, radii)
             cov = cov * soft[box]
             hu[box] = hu[box] * (1 - cov) + np.float32(rng.uniform(-1000, -750)) * cov
@@ -333,11 +336,13 @@ def synthetic_recipes(
                     "rows": rows,
                     "n_slices": slices,
                     "slice_mm": thick,
-                    "shift_mm": round(float(rng.uniform(-90.0, 10.0)), 1),
+                    "shift_mm": round(float(rng.uniform(-150.0, 10.0)), 1),
                     "noise_hu": round(float(rng.uniform(5.0, 45.0)), 1),
                     "lung_offset_hu": round(float(rng.uniform(-80.0, 110.0)), 1),
                     "vessels": int(rng.integers(20, 80)) if not smoke else 4,
-                    "gas_pockets": int(rng.integers(0, 8)),
+                    "gas_pockets": int(rng.integers(2, 14)),
+                    "gas_gap_mm": 3.0,
+                    "gas_max_mm": 35.0,
                 }
                 | extra,
             )

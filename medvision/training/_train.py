@@ -61,7 +61,7 @@ TASKS: dict[str, TaskSpec] = {
         task="lungs",
         bundle="lungs_ct_unet",
         pipeline="lungs-ct-unet",
-        version="0.1.0",
+        version="0.2.0",
         description="Right and left lung on CT (3-D MONAI UNet, 3 mm, trained by medvision).",
         pixdim=(3.0, 3.0, 3.0),
         hu_window=(-1000.0, 600.0),
@@ -71,6 +71,15 @@ TASKS: dict[str, TaskSpec] = {
         out_channels=3,
         patch=(80, 80, 48),
         labels=LUNG_LABELS,
+        pre_invert=[
+            {
+                "_target_": "medvision.training.transforms.KeepInsideBodyd",
+                "keys": "pred",
+                "image_key": "@image_key",
+                "threshold": 0.3125,
+                "channels": [1, 2],
+            }
+        ],
         post=[
             {
                 "_target_": "KeepLargestConnectedComponentd",
@@ -125,7 +134,7 @@ def _lesion_classes(label: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HyperParams:
-    steps: int = 2000
+    steps: int = 1500
     batch: int = 2
     lr: float = 3e-3
     weight_decay: float = 1e-5

@@ -107,3 +107,19 @@ def test_lesion_score_counts_hits_and_false_positives() -> None:
         "components": 2,
         "false_positives": 1,
     }
+
+
+def test_keep_inside_body_zeroes_lung_outside_the_patient() -> None:
+    """Air outside the body is never lung: its lung probability goes to background."""
+    import torch
+
+    from medvision.training.transforms import KeepInsideBodyd
+
+    image = np.zeros((1, 20, 20, 4), np.float32)  # scaled units: 0 = air
+    image[0, 4:16, 4:16] = 0.6  # the body...
+    image[0, 7:13, 7:13] = 0.1  # ...with air-filled lungs inside
+    pred = torch.zeros((3, 20, 20, 4))
+    pred[1] = 1.0  # the network calls everything right lung
+    out = KeepInsideBodyd(keys="pred")({"image": torch.from_numpy(image), "pred": pred})["pred"]
+    assert float(out[1, 10, 10, 0]) == 1.0  # lung inside the body kept
+    assert float(out[1, 1, 1, 0]) == 0.0 and float(out[0, 1, 1, 0]) == 1.0
