@@ -81,6 +81,16 @@ class Publisher:
         if job_ids:
             LOG.info("published jobs %s", job_ids)
 
+    def messages_waiting(self) -> int | None:
+        """Ready messages in the jobs queue (None if the broker cannot say right now)."""
+        try:
+            with self.app.connection_for_write() as conn:
+                ok = conn.default_channel.queue_declare(QUEUE, passive=True)
+                return int(ok.message_count)
+        except Exception as err:  # queue not declared yet, or broker away
+            LOG.debug("cannot read the queue depth: %s", err)
+            return None
+
     def close(self) -> None:
         self.app.close()
 
@@ -99,7 +109,9 @@ class Sweeper:
         requeued = requeue_stale(self.db, self.settings.worker_stale_s)
         if requeued:
             LOG.warning("requeued jobs %s of workers that stopped reporting", requeued)
-        due = take_due_for_publish(self.db, self.settings.republish_after_s)
+        due = take_due_for_publish(
+            self.db, self.settings.republish_after_s, self.publisher.messages_waiting()
+        )
         self.publisher.publish(due)
         return due
 

@@ -82,15 +82,25 @@ def claim_job(db: Database, job_id: int, worker: str) -> Job | None:
         return job
 
 
-def take_due_for_publish(db: Database, older_than_s: float) -> list[int]:
+def take_due_for_publish(
+    db: Database, older_than_s: float, messages_waiting: int | None = None
+) -> list[int]:
     """Queued jobs never published, or published more than ``older_than_s`` ago and still
-    not claimed (the message was lost): marked published now, ids returned to publish."""
+    not claimed (the message may be lost): marked published now, ids returned to publish.
+
+    ``messages_waiting`` is the broker queue's ready-message count when known: if it is at
+    least the number of queued jobs, no message can be missing (each queued job was
+    published), and only never-published jobs are due. That keeps a long backlog of jobs
+    waiting for busy workers from being re-published every ``older_than_s``.
+    """
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     with db.session() as session:
+        queued = list(session.scalars(select(Job).where(Job.state == JobState.QUEUED)))
+        maybe_lost = messages_waiting is None or messages_waiting < len(queued)
         jobs = [
             j
-            for j in session.scalars(select(Job).where(Job.state == JobState.QUEUED))
-            if j.published_at is None or as_utc(j.published_at) <= cutoff
+            for j in queued
+            if j.published_at is None or (maybe_lost and as_utc(j.published_at) <= cutoff)
         ]
         now = utcnow()
         for job in jobs:

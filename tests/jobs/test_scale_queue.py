@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select, update
 
-from medvision.config import Modality
+from medvision.config import Modality, Settings
 from medvision.db import Database, Job, JobState, Outbox, Worker, utcnow
 from medvision.jobs._queue import claim_job, requeue_stale, take_due_for_publish
 from medvision.jobs._worker import _finish
@@ -45,6 +46,22 @@ def test_publish_due_once_then_after_the_delay(db: Database) -> None:
     with db.session() as s:
         s.execute(update(Job).values(published_at=utcnow() - timedelta(seconds=61)))
     assert take_due_for_publish(db, 60) == []  # claimed: never again
+
+
+def test_no_republish_while_the_broker_holds_a_message_per_queued_job(db: Database) -> None:
+    index_instance(db, *_item("2.5", "2.5.1.1"))
+    a, b = _make_job(db, "2.5", 1), _make_job(db, "2.5", 2)
+    assert take_due_for_publish(db, 60, messages_waiting=0) == [a, b]
+    with db.session() as s:
+        s.execute(update(Job).values(published_at=utcnow() - timedelta(seconds=61)))
+    assert take_due_for_publish(db, 60, messages_waiting=2) == []  # both still waiting
+    assert take_due_for_publish(db, 60, messages_waiting=1) == [a, b]  # one was lost
+
+
+def test_receiver_role_needs_a_broker() -> None:
+    with pytest.raises(ValueError, match="broker_url"):
+        Settings(role="receiver")
+    assert Settings(role="receiver", broker_url="amqp://localhost//").role == "receiver"
 
 
 def test_requeue_stale_only_for_silent_workers(db: Database) -> None:
