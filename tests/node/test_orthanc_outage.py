@@ -56,7 +56,8 @@ def test_results_wait_for_a_stopped_orthanc_and_arrive_once(
     study_id = orthanc.upload(files)
     node.start()
     orthanc.push("medvision", study_id)
-    assert _study(node, uid).get("instances") == len(files)
+    # Acknowledged means spooled; the index follows a moment later.
+    wait_for("the index", lambda: _study(node, uid).get("instances") == len(files), 30, 0.1)
 
     # The PACS goes away before the results exist (the quiet period has not even ended).
     orthanc.stop()
