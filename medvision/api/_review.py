@@ -24,8 +24,6 @@ undelivered older SR of the same job is marked superseded in the outbox.
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from sqlalchemy import select, update
 from medvision.config import Settings
 from medvision.db import Database, Job, Outbox, OutboxState, Study
 from medvision.jobs import destinations_for
+from medvision.results import save_dicom
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
 SCHEME = "99MEDVISION"
@@ -128,19 +127,6 @@ def mark_rejected(previous: Dataset, finding_number: int, now: datetime) -> Data
     return sr
 
 
-def _save(ds: Dataset, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            ds.save_as(fh, enforce_file_format=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def resend_rejected_sr(
     db: Database, settings: Settings, job_id: int, finding_number: int, now: datetime
 ) -> str | None:
@@ -163,7 +149,7 @@ def resend_rejected_sr(
     if new is None:
         return None
     path = result_dir / f"sr-{len(versions) + 1}.dcm"
-    _save(new, path)
+    save_dicom(new, path)
     uid = str(new.SOPInstanceUID)
     with db.session() as session:
         session.execute(

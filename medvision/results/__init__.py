@@ -13,7 +13,7 @@ from medvision.results._kos import build_kos
 from medvision.results._overlay import build_overlays
 from medvision.results._seg import build_seg
 from medvision.results._sr import build_sr
-from medvision.results._write import ResultFiles, findings_json, write_results
+from medvision.results._write import ResultFiles, findings_json, save_dicom, write_results
 
 __all__ = [
     "DeviceInfo",
@@ -24,5 +24,6 @@ __all__ = [
     "build_seg",
     "build_sr",
     "findings_json",
+    "save_dicom",
     "write_results",
 ]

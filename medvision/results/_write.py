@@ -141,7 +141,8 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def _save_dicom(ds: Dataset, path: Path) -> None:
+def save_dicom(ds: Dataset, path: Path) -> None:
+    """Write ``ds`` to ``path`` atomically (temporary file, fsync, rename)."""
     _atomic_write(path, lambda fh: ds.save_as(fh, enforce_file_format=True))
 
 
@@ -179,12 +180,12 @@ def write_results(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if seg is not None and seg_path is not None:
-            _save_dicom(seg, seg_path)
-        _save_dicom(sr, out_dir / SR_NAME)
+            save_dicom(seg, seg_path)
+        save_dicom(sr, out_dir / SR_NAME)
         for number, image in enumerate(images, start=1):
-            _save_dicom(image, out_dir / overlay_name(number))
+            save_dicom(image, out_dir / overlay_name(number))
         if kos is not None:
-            _save_dicom(kos, out_dir / KOS_NAME)
+            save_dicom(kos, out_dir / KOS_NAME)
         _atomic_write(out_dir / JSON_NAME, lambda fh: fh.write(payload))
     except OSError as exc:
         raise ResultError(f"Could not write results to {out_dir}: {exc.strerror or exc}") from exc

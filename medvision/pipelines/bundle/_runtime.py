@@ -32,6 +32,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Activationsd, Compose, Invertd
 
+from medvision._hashing import sha256_file
 from medvision.dicom import Volume
 from medvision.errors import PipelineError
 
@@ -78,14 +79,6 @@ def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         return torch.device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BundleRuntime:
@@ -142,7 +135,7 @@ class BundleRuntime:
         pt, ts = models / "model.pt", models / "model.ts"
         if not pt.is_file() and ts.is_file():
             network = torch.jit.load(str(ts), map_location=self.device)
-            return network.eval(), Weights(_sha256(ts), False, ts)
+            return network.eval(), Weights(sha256_file(ts), False, ts)
         if not pt.is_file() and not allow_untrained:
             raise PipelineError(
                 f"Bundle {self.root.name} has no weights (models/model.pt or models/model.ts)."
@@ -159,7 +152,7 @@ class BundleRuntime:
                 network.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise PipelineError(f"Bundle {self.root.name}: weights do not fit: {exc}") from None
-            weights = Weights(_sha256(pt), False, pt)
+            weights = Weights(sha256_file(pt), False, pt)
         else:
             spec = json.dumps(self.parser.get("network_def"), sort_keys=True, default=str)
             digest = hashlib.sha256(f"untrained seed 0 {spec}".encode()).hexdigest()
