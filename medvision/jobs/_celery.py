@@ -226,10 +226,10 @@ def _runtime() -> WorkerRuntime:
 @signals.worker_process_init.connect
 def _init_pool_child(**_kwargs: Any) -> None:  # noqa: ANN401 - Celery signal
     """A prefork child gets its own database connections and pipelines (never the
-    parent's: connections and CUDA contexts do not survive fork)."""
+    parent's: connections and CUDA contexts do not survive fork). Built at its first task,
+    not here: Celery gives a child only a few seconds to report that it is up."""
     global _RUNTIME
     _RUNTIME = None
-    _runtime()
 
 
 @signals.worker_process_shutdown.connect

@@ -224,3 +224,53 @@ def test_receiver_and_two_workers_deliver_once_and_survive_sigkill(cluster: dict
     assert [w["pid"] for w in dead] == [victim.pid]
     status = node.status()
     assert "workers:" in status.stdout and "dead" in status.stdout, status.stdout
+
+
+def test_prefork_worker_children_claim_nothing_that_is_not_queued(tmp_path: Path) -> None:
+    """``--concurrency 2`` (prefork pool): children build their runtime at their first
+    task, register in ``workers`` and ignore messages for jobs that are not queued."""
+    from medvision.jobs._celery import Publisher
+
+    data = tmp_path / "data"
+    data.mkdir()
+    db_url = f"sqlite:///{data / 'medvision.db'}"
+    db = Database(db_url)
+    db.create_schema()
+    rabbit = RabbitMQ(tmp_path / "rabbitmq").start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDVISION_")}
+    env.update(
+        MEDVISION_DATA_DIR=str(data),
+        MEDVISION_DATABASE_URL=db_url,
+        MEDVISION_BROKER_URL=rabbit.url,
+        MEDVISION_PIPELINES='["lung-ct"]',
+        PYTHONUNBUFFERED="1",
+    )
+    log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medvision.cli", "worker", "--concurrency", "2"],
+        env=env,
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    publisher = Publisher(rabbit.url)
+    try:
+        publisher.publish([12345, 12346, 12347, 12348])
+        wait_for(
+            "four tasks skipped",
+            lambda: (
+                proc.poll() is None
+                and (tmp_path / "worker.log").read_text().count("nothing to do") == 4
+            ),
+            300,
+            0.5,
+        )
+        rows = _workers(db)
+        assert 1 <= len(rows) <= 2 and all(r.pid != proc.pid for r in rows)
+    finally:
+        publisher.close()
+        stop_process(proc)
+        log.close()
+        rabbit.stop()
+        db.dispose()
+    assert {r.state for r in _workers(db)} == {"stopped"}
