@@ -79,7 +79,8 @@ def lung_card(bundle: Path, figures: dict[str, Any] | None) -> str:
         f"* Network: `{json.dumps(net)}`",
         "* Pre-processing (in `configs/inference.json`): RAS, 3 mm isotropic, HU -1000..600 "
         "-> 0..1; sliding window 80x80x48, overlap 0.25, Gaussian blending; softmax, "
-        "inversion to the input grid, argmax, largest connected component per side.",
+        "lung probabilities zeroed outside the body (0.2.0 on), inversion to the input "
+        "grid, argmax, largest connected component per side.",
         f"* Training: {info.get('steps')} steps, batch {hp.get('batch')}, AdamW lr "
         f"{hp.get('lr')} (cosine to 2 %), weight decay {hp.get('weight_decay')}, "
         f"Dice + cross-entropy, seed {hp.get('seed')}, {hp.get('threads')} CPU thread(s); "
@@ -91,7 +92,13 @@ def lung_card(bundle: Path, figures: dict[str, Any] | None) -> str:
         "",
         LUNG_DATA_TEXT.format(n_syn=n_syn, real=real or "none", neg=neg or "none"),
     ]
-    lines += ["## Accuracy (test set: never trained or tuned on)", ""]
+    lines += [
+        "## Accuracy (test set: never trained on)",
+        "",
+        "Which test results informed which design decisions (0.2.0 was designed after "
+        "0.1.0 failed on these CTs) is in the project's docs/accuracy.md.",
+        "",
+    ]
     if figures is None:
         lines.append("Not measured yet: run `medvision evaluate lungs --bundle <this folder>`.")
     else:
@@ -116,7 +123,12 @@ def lung_card(bundle: Path, figures: dict[str, Any] | None) -> str:
         lines += [
             "",
             f"Mean Dice {figures['mean_dice']:.3f}, lowest {figures['min_dice']:.3f} "
-            "(target: >= 0.95).",
+            "(target: >= 0.95)."
+            + (
+                " **Below target: not fit for use as a default model.**"
+                if figures["min_dice"] < 0.95
+                else ""
+            ),
             "",
             "Reproduce: `medvision evaluate lungs --bundle models/lungs_ct_unet`.",
         ]
