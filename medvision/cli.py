@@ -344,16 +344,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+def _open_db(args: argparse.Namespace):  # noqa: ANN202 - Database | None, imported lazily
+    """The database named by --db/--config, or None after printing the usage error."""
     from medvision.db import Database
-    from medvision.db._migrate import upgrade
 
     try:
-        url = _audit_db_url(args)
+        return Database(_audit_db_url(args))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from medvision.db._migrate import upgrade
+
+    db = _open_db(args)
+    if db is None:
         return 2
-    db = Database(url)
     try:
         print(upgrade(db, args.revision))
     finally:
@@ -362,15 +369,11 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_current(args: argparse.Namespace) -> int:
-    from medvision.db import Database
     from medvision.db._migrate import current_revision, head_revision
 
-    try:
-        url = _audit_db_url(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    db = _open_db(args)
+    if db is None:
         return 2
-    db = Database(url)
     try:
         rev = current_revision(db)
     finally:
