@@ -9,8 +9,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from medvision.api import CurrentUser
 from medvision.api._deps import AuditDep, DbDep
 from medvision.reports import (
+    StudyReport,
     build_period_summary,
     build_study_report,
     study_report_html,
@@ -56,8 +58,10 @@ def dashboard(
     )
 
 
-@router.get("/studies/{study_uid}/report.html")
-def report_html(study_uid: str, request: Request, db: DbDep, audit: AuditDep) -> Response:
+def _viewed_report(
+    study_uid: str, request: Request, db: DbDep, audit: AuditDep
+) -> tuple[CurrentUser, StudyReport] | Response:
+    """(user, report) for a QA user, audited as a view; otherwise the page to answer with."""
     user = page_user(request, db, audit, QA_ROLES)
     if isinstance(user, Response):
         return user
@@ -71,24 +75,24 @@ def report_html(study_uid: str, request: Request, db: DbDep, audit: AuditDep) ->
             text="The node has no study with this UID.",
         )
     record_view(audit, request, study_uid)
+    return user, report
+
+
+@router.get("/studies/{study_uid}/report.html")
+def report_html(study_uid: str, request: Request, db: DbDep, audit: AuditDep) -> Response:
+    found = _viewed_report(study_uid, request, db, audit)
+    if isinstance(found, Response):
+        return found
+    user, report = found
     return HTMLResponse(study_report_html(report, user.name), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/studies/{study_uid}/report.pdf")
 def report_pdf(study_uid: str, request: Request, db: DbDep, audit: AuditDep) -> Response:
-    user = page_user(request, db, audit, QA_ROLES)
-    if isinstance(user, Response):
-        return user
-    report = build_study_report(db, study_uid)
-    if report is None:
-        return render(
-            request,
-            "message.html",
-            status=404,
-            title="Study not found",
-            text="The node has no study with this UID.",
-        )
-    record_view(audit, request, study_uid)
+    found = _viewed_report(study_uid, request, db, audit)
+    if isinstance(found, Response):
+        return found
+    user, report = found
     name = f"medvision-qa-{study_uid[-24:]}.pdf"
     return Response(
         study_report_pdf(report, user.name),
