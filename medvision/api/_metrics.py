@@ -4,9 +4,18 @@ The database is the single source of truth and several processes may work on it,
 numbers are read from it (a custom collector) rather than counted in this process, where
 they would reset on restart and miss other workers' work. Exposed:
 
+- ``medvision_node_info{role,jobs_run_by,version}`` (always 1): which role answers, so a
+  cluster's scrape tells the receiver (or the all-in-one node) from the workers, whose own
+  endpoint (``medvision worker --metrics-port``) has ``role="worker"``;
 - ``medvision_studies{state}``, ``medvision_jobs{state}``, ``medvision_deliveries{state}``
   (gauges: rows per state now);
+- ``medvision_queue_depth`` (jobs queued and not yet claimed by any worker: the backlog);
+- ``medvision_workers{state}`` (Celery workers by idle/busy/stopped/dead, the same rule as
+  ``GET /workers``);
 - ``medvision_job_duration_seconds`` (histogram of finished jobs, started to finished);
+- ``medvision_job_stage_seconds{stage}`` (histograms of finished jobs per stage: ``wait``
+  queued to started, ``load``, ``inference``, ``write`` from the job's own timings, and
+  ``deliver`` finished to its last result sent);
 - ``medvision_audit_events_total`` (counter: events in the trail).
 
 Access: roles ``qa`` or ``admin``; with ``metrics_public = true`` no credentials at all, for
@@ -15,7 +24,8 @@ a Prometheus on a trusted network that cannot hold a token. Metrics carry no UID
 No ``from __future__ import annotations``: FastAPI resolves these annotations at runtime.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,35 +37,92 @@ from prometheus_client.core import (
 )
 from sqlalchemy import func, select
 
+import medvision
 from medvision.api._auth import Role, get_current_user, require_roles
 from medvision.api._deps import AuditDep, DbDep, SettingsDep
-from medvision.db import AuditEvent, Database, Job, JobState, Outbox, OutboxState, Study, StudyState
+from medvision.config import Settings
+from medvision.db import (
+    AuditEvent,
+    Database,
+    Job,
+    JobState,
+    Outbox,
+    OutboxState,
+    Study,
+    StudyState,
+    Worker,
+    utcnow,
+)
+from medvision.jobs._queue import as_utc
 
 #: Upper bounds (s) of the job-duration buckets: seconds for small CTs up to an hour.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+#: Upper bounds (s) of the per-stage buckets: a stage of a small CT takes well under a
+#: second, a large CT's inference on CPU minutes (docs/benchmarks.md).
+STAGE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+#: Stages taken from ``jobs.timings`` (what ``medvision.runner.run_pipeline`` measures).
+RUN_STAGES = ("load", "inference", "write")
+WORKER_STATES = ("idle", "busy", "stopped", "dead")
 _METRICS_ROLES = require_roles(Role.QA, Role.ADMIN)
+
+
+def histogram(
+    name: str,
+    doc: str,
+    bounds: Iterable[float],
+    series: dict[tuple[str, ...], list[float]],
+    labels: list[str] | None = None,
+) -> HistogramMetricFamily:
+    """A cumulative histogram family from raw observations, one series per label tuple."""
+    family = HistogramMetricFamily(name, doc, labels=labels or [])
+    bounds = tuple(bounds)
+    for key, values in series.items():
+        buckets = [(str(float(b)), sum(1 for v in values if v <= b)) for b in bounds]
+        buckets.append(("+Inf", len(values)))
+        family.add_metric(list(key), buckets, sum(values))
+    return family
 
 
 class NodeCollector:
     """A prometheus_client collector that reads the node's tables."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, settings: Settings | None = None) -> None:
         self.db = db
+        self.settings = settings or Settings()
 
     def collect(self) -> Iterator[Metric]:
+        settings = self.settings
+        info = GaugeMetricFamily(
+            "medvision_node_info",
+            "This process's role; jobs_run_by: celery (a broker) or embedded (in-process).",
+            labels=["role", "jobs_run_by", "version"],
+        )
+        info.add_metric(
+            [settings.role, "celery" if settings.broker_url else "embedded", medvision.__version__],
+            1,
+        )
+        yield info
+        stale_before = utcnow() - timedelta(seconds=settings.worker_stale_s)
         with self.db.session() as session:
             per_state: dict[type, dict[str, int]] = {}
             for table in (Study, Job, Outbox):
                 rows = session.execute(select(table.state, func.count()).group_by(table.state))
                 per_state[table] = {state: int(n) for state, n in rows}
-            durations = [
-                (finished - started).total_seconds()
-                for started, finished in session.execute(
-                    select(Job.started_at, Job.finished_at).where(
-                        Job.started_at.is_not(None), Job.finished_at.is_not(None)
-                    )
+            finished = list(
+                session.execute(
+                    select(
+                        Job.id, Job.created_at, Job.started_at, Job.finished_at, Job.timings
+                    ).where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
                 )
-            ]
+            )
+            last_sent = dict(
+                session.execute(
+                    select(Outbox.job_id, func.max(Outbox.sent_at))
+                    .where(Outbox.state == OutboxState.SENT, Outbox.sent_at.is_not(None))
+                    .group_by(Outbox.job_id)
+                ).all()
+            )
+            workers = list(session.execute(select(Worker.state, Worker.heartbeat_at)))
             audit_count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
         for name, table, states, doc in (
             ("medvision_studies", Study, StudyState, "Studies per state."),
@@ -67,16 +134,47 @@ class NodeCollector:
             for state in [*(s.value for s in states), *sorted(set(counts) - set(states))]:
                 gauge.add_metric([state], counts.get(state, 0))
             yield gauge
-        buckets = []
-        for bound in DURATION_BUCKETS:
-            buckets.append((str(float(bound)), sum(1 for d in durations if d <= bound)))
-        buckets.append(("+Inf", len(durations)))
-        total = sum(durations)
-        yield HistogramMetricFamily(
+        yield GaugeMetricFamily(
+            "medvision_queue_depth",
+            "Jobs queued and not yet claimed by a worker (the backlog).",
+            value=per_state[Job].get(JobState.QUEUED, 0),
+        )
+        by_worker_state = dict.fromkeys(WORKER_STATES, 0)
+        for state, heartbeat in workers:
+            if state != "stopped" and as_utc(heartbeat) <= stale_before:
+                state = "dead"
+            by_worker_state[state] = by_worker_state.get(state, 0) + 1
+        gauge = GaugeMetricFamily(
+            "medvision_workers",
+            "Celery workers by state (dead: silent too long).",
+            labels=["state"],
+        )
+        for state, n in by_worker_state.items():
+            gauge.add_metric([state], n)
+        yield gauge
+        yield histogram(
             "medvision_job_duration_seconds",
             "Run time of finished jobs, from start to finish.",
-            buckets=buckets,
-            sum_value=total,
+            DURATION_BUCKETS,
+            {(): [(done - started).total_seconds() for _, _, started, done, _ in finished]},
+        )
+        stages: dict[tuple[str, ...], list[float]] = {(s,): [] for s in ("wait", *RUN_STAGES)}
+        stages[("deliver",)] = []
+        for job_id, created, started, done, timings in finished:
+            stages[("wait",)].append(max(0.0, (as_utc(started) - as_utc(created)).total_seconds()))
+            for stage in RUN_STAGES:
+                if isinstance(timings, dict) and stage in timings:
+                    stages[(stage,)].append(float(timings[stage]))
+            sent = last_sent.get(job_id)
+            if sent is not None:
+                stages[("deliver",)].append(max(0.0, (as_utc(sent) - as_utc(done)).total_seconds()))
+        yield histogram(
+            "medvision_job_stage_seconds",
+            "Finished jobs per stage: wait (queued to started), load, inference, write "
+            "(the job's own timings), deliver (finished to its last result sent).",
+            STAGE_BUCKETS,
+            stages,
+            ["stage"],
         )
         yield CounterMetricFamily(
             "medvision_audit_events", "Events in the audit trail.", value=audit_count
@@ -95,10 +193,10 @@ router = APIRouter(tags=["metrics"], dependencies=[Depends(metrics_guard)])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(db: DbDep) -> Response:
+def metrics(db: DbDep, settings: SettingsDep) -> Response:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(db))
+    registry.register(NodeCollector(db, settings))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["DURATION_BUCKETS", "NodeCollector", "metrics_guard", "router"]
+__all__ = ["DURATION_BUCKETS", "STAGE_BUCKETS", "NodeCollector", "metrics_guard", "router"]
