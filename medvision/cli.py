@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=int, default=1, help="jobs at a time (1: solo pool, default)"
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port, 0: off (default: the "
+        "worker_metrics_port setting, 9811)",
+    )
     worker.set_defaults(func=_cmd_worker)
 
     status = sub.add_parser("status", help="show each study's state and its jobs")
@@ -277,9 +283,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
+    port = settings.worker_metrics_port if args.metrics_port is None else args.metrics_port
+    if not 0 <= port <= 65535:
+        print("error: --metrics-port must be 0 (off) to 65535", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from medvision.jobs._celery import run_worker
+    from medvision.jobs import _metrics as worker_metrics
 
+    if port:  # multiprocess mode before any worker metric is made (medvision.jobs._metrics)
+        worker_metrics.enable()
+    from medvision.jobs._celery import device_name, run_worker
+
+    if port:
+        worker_metrics.serve(port, settings.bind_address, device_name(), args.concurrency)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run_worker(settings, args.config, args.concurrency)
     return 0

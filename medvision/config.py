@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     #: ``worker_stale_s`` is taken for dead and its running job is queued again.
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
     worker_stale_s: float = Field(default=60.0, gt=0)
+    #: ``medvision worker`` serves Prometheus metrics on this port (0: off). One port per
+    #: worker process: two workers on one host need two values (a port in use is logged
+    #: and the worker runs on without metrics).
+    worker_metrics_port: int = Field(default=9811, ge=0, le=65535)
 
     @field_validator("ae_title")
     @classmethod

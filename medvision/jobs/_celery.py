@@ -33,6 +33,7 @@ from medvision import pipelines
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
 from medvision.db import Database, Worker, utcnow
+from medvision.jobs import _metrics as metrics
 from medvision.jobs._queue import claim_job, requeue_stale, take_due_for_publish
 from medvision.jobs._worker import execute_job, worker_id
 from medvision.pipelines import Pipeline
@@ -167,6 +168,7 @@ class WorkerRuntime:
         pipeline = self._pipelines.get(name)
         if pipeline is None:
             pipeline = self._pipelines[name] = pipelines.get(name)
+            metrics.model_loaded(name, str(pipeline.version))
             models = {n: str(p.version) for n, p in self._pipelines.items()}
             self._update(models=models)
         return pipeline
@@ -190,10 +192,13 @@ class WorkerRuntime:
         job = claim_job(self.db, job_id, self.name)
         if job is None:
             LOG.info("job %s is not queued; nothing to do", job_id)
+            metrics.task_skipped()
             return "skipped"
         self._update(state="busy", current_job_id=job_id)
         try:
-            run = execute_job(job, self.settings, self.db, self.audit, self.get_pipeline)
+            with metrics.observe_job(self.db, job, self.name) as observed:
+                run = execute_job(job, self.settings, self.db, self.audit, self.get_pipeline)
+                observed(run)
         finally:
             with self.db.session() as session:
                 row = session.scalar(select(Worker).where(Worker.name == self.name))
