@@ -152,7 +152,8 @@ def lesion_card(bundle: Path, figures: dict[str, Any] | None) -> str:
         f"* Weights: `models/model.pt`, {weights.stat().st_size / 1e6:.2f} MB, "
         f"sha256 `{_sha256(weights)}`",
         f"* Training: {info.get('steps')} steps, batch {hp.get('batch')}, seed "
-        f"{hp.get('seed')}; reproduce with `{info.get('command', 'medvision train lesions')}`.",
+        f"{hp.get('seed')}; reproduce with `{info.get('command', 'medvision train lesions')}`"
+        + (f" (trained on {info['device']})." if info.get("device") else "."),
         "",
         "## Training data",
         "",

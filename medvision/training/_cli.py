@@ -40,6 +40,13 @@ def add_training_parsers(sub: Any) -> None:
         default=None,
         help="checkpoints, log and data list (default ~/.cache/medvision/train/TASK)",
     )
+    train.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="bound the training loop: after 20 steps, cut the step count to what fits",
+    )
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="measure a trained bundle on the shared test data")
@@ -65,6 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             smoke=args.smoke,
             work_dir=args.work_dir,
+            time_budget_s=args.time_budget,
         )
     except NotImplementedError as exc:
         print(f"medvision train: {exc}", file=sys.stderr)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -437,6 +438,16 @@ def lesion_recipes(smoke: bool = False, synthetic: int = 24) -> list[Recipe]:
     return recipes
 
 
+def _make_case(item: tuple[Recipe, Path], pixdim: tuple[float, float, float]) -> None:
+    """Make one case from its recipe into the cache file ``path`` (int16 HU, uint8 labels)."""
+    r, path = item
+    hu, lab, affine = MAKERS[r.kind](r.params)
+    image, label = to_model_grid(hu, lab, affine, pixdim)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, image=np.clip(image, -1024, 3071).astype(np.int16), label=label)
+    tmp.replace(path)
+
+
 def build_cases(
     recipes: list[Recipe],
     data_dir: Path,
@@ -449,21 +460,26 @@ def build_cases(
     The cache holds the full label map (1 right lung, 2 left, 3 lesion); ``label_map``
     turns it into the task's classes."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    paths = [
+        data_dir / f"{r.name}-{r.key()}-{'x'.join(f'{p:g}' for p in pixdim)}.npz" for r in recipes
+    ]
+    workers = int(os.environ.get("MEDVISION_TRAIN_WORKERS", "1"))
+    todo = [(r, path) for r, path in zip(recipes, paths, strict=True) if not path.is_file()]
+    if workers > 1 and len(todo) > 1:
+        # Cases are independent: make the missing ones in parallel (fork: before any CUDA
+        # use), each into the cache; the loop below reads them back in recipe order.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as pool:
+            list(pool.map(_make_case, todo, [pixdim] * len(todo)))
     cases = []
-    for r in recipes:
-        path = data_dir / f"{r.name}-{r.key()}-{'x'.join(f'{p:g}' for p in pixdim)}.npz"
-        if path.is_file():
-            z = np.load(path)
-            image, label = z["image"].astype(np.float32), z["label"]
-        else:
-            hu, lab, affine = MAKERS[r.kind](r.params)
-            image, label = to_model_grid(hu, lab, affine, pixdim)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez_compressed(
-                tmp, image=np.clip(image, -1024, 3071).astype(np.int16), label=label
-            )
-            tmp.replace(path)
-            image = np.clip(image, -1024, 3071).astype(np.int16).astype(np.float32)
+    for r, path in zip(recipes, paths, strict=True):
+        if not path.is_file():
+            _make_case((r, path), pixdim)
+        z = np.load(path)
+        image, label = z["image"].astype(np.float32), z["label"]
         if label_map is not None:
             label = label_map(label).astype(np.uint8)
         counts = np.bincount(label.ravel(), minlength=3)

@@ -200,7 +200,9 @@ class PatchSampler:
             img[d], lab[d] = c.image[s], c.label[s]
         return img, lab
 
-    def batch(self) -> tuple[Any, Any]:
+    def batch(self, device: Any = None) -> tuple[Any, Any]:
+        """One augmented batch; the augmentation runs on ``device`` (the GPU when training
+        on one: on a CPU it costs more than the network's step there)."""
         import torch
         import torch.nn.functional as F
 
@@ -211,8 +213,8 @@ class PatchSampler:
             img, lab = self._crop(self._pick_case(), big)
             imgs.append(img)
             labs.append(lab)
-        x = torch.from_numpy(np.stack(imgs))[:, None]
-        y = torch.from_numpy(np.stack(labs).astype(np.float32))[:, None]
+        x = torch.from_numpy(np.stack(imgs))[:, None].to(device)
+        y = torch.from_numpy(np.stack(labs).astype(np.float32))[:, None].to(device)
         # Affine: rotation (mostly about the cranio-caudal axis), anisotropic zoom.
         thetas = []
         for _ in range(self.hp.batch):
@@ -233,7 +235,7 @@ class PatchSampler:
             zoom = np.diag(self.rng.uniform(0.8, 1.2, size=3))
             a = (rx @ ry @ rz @ zoom) * (patch / big)[::-1][None, :]
             thetas.append(np.concatenate([a, np.zeros((3, 1))], axis=1))
-        theta = torch.tensor(np.stack(thetas), dtype=torch.float32)
+        theta = torch.tensor(np.stack(thetas), dtype=torch.float32, device=x.device)
         # grid_sample's grid is (x=W, y=H, z=D) with W the last axis: the scale above is
         # applied in that reversed order; out-of-patch samples read air / background.
         grid = F.affine_grid(theta, [self.hp.batch, 1, *patch.tolist()], align_corners=False)
@@ -252,9 +254,9 @@ class PatchSampler:
             sd = float(self.rng.uniform(0, 30))
             if sd > 1:
                 gen = torch.Generator().manual_seed(int(self.rng.integers(2**31)))
-                x[b] += torch.randn(x[b].shape, generator=gen) * sd
+                x[b] += (torch.randn(x[b].shape, generator=gen) * sd).to(x.device)
             if self.rng.random() < 0.25:
-                k = torch.tensor([0.25, 0.5, 0.25])
+                k = torch.tensor([0.25, 0.5, 0.25], device=x.device)
                 for dim in range(3):
                     shape = [1, 1, 1]
                     shape[dim] = 3
@@ -275,8 +277,16 @@ def train(
     resume: bool = False,
     smoke: bool = False,
     work_dir: Path | None = None,
+    time_budget_s: float | None = None,
 ) -> Path:
-    """Train ``task`` and write its bundle to ``out``; returns the bundle folder."""
+    """Train ``task`` and write its bundle to ``out``; returns the bundle folder.
+
+    Runs on CUDA when present (``MEDVISION_TRAIN_DEVICE`` overrides) and makes the training
+    cases with ``MEDVISION_TRAIN_WORKERS`` processes (default 1). ``time_budget_s`` bounds
+    the training loop on a lent machine: after 20 steps the step count is cut, if needed, to
+    what fits (the cosine schedule then still ends); the steps done are logged and recorded
+    in the bundle's metadata.
+    """
     import torch
     from monai.losses import DiceCELoss
 
@@ -324,11 +334,17 @@ def train(
         recipes, work.parent / "data" if not smoke else work / "data", spec.pixdim, log, label_map
     )
 
-    net = spec.build_network()
+    device = torch.device(
+        os.environ.get("MEDVISION_TRAIN_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
+    log(f"device {device}{gpu}")
+    net = spec.build_network().to(device)
     log(f"network {spec.network_def()} params {sum(p.numel() for p in net.parameters())}")
+    total = [hp.steps]  # the schedule's length; a time budget may shorten it (below)
     opt = torch.optim.AdamW(net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, hp.steps) / hp.steps))
+        opt, lambda s: 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, total[0]) / total[0]))
     )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     sampler = PatchSampler(cases, spec, hp, hp.seed)
@@ -337,6 +353,7 @@ def train(
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         net.load_state_dict(state["model"])
+        total[0] = int(state.get("total_steps", hp.steps))
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = int(state["step"])
@@ -354,6 +371,7 @@ def train(
                 "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(),
                 "step": step,
+                "total_steps": total[0],
                 "sampler_rng": sampler.rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
             },
@@ -363,8 +381,8 @@ def train(
 
     net.train()
     t0, first, running = time.time(), step, None
-    while step < hp.steps:
-        x, y = sampler.batch()
+    while step < total[0]:
+        x, y = sampler.batch(device)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(net(x), y)
         loss.backward()
@@ -373,13 +391,19 @@ def train(
         step += 1
         value = loss.item()
         running = value if running is None else 0.95 * running + 0.05 * value
-        if step % 10 == 0 or step == hp.steps:
+        if time_budget_s and step - first == 20:
+            rate = (time.time() - t0) / 20
+            fits = step + int((time_budget_s - (time.time() - t0)) / rate)
+            if fits < total[0]:
+                log(f"time budget {time_budget_s:.0f} s at {rate:.3f} s/step: {fits} steps")
+                total[0] = max(step, fits)
+        if step % 10 == 0 or step == total[0]:
             rate = (time.time() - t0) / max(1, step - first)
             log(
-                f"step {step}/{hp.steps} loss {value:.4f} avg {running:.4f} "
+                f"step {step}/{total[0]} loss {value:.4f} avg {running:.4f} "
                 f"lr {sched.get_last_lr()[0]:.2e} {rate:.2f} s/step (this run)"
             )
-        if step % hp.checkpoint_every == 0 or step == hp.steps:
+        if step % hp.checkpoint_every == 0 or step == total[0]:
             save()
     net.eval()
     bundle = out or work / "bundle" / spec.bundle
@@ -389,9 +413,10 @@ def train(
         "steps": step,
         "final_loss_avg": running,
         "datalist": record["data"],
-        "hyper_parameters": record["hyper_parameters"],
+        "hyper_parameters": record["hyper_parameters"] | {"steps": step},
+        "device": f"{device}{gpu}",
         "command": f"medvision train {task}"
-        + (f" --steps {steps}" if steps is not None else "")
+        + (f" --steps {step}" if steps is not None or step != hp.steps else "")
         + (" --smoke" if smoke else ""),
     }
     write_bundle(bundle, spec, net.state_dict(), info, card="")
