@@ -1,13 +1,22 @@
 """Per pipeline: time and peak memory of load + inference + result writing.
 
-    python bench/inference.py [--pipeline lung-ct ...] [--slices 300] [--device cpu|cuda]
+    python bench/inference.py [--pipeline lung-ct ...] [--bundle DIR ...] [--slices 300]
+                              [--device cpu] [--device cuda] [--case-timeout S] [--json-out F]
 
-Cases: the real 64-slice chest CT (shared data) and a 300-slice 512x512 synthetic chest CT
-made by ``dicom_samples.generate_study``. Each (pipeline, case) runs in a fresh subprocess so
-that its peak resident memory (``ru_maxrss``) is its own. Stages are timed separately:
-``load`` (series -> Volume), ``inference`` (``Pipeline.run``) and ``write`` (SEG + SR +
-findings.json). With ``--device cuda`` (a lent GPU), bundle pipelines run on the GPU with
-and without AMP; the classical ``lung-ct`` has no GPU path and runs on the CPU regardless.
+Cases: the real 64-slice chest CT and the real Philips 3 T T1 MPRAGE (shared data), and a
+300-slice 512x512 synthetic chest CT made by ``dicom_samples.generate_study``; each pipeline
+runs on the cases it accepts (a brain MR model is not run on a chest CT). Each (pipeline,
+case, device, AMP) runs in a fresh subprocess so that its peak resident memory is its own.
+Stages are timed separately: ``load`` (series -> Volume), ``inference`` (``Pipeline.run``)
+and ``write`` (SEG + SR + findings.json). On CUDA the first inference includes the CUDA
+context, kernel loading and cuDNN's algorithm search; a second, warm ``Pipeline.run`` in the
+same process is timed too, and the GPU's peak allocated memory is reported. Bundle
+pipelines run on the GPU with and without AMP (fp16 autocast); the classical ``lung-ct``
+has no GPU path and runs on the CPU regardless, so it is run once, as a CPU case.
+
+``--bundle DIR`` adds a bundle folder that is not installed (e.g. a MONAI Model Zoo config
+without weights: it then runs UNTRAINED, with seed-0 weights, and its row says so; only its
+time and memory mean anything).
 """
 
 from __future__ import annotations
@@ -30,98 +39,199 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def worker(pipeline_name: str, folder: Path, amp: bool) -> dict[str, object]:
-    """Runs in the subprocess: one pipeline on one series, stage by stage."""
+def _build(pipeline_name: str, bundle: str | None) -> object:
     from medvision import pipelines
+
+    if bundle:
+        from medvision.pipelines.bundle import BundlePipeline
+
+        return BundlePipeline(Path(bundle), allow_untrained=True)
+    return pipelines.get(pipeline_name)
+
+
+def worker(job: dict[str, object]) -> dict[str, object]:
+    """Runs in the subprocess: one pipeline on one series, stage by stage."""
+    import torch
+
     from medvision.dicom import load_series, scan
     from medvision.results import write_results
 
     baseline = _rss_mb()
-    pipeline = pipelines.get(pipeline_name)
-    if hasattr(pipeline, "runtime"):  # a MONAI bundle: AMP is its runtime's switch
-        pipeline.runtime().amp = amp
-    (study,) = scan(folder)
-    series = pipeline.choose(list(study.series))
+    pipeline = _build(str(job["pipeline"]), job.get("bundle"))  # type: ignore[arg-type]
+    (study,) = scan(Path(str(job["folder"])))
+    series = pipeline.choose(list(study.series))  # type: ignore[attr-defined]
     if series is None:
-        return {"error": "series not accepted"}
+        return {"skip": "series not accepted"}
+    runtime = None
+    if hasattr(pipeline, "runtime"):  # a MONAI bundle: AMP is its runtime's switch
+        runtime = pipeline.runtime()
+        runtime.amp = bool(job["amp"])
     t0 = time.perf_counter()
     volume = load_series(series)
     t1 = time.perf_counter()
-    findings = pipeline.run(volume)
+    findings = pipeline.run(volume)  # type: ignore[attr-defined]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     t2 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
-        write_results(findings, Path(out), labels=pipeline.labels)
+    warm = None
+    on_gpu = runtime is not None and runtime.device.type == "cuda"
+    if on_gpu:
+        pipeline.run(volume)  # type: ignore[attr-defined]
+        torch.cuda.synchronize()
+        warm = time.perf_counter() - t2
     t3 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        write_results(findings, Path(out), labels=pipeline.labels)  # type: ignore[attr-defined]
+    t4 = time.perf_counter()
+    algo = findings.algorithm
     return {
+        "name": pipeline.name,  # type: ignore[attr-defined]
+        "untrained": bool(runtime is not None and runtime.weights.untrained),
+        "gpu_path": runtime is not None,
+        "device": str(runtime.device) if runtime is not None else "cpu",
+        "gpu": torch.cuda.get_device_name(0) if on_gpu else None,
+        "torch_threads": torch.get_num_threads(),
+        "tta_passes": algo.parameters.get("tta_passes", "") if algo else "",
         "shape": list(volume.shape),
         "load_s": t1 - t0,
         "inference_s": t2 - t1,
-        "write_s": t3 - t2,
-        "total_s": t3 - t0,
+        "inference_warm_s": warm,
+        "write_s": t4 - t3,
+        "total_s": (t1 - t0) + (t2 - t1) + (t4 - t3),
         "findings": len(findings.items),
         "peak_rss_mb": _rss_mb(),
         "baseline_rss_mb": baseline,
+        "gpu_peak_alloc_mb": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
+        "gpu_peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20 if on_gpu else None,
     }
 
 
-def _run_case(pipeline: str, folder: Path, amp: bool, device: str) -> dict[str, object]:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+def _run_case(job: dict[str, object], device: str, timeout: float | None) -> dict[str, object]:
+    env = dict(os.environ)
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", pipeline, str(folder), "--amp" if amp else ""],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"stopped after {timeout:.0f} s"}
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"failed: {tail[:200]}"}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _f(value: object, fmt: str = "{:.2f}") -> str:
+    return "—" if value is None else fmt.format(value)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", action="append", help="default: every registered one")
+    parser.add_argument("--bundle", action="append", default=[], type=Path, help="bundle folder")
     parser.add_argument("--slices", type=int, default=300)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--device", action="append", choices=["cpu", "cuda"], help="default: cpu; repeatable"
+    )
+    parser.add_argument("--no-amp", action="store_true", help="on cuda: only AMP off")
+    parser.add_argument("--case-timeout", type=float, default=None, help="seconds per case")
+    parser.add_argument("--json-out", type=Path, default=None, help="append one JSON per row")
     parser.add_argument("--shared-data", type=Path, default=None)
     args = parser.parse_args()
 
     from medvision import pipelines
     from tests.conftest import shared_data_dir
 
-    names = args.pipeline or pipelines.available()
+    devices = args.device or ["cpu"]
+    jobs: list[dict[str, object]] = []
+    names = args.pipeline if args.pipeline is not None else []
+    if not args.pipeline and not args.bundle:
+        names = pipelines.available()
+    jobs = [{"pipeline": n, "bundle": None} for n in names]
+    jobs += [{"pipeline": b.name, "bundle": str(b.resolve())} for b in args.bundle]
     shared = args.shared_data or shared_data_dir()
-    cases = {"real CT 64x512^2": shared / "ct" / "lung-pet-ct-dx-A0001" / "series-5mm"}
+    cases = {
+        "real CT 64×512²": shared / "ct" / "lung-pet-ct-dx-A0001" / "series-5mm",
+        "real MR T1 170×256²": shared / "mr" / "philips-3t-brain" / "classic-t1",
+    }
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     with tempfile.TemporaryDirectory() as tmp:
         from dicom_samples import generate_study
 
         synthetic = Path(tmp) / "synthetic"
         generate_study(synthetic, n_slices=args.slices, rows=512, seed=0)
-        cases[f"synthetic CT {args.slices}x512^2"] = synthetic
-        print(f"device: {args.device}; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}")
-        print("| pipeline | case | AMP | load s | inference s | write s | total s | peak RSS MB |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-        for name in names:
+        cases[f"synthetic CT {args.slices}×512²"] = synthetic
+        print(
+            f"devices: {', '.join(devices)}; GPU: {gpu}; {os.cpu_count()} CPUs; "
+            f"torch {torch.__version__}; load {os.getloadavg()[0]:.1f}"
+        )
+        print(
+            "| pipeline | case | device | AMP | TTA passes | load s | inference s | "
+            "warm inference s | write s | total s | peak RSS MB | GPU peak MB |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        from medvision.dicom import scan
+
+        studies = {label: scan(folder)[0] for label, folder in cases.items()}
+        skipped: set[str] = set()
+        for job in jobs:
+            # Which cases this pipeline accepts is decided here, cheaply (headers only): a
+            # worker is started only for the cases it will run.
+            chooser = _build(str(job["pipeline"]), job["bundle"])  # type: ignore[arg-type]
             for label, folder in cases.items():
-                for amp in [False, True] if args.device == "cuda" else [False]:
-                    r = _run_case(name, folder, amp, args.device)
-                    if "error" in r:
-                        print(f"| {name} | {label} | {amp} | {r['error']} | | | | |")
-                        continue
-                    print(
-                        f"| {name} | {label} | {'on' if amp else 'off'} | {r['load_s']:.2f} | "
-                        f"{r['inference_s']:.2f} | {r['write_s']:.2f} | {r['total_s']:.2f} | "
-                        f"{r['peak_rss_mb']:.0f} |",
-                        flush=True,
-                    )
+                if chooser.choose(list(studies[label].series)) is None:  # type: ignore[attr-defined]
+                    skipped.add(f"{job['pipeline']} on {label}")
+                    continue
+                done = False  # not accepted, or no GPU path: run once
+                for device in devices:
+                    for amp in [False] if device == "cpu" or args.no_amp else [False, True]:
+                        if done:
+                            continue
+                        r = _run_case(
+                            {**job, "folder": str(folder), "amp": amp}, device, args.case_timeout
+                        )
+                        if "skip" in r:
+                            skipped.add(f"{job['pipeline']} on {label}")
+                            done = True
+                            continue
+                        row = {"case": label, "requested_device": device, "amp": amp, **job, **r}
+                        if args.json_out:
+                            with open(args.json_out, "a") as fh:
+                                fh.write(json.dumps(row) + "\n")
+                        if "error" in r:
+                            print(
+                                f"| {job['pipeline']} | {label} | {device} | {amp} | | "
+                                f"{r['error']} | | | | | | |",
+                                flush=True,
+                            )
+                            continue
+                        name = r["name"] + (" (UNTRAINED)" if r["untrained"] else "")
+                        dev = r["device"] if r["device"] == "cpu" else f"{r['device']} ({r['gpu']})"
+                        if not r["gpu_path"]:
+                            dev = "cpu (no GPU path)"
+                            done = True  # once, whatever the devices asked
+                        print(
+                            f"| {name} | {label} | {dev} | {'on' if amp else 'off'} | "
+                            f"{r['tta_passes']} | {r['load_s']:.2f} | {r['inference_s']:.2f} | "
+                            f"{_f(r['inference_warm_s'])} | {r['write_s']:.2f} | "
+                            f"{r['total_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+                            f"{_f(r['gpu_peak_alloc_mb'], '{:.0f}')} |",
+                            flush=True,
+                        )
+        if skipped:
+            print(f"\nnot accepted (not run): {'; '.join(sorted(skipped))}")
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        result = worker(
-            sys.argv[2], Path(sys.argv[3]), amp=len(sys.argv) > 4 and sys.argv[4] == "--amp"
-        )
-        print(json.dumps(result))
+    if len(sys.argv) > 2 and sys.argv[1] == "--worker":
+        print(json.dumps(worker(json.loads(sys.argv[2]))))
         sys.exit(0)
     sys.exit(main())
