@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 
@@ -12,7 +13,7 @@ import pytest
 
 from medvision.errors import ResultError
 from medvision.results import DeviceInfo, build_seg
-from medvision.results._inherit import sanitize_headers
+from medvision.results._inherit import _sanitize, sanitize_headers
 from tests.results.conftest import (
     ALGORITHM,
     LESION_LABEL,
@@ -180,6 +181,29 @@ def test_sanitize_copies_and_reports_without_values(chest_volume):
     assert not any(str(chest_volume.source_headers[0].PatientID) in r for r in repairs)
 
 
+def test_sanitize_leaves_the_source_headers_unchanged(chest_volume):
+    before = [copy.deepcopy(h) for h in chest_volume.source_headers]
+    cleaned, _ = _sanitize(chest_volume.source_headers)  # not the cached copies
+    assert "ReferencedStudySequence" not in cleaned[0]
+    assert "ReferencedStudySequence" in chest_volume.source_headers[0]
+    assert list(chest_volume.source_headers) == before
+
+
+def test_repairs_replace_elements_never_change_the_source(chest_volume):
+    """The copies share data elements with the source; a repair must not write through."""
+    header = copy.deepcopy(chest_volume.source_headers[0])
+    valid = pydicom.Dataset()
+    valid.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    valid.ReferencedSOPInstanceUID = "1.2.3.4"
+    header.ReferencedStudySequence = [valid, pydicom.Dataset()]  # one item lacks both UIDs
+    header.PatientSex = "X"
+    before = copy.deepcopy(header)
+    (cleaned,), repairs = _sanitize([header])
+    assert len(cleaned.ReferencedStudySequence) == 1 and not cleaned.PatientSex
+    assert len(repairs) == 2
+    assert header == before
+
+
 def test_device_info_is_written(chest_volume):
     f = make_finding(chest_volume, 1, LESION_LABEL, sphere(chest_volume.shape, (30, 200, 150),
                                                            6.0, chest_volume.spacing), "L1")
@@ -200,6 +224,7 @@ def test_multiframe_enhanced_source(shared_data, tmp_path):
     series = [s for s in study.series if not s.problems and s.num_frames > 1][0]
     volume = load_series(series)
     assert len(volume.source_headers) == 1
+    before = copy.deepcopy(volume.source_headers[0])
     mask = sphere(volume.shape, (20, 48, 48), 12.0, volume.spacing)
     findings = make_findings(volume, (make_finding(volume, 1, LESION_LABEL, mask, "Lesion 1"),))
     seg = build_seg(findings)
@@ -215,3 +240,4 @@ def test_multiframe_enhanced_source(shared_data, tmp_path):
     assert sorted(int(x) for x in frames) == sorted(expected)
     assert pydicom.dcmread(tmp_path / "seg.dcm").FrameOfReferenceUID == \
         volume.frame_of_reference_uid
+    assert volume.source_headers[0] == before  # geometry was hoisted in a copy only
