@@ -92,7 +92,11 @@ def source_images_and_pixels(
     (Enhanced) source: one header, and slice k of the volume is frame ``frame_numbers[k]``.
     """
     volume = findings.volume
-    masks = np.stack([f.mask for f in findings.items], axis=-1)  # (k, j, i, segments)
+    # (k, j, i, segments) as a view of a segment-major stack: each segment's frames stay
+    # contiguous, so highdicom's per-frame, per-segment slices and its overlap check (a sum
+    # over the segment axis) run over whole planes; with the segments as the innermost axis
+    # the stack and that sum took ~1 s of CPU on a 64-slice CT with 8 segments.
+    masks = np.moveaxis(np.stack([f.mask for f in findings.items]), 0, -1)
     rows, columns = volume.shape[1:]
     for header in cleaned:
         if (int(header.get("Rows", 0)), int(header.get("Columns", 0))) != (rows, columns):
@@ -106,9 +110,9 @@ def source_images_and_pixels(
             volume.frame_numbers
         ):
             raise ResultError("Volume frame numbers do not fit the multi-frame source.")
-        pixels = np.zeros((n_frames, rows, columns, masks.shape[-1]), dtype=bool)
-        pixels[np.asarray(volume.frame_numbers) - 1] = masks
-        return cleaned, pixels
+        pixels = np.zeros((masks.shape[-1], n_frames, rows, columns), dtype=bool)
+        pixels[:, np.asarray(volume.frame_numbers) - 1] = np.moveaxis(masks, -1, 0)
+        return cleaned, np.moveaxis(pixels, 0, -1)
     by_uid = {str(h.SOPInstanceUID): h for h in cleaned}
     if len(set(volume.sop_instance_uids)) != len(volume.sop_instance_uids):
         raise ResultError("Volume repeats a SOP instance but its source is not multi-frame.")
