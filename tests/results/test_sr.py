@@ -105,6 +105,25 @@ def test_one_group_per_finding_equal_to_findings_json(sr, written, written_json)
         assert algo and algo[0].TextValue == ALGORITHM.name
 
 
+def test_image_library_lists_every_source_image_in_one_group(sr, chest_volume):
+    """TID 1600: the series' shared descriptors once, then one IMAGE entry per slice."""
+    names = [i.ConceptNameCodeSequence[0].CodeValue for i in sr.ContentSequence]
+    library = sr.ContentSequence[names.index(codes.DCM.ImageLibrary.value)]
+    assert names.index(codes.DCM.ImageLibrary.value) < names.index(
+        codes.DCM.ImagingMeasurements.value)
+    (group,) = library.ContentSequence
+    assert group.ConceptNameCodeSequence[0].CodeValue == codes.DCM.ImageLibraryGroup.value
+    entries = [i for i in group.ContentSequence if i.ValueType == "IMAGE"]
+    assert sorted(e.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for e in entries) == \
+        sorted(chest_volume.sop_instance_uids)
+    descriptors = {i.ConceptNameCodeSequence[0].CodeMeaning: i
+                   for i in group.ContentSequence if i.ValueType != "IMAGE"}
+    assert descriptors["Modality"].ConceptCodeSequence[0].CodeValue == "CT"
+    assert descriptors["Frame of Reference UID"].UID == chest_volume.frame_of_reference_uid
+    spacing = descriptors["Horizontal Pixel Spacing"].MeasuredValueSequence[0].NumericValue
+    assert float(spacing) == pytest.approx(chest_volume.spacing[0])
+
+
 def test_lesion_presence_stated_at_report_level(sr):
     (container,) = [i for i in sr.ContentSequence
                     if i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
