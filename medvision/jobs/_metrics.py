@@ -149,10 +149,9 @@ def serve(port: int, addr: str, device: str, concurrency: int) -> bool:
     logged and the worker goes on without metrics: inference matters more than its
     metrics, and two workers on one host need two ports."""
     from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
-    MultiProcessCollector(registry)
+    registry.register(_LiveCollector(Path(os.environ[ENV])))
     try:
         start_http_server(port, addr=addr, registry=registry)
     except OSError as err:
@@ -161,6 +160,34 @@ def serve(port: int, addr: str, device: str, concurrency: int) -> bool:
     _m().info.labels("worker", device, str(concurrency), medvision.__version__).set(1)
     LOG.info("worker metrics on http://%s:%s/metrics", addr, port)
     return True
+
+
+class _LiveCollector:
+    """MultiProcessCollector that first forgets pool children that are gone.
+
+    A child's live gauges (busy, current job, models) are dropped when it exits cleanly
+    (``_child_exit``); a child killed outright (OOM killer, SIGKILL) never says so, and
+    would be counted busy for ever. Its counters and histograms stay, as they must.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.folder = folder
+        self.inner = MultiProcessCollector(None, str(folder))
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import multiprocess
+
+        for path in self.folder.glob("gauge_live*_*.db"):
+            pid = int(path.stem.rsplit("_", 1)[1])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                multiprocess.mark_process_dead(pid, str(self.folder))
+            except PermissionError:  # alive, another user's: not ours to judge
+                pass
+        return self.inner.collect()
 
 
 def model_loaded(pipeline: str, version: str) -> None:

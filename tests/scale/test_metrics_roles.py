@@ -211,3 +211,37 @@ def test_prefork_worker_metrics_add_up_the_children(tmp_path: Path, rabbit: Rabb
         publisher.close()
         stop_process(proc)
         log.close()
+
+
+CHILD_KILLED = """
+import os
+from prometheus_client import CollectorRegistry, generate_latest
+from medvision.jobs import _metrics as m
+
+folder = m.enable()
+pid = os.fork()
+if pid == 0:  # a pool child that runs a job and is killed: no clean exit
+    m._m().busy.inc()
+    m._m().jobs.labels("lung-ct", "done").inc()
+    os._exit(0)
+os.waitpid(pid, 0)
+registry = CollectorRegistry()
+registry.register(m._LiveCollector(folder))
+print(generate_latest(registry).decode())
+"""
+
+
+def test_a_killed_pool_child_is_not_counted_busy_and_its_counts_stay(tmp_path: Path) -> None:
+    """Multiprocess mode keeps a gauge file per process; the server forgets the live
+    gauges of processes that are gone (in a subprocess: the mode is process-wide)."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_KILLED], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(out)
+        for s in family.samples
+    }
+    assert value(samples, "medvision_worker_busy") == 0
+    assert value(samples, "medvision_worker_jobs_total", outcome="done") == 1
