@@ -2,6 +2,13 @@
 
 SQLite is opened in WAL mode with a busy timeout, so the SCP thread, the worker pool and
 the API can write and read at the same time without "database is locked" errors.
+
+PostgreSQL connections are checked before use (``pool_pre_ping``), so a pooled connection
+cut by a server restart is replaced instead of failing the next transaction; connecting
+gives up after 10 s and TCP keepalives notice a server that vanished without closing the
+connection (fail-over, network cut) within about a minute instead of hours. A transaction
+that was cut while running still fails; callers that must survive it retry the whole
+transaction (``medvision.jobs._queue.retry_db``).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -28,7 +35,9 @@ class Database:
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
+            self.engine = create_engine(
+                url, pool_pre_ping=True, connect_args=_postgres_connect_args(url)
+            )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite allows one writer; a deferred transaction that later needs to write can
         # fail at once instead of waiting. One lock per process around each transaction
@@ -55,6 +64,26 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+#: libpq options for PostgreSQL (psycopg and psycopg2); a value in the URL wins.
+POSTGRES_CONNECT_ARGS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def _postgres_connect_args(url: str) -> dict[str, int]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in (
+        "psycopg",
+        "psycopg2",
+    ):
+        return {}
+    return {k: v for k, v in POSTGRES_CONNECT_ARGS.items() if k not in parsed.query}
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI types

@@ -22,19 +22,20 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from medvision import pipelines
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
-from medvision.db import Database, Worker, utcnow
+from medvision.db import Database, Job, JobState, Worker, utcnow
 from medvision.jobs import _metrics as metrics
-from medvision.jobs._queue import claim_job, requeue_stale, take_due_for_publish
+from medvision.jobs._queue import claim_job, requeue_stale, retry_db, take_due_for_publish
 from medvision.jobs._worker import execute_job, worker_id
 from medvision.pipelines import Pipeline
 
@@ -56,6 +57,9 @@ def make_app(broker_url: str) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # A worker waits for the broker however long it is away (Celery's default gives
+        # up after 100 attempts, ~45 min, and the worker exits).
+        broker_connection_max_retries=None,
         # A solo-pool worker cannot answer AMQP heartbeats while a pipeline runs for
         # minutes; RabbitMQ would close the connection and redeliver a running job.
         broker_heartbeat=0,
@@ -86,6 +90,8 @@ class Publisher:
         """Ready messages in the jobs queue (None if the broker cannot say right now)."""
         try:
             with self.app.connection_for_write() as conn:
+                # One attempt, no retries: a sweep must not wait for a broker that is away.
+                conn.ensure_connection(max_retries=0)
                 ok = conn.default_channel.queue_declare(QUEUE, passive=True)
                 return int(ok.message_count)
         except Exception as err:  # queue not declared yet, or broker away
@@ -99,22 +105,60 @@ class Publisher:
 class Sweeper:
     """The receiver's periodic sweep: queue again the jobs of dead workers, and publish
     queued jobs never published or published long ago and still unclaimed (a lost
-    message). Publishing failures are logged; the next sweep tries again."""
+    message).
+
+    Faults: when publishing fails (broker away) the jobs are marked unpublished again, so
+    the first sweep after the broker returns publishes them (not ``republish_after_s``
+    later). After the database was unreachable, no worker is taken for dead until it has
+    been reachable for ``worker_stale_s``: the workers could not write their heartbeats
+    either, and would otherwise all look dead at once and have their jobs run twice.
+    """
 
     def __init__(self, settings: Settings, db: Database, publisher: Publisher) -> None:
         self.settings = settings
         self.db = db
         self.publisher = publisher
+        #: Since when (monotonic) the database has answered every sweep; None after a
+        #: failed one. Up "forever" at start: a receiver restart stops no heartbeat.
+        self._db_up_since: float | None = float("-inf")
 
     def sweep(self) -> list[int]:
-        requeued = requeue_stale(self.db, self.settings.worker_stale_s)
-        if requeued:
-            LOG.warning("requeued jobs %s of workers that stopped reporting", requeued)
-        due = take_due_for_publish(
-            self.db, self.settings.republish_after_s, self.publisher.messages_waiting()
-        )
-        self.publisher.publish(due)
+        try:
+            if self._workers_can_be_judged():
+                requeued = requeue_stale(self.db, self.settings.worker_stale_s)
+                if requeued:
+                    LOG.warning("requeued jobs %s of workers that stopped reporting", requeued)
+            due = take_due_for_publish(
+                self.db, self.settings.republish_after_s, self.publisher.messages_waiting()
+            )
+        except Exception:
+            self._db_up_since = None
+            raise
+        if self._db_up_since is None:
+            self._db_up_since = time.monotonic()
+            LOG.info("database reachable again: no worker taken for dead for %.0f s",
+                     self.settings.worker_stale_s)  # fmt: skip
+        try:
+            self.publisher.publish(due)
+        except Exception as err:  # broker away: due again at the next sweep
+            LOG.error("cannot publish jobs %s (next sweep retries): %s", due, err)
+            retry_db(lambda: _mark_unpublished(self.db, due), "marking jobs unpublished", 30)
+            return []
         return due
+
+    def _workers_can_be_judged(self) -> bool:
+        """Only once the database has answered every sweep for ``worker_stale_s``."""
+        up_since = self._db_up_since
+        return up_since is not None and time.monotonic() - up_since >= self.settings.worker_stale_s
+
+
+def _mark_unpublished(db: Database, job_ids: list[int]) -> None:
+    with db.session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == JobState.QUEUED)
+            .values(published_at=None)
+        )
 
 
 def device_name() -> str:
@@ -189,24 +233,30 @@ class WorkerRuntime:
                 LOG.error("heartbeat failed: %s", err)
 
     def run(self, job_id: int) -> str:
-        job = claim_job(self.db, job_id, self.name)
+        # Each database step waits out a database restart (retry_db): a task that failed
+        # here would leave its job claimed by a live worker, or unclaimed with its message
+        # acknowledged.
+        job = retry_db(lambda: claim_job(self.db, job_id, self.name), f"claiming job {job_id}")
         if job is None:
             LOG.info("job %s is not queued; nothing to do", job_id)
             metrics.task_skipped()
             return "skipped"
-        self._update(state="busy", current_job_id=job_id)
+        retry_db(lambda: self._update(state="busy", current_job_id=job_id), "reporting busy")
         try:
             with metrics.observe_job(self.db, job, self.name) as observed:
                 run = execute_job(job, self.settings, self.db, self.audit, self.get_pipeline)
                 observed(run)
         finally:
-            with self.db.session() as session:
-                row = session.scalar(select(Worker).where(Worker.name == self.name))
-                if row is not None:
-                    row.state, row.current_job_id = "idle", None
-                    row.jobs_done += 1
-                    row.heartbeat_at = utcnow()
+            retry_db(self._job_ended, "reporting idle")
         return run.status
+
+    def _job_ended(self) -> None:
+        with self.db.session() as session:
+            row = session.scalar(select(Worker).where(Worker.name == self.name))
+            if row is not None:
+                row.state, row.current_job_id = "idle", None
+                row.jobs_done += 1
+                row.heartbeat_at = utcnow()
 
     def close(self) -> None:
         self._stop.set()

@@ -6,9 +6,14 @@ runs what the database says is due, and a claim succeeds for exactly one worker.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from medvision.db import (
     Database,
@@ -24,6 +29,44 @@ from medvision.db import (
 
 #: A job that failed this many times stays failed.
 MAX_ATTEMPTS = 3
+
+#: How long :func:`retry_db` keeps trying while the database is unreachable. A worker
+#: holding a finished job must not give up early: its claim would stay "running" while its
+#: heartbeat says it is alive, so no sweep would ever queue the job again.
+DB_RETRY_S = 900.0
+
+LOG = logging.getLogger("medvision.jobs")
+T = TypeVar("T")
+
+
+def is_db_unavailable(err: BaseException) -> bool:
+    """True for the errors of a database that went away (restart, fail-over, network):
+    the connection was cut or cannot be made. Retrying the whole transaction is then safe."""
+    if isinstance(err, OperationalError | InterfaceError):
+        return True
+    return isinstance(err, DBAPIError) and err.connection_invalidated
+
+
+def retry_db(fn: Callable[[], T], what: str, retry_for_s: float = DB_RETRY_S) -> T:
+    """Run the transaction ``fn`` again (backing off up to 5 s) while the database is
+    unavailable, for at most ``retry_for_s``; any other error is raised at once.
+
+    ``fn`` must be one whole transaction that may run twice: if the connection broke after
+    the commit reached the server, the second run finds the work done (every caller checks
+    the row's state first). The engine's ``pool_pre_ping`` replaces the dead pooled
+    connections, so the retry gets a fresh one once the server is back.
+    """
+    deadline = time.monotonic() + retry_for_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not is_db_unavailable(err) or time.monotonic() + delay > deadline:
+                raise
+            LOG.warning("database unavailable while %s (retrying in %.1f s): %s", what, delay, err)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def as_utc(dt: datetime) -> datetime:
@@ -202,12 +245,15 @@ def _refresh_study_state(session, study_uid: str) -> str:  # noqa: ANN001 - Sess
 
 
 __all__ = [
+    "DB_RETRY_S",
     "MAX_ATTEMPTS",
     "as_utc",
     "claim_job",
     "claim_next",
+    "is_db_unavailable",
     "recover_orphans",
     "refresh_study_state",
     "requeue_stale",
+    "retry_db",
     "take_due_for_publish",
 ]

@@ -23,7 +23,7 @@ from medvision.config import Modality, Settings
 from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, utcnow
 from medvision.dicom import scan
 from medvision.errors import MedvisionError
-from medvision.jobs._queue import _refresh_study_state, claim_next
+from medvision.jobs._queue import _refresh_study_state, claim_next, retry_db
 from medvision.pipelines import Pipeline
 from medvision.runner import PipelineRun, run_pipeline
 
@@ -62,24 +62,26 @@ def execute_job(
     model loaded once per process) instead of building one per job.
     """
     study_uid = job.study_instance_uid
-    audit.record(
-        "job.started",
-        study_instance_uid=study_uid,
-        job_id=job.id,
-        pipeline=job.pipeline,
-        study_version=job.study_version,
-        attempt=job.attempts,
+    # Every database step is retried while the database is away (restart, fail-over):
+    # an error here would leave the job claimed ("running") by a worker that is alive.
+    retry_db(
+        lambda: audit.record(
+            "job.started",
+            study_instance_uid=study_uid,
+            job_id=job.id,
+            pipeline=job.pipeline,
+            study_version=job.study_version,
+            attempt=job.attempts,
+        ),
+        f"recording the start of job {job.id}",
     )
+    calling_aet = retry_db(lambda: _calling_aet(db, study_uid), f"reading job {job.id}'s study")
     out_dir = settings.results_dir / study_uid / f"v{job.study_version}" / job.pipeline
     try:
         study = next(
             s for s in scan(settings.spool_dir / study_uid) if s.study_instance_uid == study_uid
         )
-        with db.session() as session:
-            calling_aet = session.scalar(
-                select(Study.calling_aet).where(Study.study_instance_uid == study_uid)
-            )
-        overlays = any(m.overlays for _, m in destinations_for(settings, calling_aet or ""))
+        overlays = any(m.overlays for _, m in destinations_for(settings, calling_aet))
         run = run_pipeline(study, get_pipeline(job.pipeline), out_dir, overlays=overlays)
     except (MedvisionError, StopIteration, KeyError) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
@@ -90,31 +92,53 @@ def execute_job(
         run = PipelineRun(
             job.pipeline, study_uid, "failed", reason=f"internal error: {type(err).__name__}: {err}"
         )
-    _finish(job, run, settings, db)
-    audit.record(
-        "job.finished" if run.status == "done" else f"job.{run.status}",
-        outcome="success" if run.status == "done" else "failure",
-        study_instance_uid=study_uid,
-        job_id=job.id,
-        pipeline=job.pipeline,
-        series_instance_uid=run.series_instance_uid,
-        reason=run.reason,
-        algorithm=run.findings.algorithm.to_json() if run.findings else None,
-        results=[run.files.seg_sop_instance_uid, run.files.sr_sop_instance_uid]
-        if run.files
-        else [],
-        timings_s={k: round(v, 3) for k, v in run.timings_s.items()},
+    retry_db(lambda: _finish(job, run, settings, db), f"recording the end of job {job.id}")
+    retry_db(
+        lambda: audit.record(
+            "job.finished" if run.status == "done" else f"job.{run.status}",
+            outcome="success" if run.status == "done" else "failure",
+            study_instance_uid=study_uid,
+            job_id=job.id,
+            pipeline=job.pipeline,
+            series_instance_uid=run.series_instance_uid,
+            reason=run.reason,
+            algorithm=run.findings.algorithm.to_json() if run.findings else None,
+            results=[run.files.seg_sop_instance_uid, run.files.sr_sop_instance_uid]
+            if run.files
+            else [],
+            timings_s={k: round(v, 3) for k, v in run.timings_s.items()},
+        ),
+        f"recording the end of job {job.id}",
     )
     return run
 
 
+def _calling_aet(db: Database, study_uid: str) -> str:
+    with db.session() as session:
+        return (
+            session.scalar(select(Study.calling_aet).where(Study.study_instance_uid == study_uid))
+            or ""
+        )
+
+
 def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> None:
+    """Record the run's end and queue its deliveries, in one transaction; may run twice
+    (:func:`retry_db`) and then finds its own first commit and does nothing."""
     with db.session() as session:
         row = session.get(Job, job.id)
         study = session.scalar(
             select(Study).where(Study.study_instance_uid == job.study_instance_uid)
         )
         assert row is not None and study is not None
+        if (
+            row.state != JobState.RUNNING
+            and row.worker == job.worker
+            and row.started_at == job.started_at
+            and row.finished_at is not None
+        ):
+            # The connection broke after our commit reached the server: already recorded.
+            LOG.info("job %s: end already recorded (%s)", job.id, row.state)
+            return
         if row.state != JobState.RUNNING or row.worker != job.worker:
             # Our claim was taken away (the worker was taken for dead and the job queued
             # again, or already run by another worker): the row belongs to the other run,
