@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
-from medvision.node._spool import StoredFile
+from medvision.node._spool import Spool, StoredFile
 
 #: Image SOP classes: only these reopen a finished study. Our own SEG/SR coming back from a
 #: PACS (auto-routing) must not trigger another run.
@@ -152,8 +152,18 @@ class Indexer:
     instances on their way into the database, so that none is completed too early.
     """
 
-    def __init__(self, db: Database, batch_size: int = 500, linger_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        db: Database,
+        batch_size: int = 500,
+        linger_s: float = 0.1,
+        spool: Spool | None = None,
+    ) -> None:
         self.db = db
+        #: Files acknowledged from the spool's journal may reach their path a moment later;
+        #: a batch is indexed only once its files are there, so that an indexed path is
+        #: always a file (and ``pending`` covers the gap for the study assembler).
+        self.spool = spool
         self.batch_size = batch_size
         self.linger_s = linger_s
         self._queue: queue.Queue[tuple[Received, StoredFile] | None] = queue.Queue()
@@ -216,6 +226,8 @@ class Indexer:
             self._write(batch)
 
     def _write(self, batch: list[tuple[Received, StoredFile]]) -> None:
+        if self.spool is not None:
+            self.spool.wait_materialised([s.seq for _, s in batch if s.seq])
         delay = 0.1
         while True:
             try:

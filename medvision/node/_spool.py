@@ -1,23 +1,64 @@
 """The durable spool: every instance we acknowledge is on disk first.
 
-An instance is written to a temporary file, fsync'ed, renamed to
-``<spool>/<study>/<series>/<sop>.dcm`` and its directory fsync'ed; only then may the SCP
-answer Success. A second copy of the same SOP Instance is not written again. Files are never
-deleted because processing failed; only a retention policy may remove them.
+The spool's files live at ``<spool>/<study>/<series>/<sop>.dcm``. An instance reaches the
+disk in one of two ways, and the SCP answers Success only after either has completed:
+
+- **Journal (the usual way).** The instance is appended as one record (header, CRC-32,
+  relative path, bytes) to a *segment* of the write-ahead journal ``<spool>/.journal``,
+  and the segment is ``fdatasync``'ed. Segments are written in full (zeros) and fsync'ed,
+  and their name fsync'ed into the folder, *before* they take records, so an append
+  changes no file metadata: the flush writes only the record's data blocks, one flush per
+  instance instead of the two (file, then folder) that a new file needs. Concurrent
+  associations share flushes (group commit). A background thread then *materialises* each
+  record as the file above (temporary file + rename, no flush of its own); once every
+  record of a full segment is materialised, one ``syncfs`` makes those files durable and
+  the segment is recycled. At start-up, every record still in a segment is written out
+  again as a file, this time with a flush of the file and of its folder, before anything
+  reads the spool. Records carry their segment's generation and a CRC, so a recycled
+  segment's stale records and a torn last record are never replayed; records are
+  appended and flushed strictly in order within a segment, so every acknowledged record
+  lies in the valid prefix that start-up replays.
+- **Direct.** Written to a temporary file, fsync'ed, renamed into place and the folder
+  fsync'ed. Used for instances too large for a segment, while no prepared segment is
+  ready (the first instances after start-up), and after materialisation has failed (for
+  example a full disk), so that a spool that cannot take files answers Out of Resources.
+
+A second copy of the same SOP Instance is not written again (the first is kept). Files are
+never deleted because processing failed; only a retention policy may remove them.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import hashlib
+import logging
 import os
 import re
+import struct
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medvision._hashing import sha256_file
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+LOG = logging.getLogger("medvision.spool")
+
+#: Size of one journal segment. Each is written once in full before use and then recycled.
+SEGMENT_SIZE = 32 * 1024 * 1024
+#: Instances larger than this take the direct path (a segment holds at least four).
+MAX_RECORD = SEGMENT_SIZE // 4
+_ALIGN = 4096
+#: magic, generation, length of the relative path, length of the data, CRC-32.
+_HEADER = struct.Struct("<4sQHQI")
+_MAGIC = b"MVJ1"
 
 
 class SpoolError(Exception):
@@ -32,17 +73,86 @@ class StoredFile:
     sha256: str
     #: False when the same SOP Instance was already in the spool (nothing was written).
     created: bool
+    #: Journal sequence number while the file may still be on its way from the journal to
+    #: its path (see :meth:`Spool.wait_materialised`); 0 when it is in place already.
+    seq: int = 0
 
 
 def valid_uid(uid: str) -> bool:
     return bool(uid) and len(uid) <= 64 and bool(_UID.match(uid))
 
 
+@dataclass
+class _Segment:
+    path: Path
+    generation: int
+    fd: int
+    size: int = SEGMENT_SIZE
+    #: Next free offset; advanced (and the record written) under the spool's append lock.
+    offset: int = 0
+    #: Offset up to which records are written / flushed; records below `written` are whole.
+    written: int = 0
+    synced: int = 0
+    sync_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: No more appends (full, or a write into it failed).
+    closed: bool = False
+    #: A flush failed: nothing written to this segment may be acknowledged any more (after
+    #: a failed fdatasync a later one may succeed without the lost pages).
+    broken: bool = False
+    #: Appends that reserved space and have not finished (written + flushed, or failed).
+    in_flight: int = 0
+    #: Records acknowledged and not yet materialised.
+    unmaterialised: int = 0
+
+
+@dataclass(frozen=True)
+class _Record:
+    seq: int
+    segment: _Segment
+    relpath: str
+    data: bytes
+
+
 class Spool:
-    def __init__(self, root: Path) -> None:
+    """The spool folder, its journal and the thread that materialises journal records.
+
+    Opening a spool replays whatever the journal still holds (see the module docstring);
+    :meth:`start` starts the background thread that materialises records and prepares
+    segments, :meth:`stop` drains it. Without :meth:`start`, every store takes the direct
+    path.
+    """
+
+    def __init__(self, root: Path, journal: bool = True) -> None:
         self.root = Path(root)
         self.tmp = self.root / ".incoming"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.journal_dir = self.root / ".journal"
+        self.use_journal = journal
+        self._append_lock = threading.Lock()
+        self._cond = threading.Condition()  # guards everything below
+        self._active: _Segment | None = None
+        self._ready: _Segment | None = None
+        self._segments: list[_Segment] = []  # with records possibly not yet materialised
+        self._queue: deque[_Record] = deque()
+        self._unmaterialised: dict[str, _Record] = {}  # relpath -> record
+        self._pending_seqs: set[int] = set()
+        self._seq = 0
+        self._failure: str | None = None
+        self._known_dirs: set[Path] = set()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.journal_dir.mkdir(exist_ok=True)
+        # One process per spool: a second one would replay and recycle the first one's
+        # live segments.
+        self._lock_fd = os.open(self.journal_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(self._lock_fd)
+            raise SpoolError(f"the spool {self.root} is in use by another process") from err
+        self._generation = self._replay()
+
+    # -- public -----------------------------------------------------------------------
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         for name, uid in (("Study", study_uid), ("Series", series_uid), ("SOP", sop_uid)):
@@ -50,25 +160,80 @@ class Spool:
                 raise SpoolError(f"{name} Instance UID {uid!r} is missing or not a valid UID")
         return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
 
+    def start(self) -> None:
+        """Start materialising and preparing segments (the journal's fast path)."""
+        if not self.use_journal or self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._loop, name="medvision-spool-journal", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Materialise every acknowledged record, make the files durable, retire segments."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        with self._cond:
+            if self._active is not None:
+                self._active.closed = True
+            ready, self._active, self._ready = self._ready, None, None
+            drained = not self._queue
+        if ready is not None:
+            os.close(ready.fd)
+            self._recycle(ready.path, ready.generation)
+        if drained:
+            self._retire_done()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = -1
+
     def store(self, data: bytes, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
         """Write ``data`` (a complete DICOM file) durably; idempotent per SOP Instance."""
         final = self.path_for(study_uid, series_uid, sop_uid)
         relpath = str(final.relative_to(self.root))
-        if final.exists():
-            return StoredFile(relpath, final.stat().st_size, sha256_file(final), created=False)
-        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        existing = self._existing(relpath, final)
+        if existing is not None:
+            return existing
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            if final.parent not in self._known_dirs:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                self._known_dirs.add(final.parent)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise SpoolError(f"cannot write to the spool: {err.strerror or err}") from err
-        return StoredFile(relpath, len(data), hashlib.sha256(data).hexdigest(), created=True)
+        digest = hashlib.sha256(data).hexdigest()
+        if self._thread is not None and len(data) <= MAX_RECORD and self._failure is None:
+            seq = self._append(relpath, data)
+            if seq:
+                return StoredFile(relpath, len(data), digest, created=True, seq=seq)
+        self._write_file(final, data, sync=True)
+        return StoredFile(relpath, len(data), digest, created=True)
+
+    def wait_journal(self, timeout: float = 30.0) -> bool:
+        """Wait until appends can go to the journal (a prepared segment is ready)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._ready is None and (self._active is None or self._active.closed):
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def wait_materialised(self, seqs: list[int], timeout: float | None = None) -> bool:
+        """Wait until the journal records ``seqs`` are files at their paths."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while any(s in self._pending_seqs for s in seqs):
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is not None else 1.0)
+        return True
 
     def discard_partial(self) -> int:
         """Remove temporary files left by a crash: they were never acknowledged."""
@@ -83,6 +248,317 @@ class Spool:
 
     def study_dir(self, study_uid: str) -> Path:
         return self.root / study_uid
+
+    # -- storing ------------------------------------------------------------------------
+
+    def _existing(self, relpath: str, final: Path) -> StoredFile | None:
+        with self._cond:
+            record = self._unmaterialised.get(relpath)
+        if record is not None:
+            data = record.data
+            return StoredFile(relpath, len(data), hashlib.sha256(data).hexdigest(), False)
+        if final.exists():
+            return StoredFile(relpath, final.stat().st_size, sha256_file(final), created=False)
+        return None
+
+    def _append(self, relpath: str, data: bytes) -> int:
+        """Append a record and flush it; its sequence number, or 0 to take the direct path.
+
+        Space is reserved and the record written under one lock, so a segment's records are
+        whole up to ``written``; a flush covers everything written before it started, so
+        one ``fdatasync`` answers every association waiting on the same segment.
+        """
+        path = relpath.encode()
+        head = _HEADER.size + len(path)
+        with self._append_lock:
+            seg = self._segment_for(head + len(data))
+            if seg is None:
+                return 0
+            offset = seg.offset
+            seg.offset = _aligned(offset + head + len(data))
+            gen = seg.generation
+            crc = zlib.crc32(data, zlib.crc32(path, zlib.crc32(struct.pack("<Q", gen))))
+            header = _HEADER.pack(_MAGIC, gen, len(path), len(data), crc) + path
+            try:
+                _pwrite_all(seg.fd, header, offset)
+                _pwrite_all(seg.fd, data, offset + head)
+            except OSError as err:
+                # Nothing after a failed record may go into this segment: start-up replays
+                # a segment's records only up to the first one that is not whole.
+                seg.closed = True
+                raise SpoolError(f"cannot write to the spool journal: {err}") from err
+            seg.written = seg.offset
+            target = seg.written
+            with self._cond:
+                seg.in_flight += 1
+        try:
+            with seg.sync_lock:
+                if seg.broken:
+                    raise OSError(errno.EIO, "an earlier flush of this segment failed")
+                if seg.synced < target:
+                    upto = seg.written
+                    try:
+                        os.fdatasync(seg.fd)
+                    except OSError:
+                        seg.broken = True
+                        raise
+                    seg.synced = upto
+        except OSError as err:
+            with self._append_lock:
+                seg.closed = True
+            with self._cond:
+                seg.in_flight -= 1
+            raise SpoolError(f"cannot flush the spool journal: {err}") from err
+        with self._cond:
+            self._seq += 1
+            record = _Record(self._seq, seg, relpath, data)
+            seg.in_flight -= 1
+            seg.unmaterialised += 1
+            self._queue.append(record)
+            self._unmaterialised[relpath] = record
+            self._pending_seqs.add(record.seq)
+            self._cond.notify_all()
+        return record.seq
+
+    def _segment_for(self, length: int) -> _Segment | None:
+        """The active segment with room for ``length`` bytes (caller holds the append lock)."""
+        seg = self._active
+        if seg is not None and not seg.closed and seg.offset + length <= seg.size:
+            return seg
+        with self._cond:
+            if seg is not None:
+                seg.closed = True
+            self._active = self._ready
+            self._ready = None
+            if self._active is not None:
+                self._segments.append(self._active)
+            self._cond.notify_all()  # prepare the next one
+        return self._active
+
+    def _write_file(self, final: Path, data: bytes, sync: bool) -> None:
+        tmp = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if sync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            if sync:
+                _fsync_dir(final.parent)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise SpoolError(f"cannot write to the spool: {err.strerror or err}") from err
+
+    # -- the background thread ----------------------------------------------------------
+
+    def _loop(self) -> None:
+        delay = 0.1
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping and not self._wants_work():
+                    self._cond.wait(1.0)
+                record = self._queue[0] if self._queue else None
+                if record is None and self._stopping:
+                    return
+            try:
+                if record is not None:
+                    self._materialise(record)
+                else:
+                    self._housekeeping()
+                delay = 0.1
+                with self._cond:
+                    self._failure = None
+            except OSError as err:  # e.g. disk full: the records stay safe in the journal
+                LOG.error("cannot materialise journal records (retrying): %s", err)
+                with self._cond:
+                    self._failure = str(err)
+                    if self._stopping:
+                        return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _wants_work(self) -> bool:
+        """Caller holds ``_cond``: a segment to prepare or to retire."""
+        if self._ready is None and not self._stopping:
+            return True
+        return any(s.closed and s.in_flight == 0 and s.unmaterialised == 0 for s in self._segments)
+
+    def _materialise(self, record: _Record) -> None:
+        final = self.root / record.relpath
+        if not final.exists():  # else a second copy: the first is kept
+            self._write_file(final, record.data, sync=False)
+        with self._cond:
+            self._queue.popleft()
+            record.segment.unmaterialised -= 1
+            if self._unmaterialised.get(record.relpath) is record:
+                del self._unmaterialised[record.relpath]
+            self._pending_seqs.discard(record.seq)
+            self._cond.notify_all()
+
+    def _housekeeping(self) -> None:
+        self._retire_done()
+        with self._cond:
+            need = self._ready is None and not self._stopping
+        if need:
+            seg = self._prepare()
+            with self._cond:
+                if self._stopping:
+                    os.close(seg.fd)
+                    self._recycle(seg.path, seg.generation)
+                else:
+                    self._ready = seg
+                    self._cond.notify_all()
+
+    def _retire_done(self) -> None:
+        """Make materialised files durable (one flush), then recycle their segments."""
+        with self._cond:
+            done = [
+                s for s in self._segments if s.closed and s.in_flight == 0 and s.unmaterialised == 0
+            ]
+            for seg in done:
+                self._segments.remove(seg)
+        if not done:
+            return
+        try:
+            _syncfs(self.root)
+        except OSError:
+            with self._cond:  # not durable as files yet: keep the segments
+                self._segments.extend(done)
+            raise
+        for seg in done:
+            os.close(seg.fd)
+            self._recycle(seg.path, seg.generation)
+
+    def _recycle(self, path: Path, generation: int) -> None:
+        """Keep a retired segment for reuse.
+
+        Its stale records carry generation ``generation`` or older; the name keeps that
+        number so that a later start never hands out a generation a stale record has.
+        """
+        try:
+            path.rename(self.journal_dir / f"free-{generation:016d}.wal")
+        except OSError as err:
+            LOG.warning("cannot recycle journal segment %s: %s", path.name, err)
+
+    def _prepare(self) -> _Segment:
+        """A segment whose blocks are written and whose name is durable, ready for appends."""
+        with self._cond:
+            self._generation += 1
+            gen = self._generation
+        path = self.journal_dir / f"seg-{gen:016d}.wal"
+        free = sorted(self.journal_dir.glob("free-*.wal"))
+        reuse = next((f for f in free if f.stat().st_size == SEGMENT_SIZE), None)
+        if reuse is not None:
+            reuse.rename(path)
+        else:
+            part = self.journal_dir / f"new-{gen:016d}.part"
+            try:
+                with open(part, "wb") as fh:
+                    zeros = bytes(1 << 20)
+                    for _ in range(SEGMENT_SIZE // len(zeros)):
+                        fh.write(zeros)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                part.rename(path)
+            except OSError:
+                part.unlink(missing_ok=True)
+                raise
+        _fsync_dir(self.journal_dir)
+        return _Segment(path, gen, os.open(path, os.O_WRONLY))
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def _replay(self) -> int:
+        """Write out every record a segment still holds; returns the highest generation."""
+        highest = 0
+        for part in self.journal_dir.glob("new-*.part"):
+            part.unlink(missing_ok=True)
+        for free in self.journal_dir.glob("free-*.wal"):
+            highest = max(highest, _generation(free))
+        for seg in sorted(self.journal_dir.glob("seg-*.wal")):
+            gen = _generation(seg)
+            highest = max(highest, gen)
+            written = 0
+            for relpath, data in _records(seg, gen):
+                final = self.root / relpath
+                if final.exists() and final.read_bytes() == data:
+                    continue
+                self._write_file(final, data, sync=True)
+                written += 1
+            if written:
+                LOG.info("journal segment %s: %d instances written out", seg.name, written)
+            _syncfs(self.root)
+            self._recycle(seg, gen)
+        return highest
+
+
+def _generation(path: Path) -> int:
+    try:
+        return int(path.stem.split("-", 1)[1])
+    except ValueError:
+        return 0
+
+
+def _records(path: Path, gen: int) -> list[tuple[str, bytes]]:
+    """The whole records of generation ``gen`` at the start of a segment, in order."""
+    out: list[tuple[str, bytes]] = []
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    offset = 0
+    while offset + _HEADER.size <= len(blob):
+        magic, g, plen, dlen, crc = _HEADER.unpack_from(blob, offset)
+        if magic != _MAGIC or g != gen:
+            break
+        start = offset + _HEADER.size
+        raw_path = blob[start : start + plen]
+        data = blob[start + plen : start + plen + dlen]
+        if len(data) != dlen:
+            break
+        if zlib.crc32(data, zlib.crc32(raw_path, zlib.crc32(struct.pack("<Q", g)))) != crc:
+            break
+        relpath = raw_path.decode(errors="replace")
+        parts = relpath.split("/")
+        if (
+            len(parts) != 3
+            or not parts[2].endswith(".dcm")
+            or not all(valid_uid(p) for p in (parts[0], parts[1], parts[2][:-4]))
+        ):
+            break
+        out.append((relpath, data))
+        offset = _aligned(start + plen + dlen)
+    return out
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        view, offset = view[n:], offset + n
+
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush the file system that holds ``path`` (one flush for many files)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        syncfs = getattr(_LIBC, "syncfs", None)
+        if syncfs is None:
+            os.sync()
+        elif syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
