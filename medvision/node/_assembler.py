@@ -1,8 +1,20 @@
 """Study assembly: a study is complete when no instance has arrived for a quiet period.
 
-On completion the study gets one job per pipeline that accepts one of its series (decided
-from the spooled headers); a study no pipeline accepts is marked failed with every
-pipeline's reason, so that a user sees why nothing came back.
+Two steps, each its own transaction, so that ``complete`` is a state one can see (in
+``GET /studies`` and ``medvision status``) and not only an audit event:
+
+1. ``receiving → complete``: the quiet period is over and none of its instances is still
+   on its way into the index.
+2. ``complete → queued``: one job per pipeline that accepts one of its series (decided from
+   the spooled headers, which can take a while for a large study); a study no pipeline
+   accepts goes to ``failed`` with every pipeline's reason, so that a user sees why nothing
+   came back.
+
+Jobs are created only in the transaction that moves the study out of ``complete``, and only
+if it is still ``complete`` at the version that was examined, so a study gets its jobs
+exactly once per version. A crash between the steps leaves it ``complete``; the next pass
+(after a restart too) takes it on from there. New images for a ``complete`` study re-open
+it (version + 1, ``receiving``) like any finished study, and step 2 then leaves it alone.
 """
 
 from __future__ import annotations
@@ -31,7 +43,10 @@ def complete_quiet_studies(
     busy: Collection[str] = frozenset(),
     publish: Callable[[list[int]], None] | None = None,
 ) -> list[str]:
-    """Mark quiet studies complete and queue their jobs; returns the completed UIDs.
+    """Mark quiet studies complete, then queue the jobs of every complete study.
+
+    Returns the UIDs that changed state in this pass (completed, queued or failed); a study
+    left ``complete`` by an earlier pass or process is queued here too.
 
     ``publish`` (scale-out) is handed the new jobs' ids after they are committed, so a
     worker never gets a message for a row it cannot see yet.
@@ -46,14 +61,36 @@ def complete_quiet_studies(
             for s in session.scalars(select(Study).where(Study.state == StudyState.RECEIVING))
             if as_utc(s.last_received_at) <= cutoff and s.study_instance_uid not in busy
         ]
-    done = []
+    done: list[str] = []
     for uid, version in candidates:
-        if _complete(uid, version, settings, db, audit, publish):
+        if _mark_complete(uid, version, settings, db):
+            done.append(uid)
+    with db.session() as session:
+        complete = [
+            (s.study_instance_uid, s.version)
+            for s in session.scalars(select(Study).where(Study.state == StudyState.COMPLETE))
+        ]
+    for uid, version in complete:
+        if _queue_jobs(uid, version, settings, db, audit, publish) and uid not in done:
             done.append(uid)
     return done
 
 
-def _complete(
+def _mark_complete(uid: str, version: int, settings: Settings, db: Database) -> bool:
+    """``receiving → complete`` if nothing arrived meanwhile (same version, still quiet)."""
+    with db.session() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+        if study is None or study.state != StudyState.RECEIVING or study.version != version:
+            return False
+        if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
+            return False
+        study.state = StudyState.COMPLETE
+        study.completed_at = utcnow()
+        study.reason = ""
+    return True
+
+
+def _queue_jobs(
     uid: str,
     version: int,
     settings: Settings,
@@ -61,6 +98,7 @@ def _complete(
     audit: DbAuditLog,
     publish: Callable[[list[int]], None] | None = None,
 ) -> bool:
+    """``complete → queued`` (or ``failed``), creating the jobs in the same transaction."""
     names = settings.pipelines or pipelines.available()
     accepted: list[str] = []
     reasons: list[str] = []
@@ -80,12 +118,10 @@ def _complete(
                 reasons.append(f"{name}: {why}")
     with db.session() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
-        # New instances may have arrived while we looked: then it is not complete yet.
-        if study is None or study.state != StudyState.RECEIVING or study.version != version:
+        # New instances may have re-opened it while we looked: then its jobs wait for the
+        # new version's quiet period.
+        if study is None or study.state != StudyState.COMPLETE or study.version != version:
             return False
-        if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
-            return False
-        study.completed_at = utcnow()
         new_jobs = [
             Job(
                 study_instance_uid=uid,
