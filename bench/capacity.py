@@ -1,0 +1,162 @@
+"""Capacity model: receivers and workers (CPU, GPU) for a number of studies a day.
+
+Arithmetic only, from per-stage costs measured by the other benchmarks (each cost below
+names its source) and stated assumptions, so that it can be re-run when a figure changes:
+
+    python bench/capacity.py                                  # the table in docs/scaling.md
+    python bench/capacity.py --costs my-costs.json            # replace any cost by name
+    python bench/capacity.py --gpu-inference-s 6 --peak-share 0.12
+
+Model: the reference study is a chest CT of 300 slices of 512² (158 MB, the size
+bench/inference.py and bench/ingest.py use). A receiver spends ``ingest_s + send_s`` per
+study (receiving it, delivering its results); a worker ``load_s + inference_s + write_s``.
+A day's studies arrive with ``peak_share`` of them in the busiest hour, and every process
+is planned to run at ``utilisation`` of its capacity in that hour (headroom for retries,
+a lost worker, and the machines' noise). Units are processes sized as measured: a receiver
+or a CPU worker as on the 2-core machine of the figures, a GPU worker as one process with
+one GPU (``--concurrency 1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Seconds per reference study (300 × 512² CT), and the assumptions of the model."""
+
+    #: Receiver, storing 300 instances: 62 inst/s with two associations (median of 3),
+    #: docs/benchmarks.md "Ingest", 2-core machine at load 4-6.
+    ingest_s: float = 300 / 62
+    #: Receiver, sending SEG + SR: ASSUMED 12 MB of results (binary SEG frames of the
+    #: slices with lung, two segments, plus the SR) at 22 MB/s, the one-association
+    #: C-STORE rate measured for ingest (docs/benchmarks.md "Ingest").
+    send_s: float = 12 / 22
+    #: Worker, series → volume: bench/inference.py, 300 × 512², CPU (docs/benchmarks.md).
+    load_s: float = 4.72
+    #: Worker, lung-ct inference on CPU: bench/inference.py, 300 × 512².
+    inference_s: float = 75.30
+    #: Worker, SEG + SR + findings.json: bench/inference.py, 300 × 512² (measured before
+    #: the SEG/SR encoding changes of fbcf4e7/02fc90c; replace when re-measured).
+    write_s: float = 78.66
+    #: Worker, inference on one GPU: ASSUMED (no GPU figure in docs/benchmarks.md when this
+    #: was run): a MONAI bundle's sliding-window inference on a 300-slice CT. Replace with
+    #: bench/inference.py --device cuda's figure (``--gpu-inference-s``).
+    gpu_inference_s: float = 10.0
+    #: Broker: job queued → claimed by an idle worker, median of bench/scale.py.
+    broker_s: float = 0.19
+    #: Study size, MB (for the ingest bandwidth and storage columns).
+    study_mb: float = 158.0
+    #: Share of a day's studies arriving in the busiest hour (ASSUMED: 10 %, i.e. 2.4× a
+    #: flat day; radiology arrivals follow the working day).
+    peak_share: float = 0.10
+    #: Planned load of every process in the peak hour.
+    utilisation: float = 0.70
+
+    @property
+    def receiver_s(self) -> float:
+        return self.ingest_s + self.send_s
+
+    @property
+    def cpu_worker_s(self) -> float:
+        return self.load_s + self.inference_s + self.write_s + self.broker_s
+
+    @property
+    def gpu_worker_s(self) -> float:
+        return self.load_s + self.gpu_inference_s + self.write_s + self.broker_s
+
+    def per_hour(self, seconds_per_study: float) -> float:
+        """Studies one process serves in an hour at the planned utilisation."""
+        return 3600 * self.utilisation / seconds_per_study
+
+    def per_day(self, seconds_per_study: float) -> float:
+        """Studies a day one process serves, given the peak hour."""
+        return self.per_hour(seconds_per_study) / self.peak_share
+
+
+@dataclass
+class Plan:
+    studies_per_day: int
+    peak_per_hour: float
+    peak_mb_s: float
+    receivers: int
+    cpu_workers: int
+    gpu_workers: int
+
+
+def plan(costs: Costs, studies_per_day: int) -> Plan:
+    peak = studies_per_day * costs.peak_share
+    return Plan(
+        studies_per_day=studies_per_day,
+        peak_per_hour=peak,
+        peak_mb_s=peak * costs.study_mb / 3600,
+        receivers=math.ceil(peak / costs.per_hour(costs.receiver_s)),
+        cpu_workers=math.ceil(peak / costs.per_hour(costs.cpu_worker_s)),
+        gpu_workers=math.ceil(peak / costs.per_hour(costs.gpu_worker_s)),
+    )
+
+
+def report(costs: Costs, volumes: list[int]) -> str:
+    c = costs
+    lines = [
+        f"Reference study: CT 300 × 512², {c.study_mb:.0f} MB. Peak hour: "
+        f"{100 * c.peak_share:.0f} % of the day ({24 * c.peak_share:.1f}× a flat day); "
+        f"processes planned at {100 * c.utilisation:.0f} % in that hour.",
+        "",
+        "| process | seconds per study | stages | studies/h each | studies/day each |",
+        "| --- | --- | --- | --- | --- |",
+        f"| receiver | {c.receiver_s:.1f} | ingest {c.ingest_s:.1f} + send {c.send_s:.1f} "
+        f"| {c.per_hour(c.receiver_s):.0f} | {c.per_day(c.receiver_s):.0f} |",
+        f"| CPU worker | {c.cpu_worker_s:.1f} | load {c.load_s:.1f} + inference "
+        f"{c.inference_s:.1f} + write {c.write_s:.1f} + broker {c.broker_s:.2f} "
+        f"| {c.per_hour(c.cpu_worker_s):.1f} | {c.per_day(c.cpu_worker_s):.0f} |",
+        f"| GPU worker | {c.gpu_worker_s:.1f} | load {c.load_s:.1f} + inference "
+        f"{c.gpu_inference_s:.1f} (GPU) + write {c.write_s:.1f} + broker {c.broker_s:.2f} "
+        f"| {c.per_hour(c.gpu_worker_s):.1f} | {c.per_day(c.gpu_worker_s):.0f} |",
+        "",
+        "| studies/day | peak studies/h | peak ingest MB/s | receivers | CPU workers "
+        "| or GPU workers | stored per day |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for n in volumes:
+        p = plan(c, n)
+        lines.append(
+            f"| {n:,} | {p.peak_per_hour:,.0f} | {p.peak_mb_s:.0f} | {p.receivers} "
+            f"| {p.cpu_workers} | {p.gpu_workers} | {n * c.study_mb / 1e6:.2f} TB |"
+        )
+    write_share = c.write_s / c.gpu_worker_s
+    lines += [
+        "",
+        f"First bottleneck: the receiver is one process per database (the SCP, assembler "
+        f"and sender are not sharded), and one serves ~{c.per_day(c.receiver_s):,.0f} "
+        f"studies/day at this peak; beyond that, split by site or modality into separate "
+        f"deployments. Workers scale out; on a GPU worker the CPU-bound SEG/SR writing is "
+        f"{100 * write_share:.0f} % of a job, so the GPU idles most of the time unless "
+        f"writing gets faster or several jobs share a GPU (--concurrency > 1).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--costs", type=Path, help="JSON object overriding any Costs field")
+    parser.add_argument("--volumes", default="1000,10000,100000", help="studies per day")
+    for f in fields(Costs):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=float, dest=f.name)
+    args = parser.parse_args()
+    costs = Costs()
+    if args.costs:
+        costs = replace(costs, **json.loads(args.costs.read_text()))
+    given = {f.name: getattr(args, f.name) for f in fields(Costs)}
+    costs = replace(costs, **{k: v for k, v in given.items() if v is not None})
+    print(report(costs, [int(v) for v in args.volumes.split(",") if v]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
