@@ -67,8 +67,8 @@ _enabled_by: int | None = None
 
 
 def enable() -> Path:
-    """Turn on multiprocess mode with a fresh folder for this worker; call before anything
-    imports prometheus_client. Children forked later inherit the environment variable."""
+    """Turn on multiprocess mode with a fresh folder for this worker; call before this
+    module makes its metrics. Pool children forked later inherit the mode and folder."""
     global _enabled_by
     if _m.cache_info().currsize:
         raise RuntimeError("worker metrics were made before multiprocess mode was enabled")
