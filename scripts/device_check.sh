@@ -35,7 +35,7 @@ if [ -f .devdata/repo.tar.gz ] && [ -z "${REHEARSE:-}" ]; then
     ln -s "$WHL" /tmp/repo/.whl && ln -s "$DEVDATA" /tmp/repo/.devdata && cd /tmp/repo
     echo "running the tree of commit $(cat .commit 2>/dev/null)" | tee -a "$OUT/summary.txt"
 fi
-if [ -d .whl ] && [ -z "${REHEARSE:-}" ] && [ ! -d /tmp/site/monai ]; then
+if [ -d .whl ] && [ -z "${REHEARSE:-}${NO_WHEELS:-}" ] && [ ! -d /tmp/site/monai ]; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || exit 1
 fi
@@ -90,6 +90,8 @@ else
            --slices 300 --device cuda --device cpu --case-timeout 60)
     TRAIN=(--steps 3000)
 fi
+# e.g. BENCH_ARGS="--bundle DIR --slices 300 --device cuda" to re-run a part
+[ -n "${BENCH_ARGS:-}" ] && eval "BENCH=($BENCH_ARGS)"
 
 if [[ " $STAGES " == *" tests "* ]]; then
     stage "pytest (brainchop) on $(left) s left"
@@ -101,7 +103,7 @@ fi
 
 if [[ " $STAGES " == *" bench "* ]]; then
     stage "bench/inference.py on $(left) s left"
-    timeout $(($(left) - 5)) $PY bench/inference.py "${BENCH[@]}" --json-out "$OUT/bench.jsonl" \
+    timeout $(( ${BENCH_SECONDS:-9999} < $(left) - 5 ? ${BENCH_SECONDS:-9999} : $(left) - 5 )) $PY bench/inference.py "${BENCH[@]}" --json-out "$OUT/bench.jsonl" \
         >"$OUT/bench.md" 2>/tmp/bench.err
     echo "bench rc=$?" | tee -a "$OUT/summary.txt"
     cat "$OUT/bench.md"
