@@ -21,8 +21,12 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from medvision.db import Database, Job, Outbox, Worker
+from medvision.db import Database, Job, Outbox
 from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for
+from tests.scale.cluster import WorkerProcess
+from tests.scale.cluster import push as _push
+from tests.scale.cluster import synthetic_study as _study
+from tests.scale.cluster import workers as _workers
 from tests.scale.rabbit import RabbitMQ, available
 
 POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
@@ -33,28 +37,6 @@ SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 SR = "1.2.840.10008.5.1.4.1.1.88.34"
 
 
-def _study(tmp: Path, seed: int) -> tuple[str, list[Path]]:
-    """A small synthetic chest CT that lung-ct accepts (5 mm slices; the default 10 mm
-    for 24 slices is refused, and the default nodules do not fit in 120 mm)."""
-    from dicom_samples import generate_study
-
-    out = tmp / f"study{seed}"
-    generate_study(out, n_slices=24, rows=128, seed=seed, nodules=(), slice_thickness_mm=5.0)
-    files = sorted(out.glob("*.dcm"))
-    return str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
-
-
-def _push(node: NodeProcess, files: list[Path]) -> None:
-    subprocess.run(
-        [str(DCMTK / "storescu"), "-aet", "PACS", "-aec", node.ae_title, "127.0.0.1",
-         str(node.dicom_port), *map(str, files)],
-        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-        check=True,
-        timeout=120,
-        capture_output=True,
-    )  # fmt: skip
-
-
 def _received(out: Path) -> Counter[tuple[str, str]]:
     """(study UID, SOP class) of every file storescp wrote (unique names: -uf)."""
     found: Counter[tuple[str, str]] = Counter()
@@ -63,27 +45,6 @@ def _received(out: Path) -> Counter[tuple[str, str]]:
             ds = dcmread(path, stop_before_pixels=True)
             found[(str(ds.StudyInstanceUID), str(ds.SOPClassUID))] += 1
     return found
-
-
-class WorkerProcess:
-    def __init__(self, env: dict[str, str], cwd: Path, n: int) -> None:
-        self.log = open(cwd / f"worker{n}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "medvision.cli", "worker", "--concurrency", "1"],
-            env=env,
-            cwd=cwd,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            stop_process(self.proc, sig)
-        self.log.close()
 
 
 @pytest.fixture
@@ -143,11 +104,6 @@ def cluster(tmp_path: Path) -> Iterator[dict]:
             from tests.db.conftest import empty_postgres
 
             empty_postgres(POSTGRES_URL)
-
-
-def _workers(db: Database) -> list[Worker]:
-    with db.session() as s:
-        return list(s.scalars(select(Worker).order_by(Worker.id)))
 
 
 def _wait_sent(node: NodeProcess, uid: str, timeout: float = 600) -> None:
