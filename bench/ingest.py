@@ -2,6 +2,7 @@
 
     /work/venv/bin/python bench/ingest.py [--rounds 3] [--instances 300] [--streams 1,2,4]
                                           [--no-e2e] [--e2e-only]
+    /work/venv/bin/python bench/ingest.py --ceiling     # what the disk allows, and storescp
 
 One sender for every receiver: dcmtk ``/usr/bin/storescu`` with ``TCP_NODELAY=1``, sending
 ``--instances`` CT images of 512x512 (the real 64-slice chest CT copied with new UIDs and
@@ -13,8 +14,8 @@ within a round, so that the machine's load drifts over all of them alike:
 
 - ``medvision``: ``medvision serve`` as a subprocess (the real node: durable spool, index,
   HTTP API, workers idle because the quiet period is long). Timed until storescu has every
-  Success (an acknowledgement means fsync'ed and renamed); the time until the index has
-  caught up is reported beside it.
+  Success (an acknowledgement means flushed to disk: in the spool's journal, or as a file);
+  the time until the index has caught up is reported beside it.
 - ``orthanc``: Debian's Orthanc (1.10.1) with ``TCP_NODELAY=1`` and its default storage;
   ``strace`` shows it ``fdatasync``s each stored file (not its folder), index in SQLite WAL.
 - ``storescp``: dcmtk's ``storescp --fork`` with ``TCP_NODELAY=1``, writing files (no fsync:
@@ -118,14 +119,27 @@ class Result:
     load: float
 
 
-def run_medvision(work: Path, study: str, files: list[Path], streams: int) -> Result:
+def run_medvision(
+    work: Path, study: str, files: list[Path], streams: int, code: Path | None = None
+) -> Result:
+    """``code``: a folder holding another version's ``medvision`` package (the baseline)."""
     node = NodeProcess(
         work / "medvision-data",
         quiet_period_s=3600,
         max_associations=max(10, streams + 2),
         pipelines=["lung-ct"],
     )
-    node.start()
+    saved = os.environ.get("PYTHONPATH")
+    if code is not None:  # the child imports medvision from there (before the venv's)
+        os.environ["PYTHONPATH"] = str(code)
+    try:
+        node.start()
+    finally:
+        if code is not None:
+            if saved is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = saved
     try:
         load = os.getloadavg()[0]
         start = time.perf_counter()
@@ -141,7 +155,7 @@ def run_medvision(work: Path, study: str, files: list[Path], streams: int) -> Re
         assert len(spooled) == len(files), len(spooled)
     finally:
         node.stop()
-    return Result("medvision", streams, seconds, indexed, load)
+    return Result("baseline" if code else "medvision", streams, seconds, indexed, load)
 
 
 def run_orthanc(work: Path, study: str, files: list[Path], streams: int) -> Result:
@@ -192,6 +206,9 @@ RECEIVERS: dict[str, Callable[[Path, str, list[Path], int], Result]] = {
 
 
 def throughput(args: argparse.Namespace) -> None:
+    if args.baseline is not None:
+        code = args.baseline.resolve()
+        RECEIVERS["baseline"] = lambda w, s, f, n: run_medvision(w, s, f, n, code)
     streams_list = [int(s) for s in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="medvision-ingest-") as tmp:
         src = Path(tmp) / "series"
@@ -203,7 +220,7 @@ def throughput(args: argparse.Namespace) -> None:
         names = list(RECEIVERS)
         for rnd in range(args.rounds):
             for streams in streams_list:
-                order = names[rnd % 3 :] + names[: rnd % 3]
+                order = names[rnd % len(names) :] + names[: rnd % len(names)]
                 for name in order:
                     with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=tmp) as work:
                         r = RECEIVERS[name](Path(work), study, files, streams)
@@ -230,16 +247,17 @@ def report(results: list[Result], n: int, mb: float, rounds: int, streams_list: 
             med = statistics.median(rates)
             runs = " / ".join(f"{x:.0f}" for x in rates)
             print(f"| {streams} | {name} | {med:.0f} | {med * mb / n:.0f} | {runs} |")
-    print("\n| streams | medvision/orthanc (per round) | medvision/storescp (per round) |")
-    print("| --- | --- | --- |")
+    others = [name for name in RECEIVERS if name != "medvision"]
+    print("\n| streams | " + " | ".join(f"medvision/{o} (per round)" for o in others) + " |")
+    print("| --- " * (len(others) + 1) + "|")
     for streams in streams_list:
-        mv, oc, sc = of("medvision", streams), of("orthanc", streams), of("storescp", streams)
-        r_o = [o.seconds / m.seconds for m, o in zip(mv, oc, strict=True)]
-        r_s = [s.seconds / m.seconds for m, s in zip(mv, sc, strict=True)]
-        print(
-            f"| {streams} | {statistics.median(r_o):.2f} ({' / '.join(f'{x:.2f}' for x in r_o)})"
-            f" | {statistics.median(r_s):.2f} ({' / '.join(f'{x:.2f}' for x in r_s)}) |"
-        )
+        mv = of("medvision", streams)
+        cells = []
+        for other in others:
+            ratios = [o.seconds / m.seconds for m, o in zip(mv, of(other, streams), strict=True)]
+            runs = " / ".join(f"{x:.2f}" for x in ratios)
+            cells.append(f"{statistics.median(ratios):.2f} ({runs})")
+        print(f"| {streams} | " + " | ".join(cells) + " |")
     idx = [r.indexed_s - r.seconds for r in results if r.indexed_s is not None]
     print(f"\nmedvision index lag after the last Success: median {statistics.median(idx):.2f} s")
     loads = [r.load for r in results]
@@ -290,6 +308,111 @@ def end_to_end(args: argparse.Namespace) -> None:
     )
 
 
+def _timed(n: int, step: Callable[[int], None]) -> float:
+    """Median milliseconds of ``step(i)`` over ``n`` calls."""
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        step(i)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def disk_ceiling(args: argparse.Namespace) -> None:
+    """What this disk allows for one durable write per instance, and storescp's rate.
+
+    A C-STORE sender waits for each response before it sends the next instance, so on one
+    association the durable write's latency bounds the rate: 1 / (sync latency + the rest).
+    Measured in the folder the bench (and the node) writes to; 0.5 MB, the size of one of
+    these CT instances.
+    """
+    n = args.ceiling_n
+    size = 512 * 1024 + 1400  # a 512x512 16-bit CT instance with its header
+    blob = os.urandom(size)
+    with tempfile.TemporaryDirectory(prefix="medvision-ceiling-") as tmp:
+        root = Path(tmp)
+        (root / "tmp").mkdir()
+        (root / "final").mkdir()
+
+        def fsync_dir(path: Path) -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        def file_two_syncs(i: int) -> None:  # the spool's write until now
+            part = root / "tmp" / f"a{i}.part"
+            with open(part, "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(part, root / "final" / f"a{i}.dcm")
+            fsync_dir(root / "final")
+
+        def file_one_sync(i: int) -> None:  # what Orthanc does: fdatasync the file only
+            with open(root / "final" / f"b{i}.dcm", "wb") as fh:
+                fh.write(blob)
+                fh.flush()
+                os.fdatasync(fh.fileno())
+
+        def file_no_sync(i: int) -> None:  # what storescp does
+            part = root / "tmp" / f"c{i}.part"
+            with open(part, "wb") as fh:
+                fh.write(blob)
+            os.replace(part, root / "final" / f"c{i}.dcm")
+
+        # A segment written in full and fsync'ed beforehand: appending into it changes no
+        # metadata (no new blocks, same size), so fdatasync flushes only the data.
+        seg_path = root / "segment"
+        with open(seg_path, "wb") as fh:
+            for _ in range(n):
+                fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+        seg = os.open(seg_path, os.O_WRONLY)
+
+        def segment_fdatasync(i: int) -> None:
+            os.pwrite(seg, blob, i * size)
+            os.fdatasync(seg)
+
+        grow = os.open(root / "growing", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+        def append_fdatasync(i: int) -> None:  # appending to a file that grows each time
+            os.write(grow, blob)
+            os.fdatasync(grow)
+
+        cases = [
+            ("(a) write + fsync + rename + folder fsync", file_two_syncs),
+            ("(a') write + fdatasync of the file only (Orthanc)", file_one_sync),
+            ("(b) pwrite into a pre-written segment + fdatasync", segment_fdatasync),
+            ("(b') append to a growing file + fdatasync", append_fdatasync),
+            ("(c) write + rename, no sync (storescp)", file_no_sync),
+        ]
+        load = os.getloadavg()[0]
+        print(f"disk ceiling: {n} writes of {size / 1e6:.2f} MB each, in {root} (load {load:.1f})")
+        print("| write | ms per instance (median) | inst/s ceiling, one association | MB/s |")
+        print("| --- | --- | --- | --- |")
+        for label, step in cases:
+            ms = _timed(n, step)
+            rate = 1e3 / ms
+            print(f"| {label} | {ms:.2f} | {rate:.0f} | {rate * size / 1e6:.0f} |", flush=True)
+        os.close(seg)
+        os.close(grow)
+        src = root / "series"
+        src.mkdir()
+        study, files = make_series(src, args.instances, args.real_ct)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        for streams in (1, 4):
+            with tempfile.TemporaryDirectory(prefix="storescp-", dir=tmp) as work:
+                r = run_storescp(Path(work), study, files, streams)
+            print(
+                f"storescp (no fsync), {streams} association(s): {len(files) / r.seconds:.0f} "
+                f"inst/s, {mb / r.seconds:.0f} MB/s (load {r.load:.1f})",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -299,8 +422,21 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period, end to end")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end case")
     parser.add_argument("--e2e-only", action="store_true", help="only the end-to-end case")
+    parser.add_argument(
+        "--ceiling", action="store_true", help="only the disk's durable-write ceiling"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the node from this folder's medvision package (e.g. an older commit "
+        "unpacked with `git archive <commit> medvision | tar -x -C DIR`), interleaved",
+    )
+    parser.add_argument("--ceiling-n", type=int, default=200, help="writes per ceiling case")
     args = parser.parse_args()
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} CPUs", flush=True)
+    if args.ceiling:
+        disk_ceiling(args)
+        return
     if not args.e2e_only:
         throughput(args)
     if not args.no_e2e:

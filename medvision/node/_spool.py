@@ -42,7 +42,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +141,8 @@ class Spool:
         self._known_dirs: set[Path] = set()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        #: Counters for benchmarks and logs: instances by path, segments made and reused.
+        self.counts: Counter[str] = Counter()
         self.journal_dir.mkdir(exist_ok=True)
         # One process per spool: a second one would replay and recycle the first one's
         # live segments.
@@ -209,8 +211,10 @@ class Spool:
         if self._thread is not None and len(data) <= MAX_RECORD and self._failure is None:
             seq = self._append(relpath, data)
             if seq:
+                self.counts["journal"] += 1
                 return StoredFile(relpath, len(data), digest, created=True, seq=seq)
         self._write_file(final, data, sync=True)
+        self.counts["direct"] += 1
         return StoredFile(relpath, len(data), digest, created=True)
 
     def wait_journal(self, timeout: float = 30.0) -> bool:
@@ -452,7 +456,9 @@ class Spool:
         reuse = next((f for f in free if f.stat().st_size == SEGMENT_SIZE), None)
         if reuse is not None:
             reuse.rename(path)
+            self.counts["segments_reused"] += 1
         else:
+            self.counts["segments_made"] += 1
             part = self.journal_dir / f"new-{gen:016d}.part"
             try:
                 with open(part, "wb") as fh:
