@@ -33,23 +33,29 @@ class Costs:
     #: Receiver, storing 300 instances: 62 inst/s with two associations (median of 3),
     #: docs/benchmarks.md "Ingest", 2-core machine at load 4-6.
     ingest_s: float = 300 / 62
-    #: Receiver, sending SEG + SR: ASSUMED 12 MB of results (binary SEG frames of the
-    #: slices with lung, two segments, plus the SR) at 22 MB/s, the one-association
-    #: C-STORE rate measured for ingest (docs/benchmarks.md "Ingest").
-    send_s: float = 12 / 22
+    #: Receiver, sending SEG + SR: ESTIMATED 16 MB of results (a binary SEG frame of
+    #: 512²/8 = 32 KiB per slice with lung, two lung segments on ~80 % of 300 slices, plus
+    #: a small SR) at 22 MB/s, the one-association C-STORE rate measured for ingest
+    #: (docs/benchmarks.md "Ingest"); not measured on a 300-slice result.
+    send_s: float = 16 / 22
     #: Worker, series → volume: bench/inference.py, 300 × 512², CPU (docs/benchmarks.md).
     load_s: float = 4.72
     #: Worker, lung-ct inference on CPU: bench/inference.py, 300 × 512².
     inference_s: float = 75.30
-    #: Worker, SEG + SR + findings.json: bench/inference.py, 300 × 512² (measured before
-    #: the SEG/SR encoding changes of fbcf4e7/02fc90c; replace when re-measured).
-    write_s: float = 78.66
-    #: Worker, inference on one GPU: ASSUMED (no GPU figure in docs/benchmarks.md when this
-    #: was run): a MONAI bundle's sliding-window inference on a 300-slice CT. Replace with
-    #: bench/inference.py --device cuda's figure (``--gpu-inference-s``).
-    gpu_inference_s: float = 10.0
-    #: Broker: job queued → claimed by an idle worker, median of bench/scale.py.
-    broker_s: float = 0.19
+    #: Worker, SEG + SR + findings.json: 0.28 × the analysis, the warm CPU ratio of
+    #: bench/results.py after the SEG/SR changes (docs/benchmarks.md "Writing results",
+    #: 64 slices), applied to the 300-slice analysis. Before those changes
+    #: bench/inference.py measured 78.66 s for this study (--write-s 78.66 to compare).
+    write_s: float = 0.28 * 75.30
+    #: Worker, inference on one GPU: the MONAI spleen bundle (untrained weights, 2 TTA
+    #: passes, AMP off), warm, on an H200: 6.31 s for the real CT's 64 slices
+    #: (docs/benchmarks.md "On a lent GPU"), scaled linearly to 300 slices; the 300-slice
+    #: case itself was not measured there. Replace with a measured figure
+    #: (``--gpu-inference-s``) when bench/inference.py --device cuda has one.
+    gpu_inference_s: float = 6.31 * 300 / 64
+    #: Broker: job queued → claimed by an idle worker: bench/scale.py, medians 24 and
+    #: 13 ms in two runs (docs/scaling.md).
+    broker_s: float = 0.02
     #: Study size, MB (for the ingest bandwidth and storage columns).
     study_mb: float = 158.0
     #: Share of a day's studies arriving in the busiest hour (ASSUMED: 10 %, i.e. 2.4× a
@@ -119,8 +125,8 @@ def report(costs: Costs, volumes: list[int]) -> str:
         f"{c.gpu_inference_s:.1f} (GPU) + write {c.write_s:.1f} + broker {c.broker_s:.2f} "
         f"| {c.per_hour(c.gpu_worker_s):.1f} | {c.per_day(c.gpu_worker_s):.0f} |",
         "",
-        "| studies/day | peak studies/h | peak ingest MB/s | receivers | CPU workers "
-        "| or GPU workers | stored per day |",
+        "| studies/day | peak studies/h | peak ingest MB/s | receivers (deployments) "
+        "| CPU workers | or GPU workers | stored per day |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n in volumes:
@@ -129,15 +135,17 @@ def report(costs: Costs, volumes: list[int]) -> str:
             f"| {n:,} | {p.peak_per_hour:,.0f} | {p.peak_mb_s:.0f} | {p.receivers} "
             f"| {p.cpu_workers} | {p.gpu_workers} | {n * c.study_mb / 1e6:.2f} TB |"
         )
-    write_share = c.write_s / c.gpu_worker_s
+    gpu_share = c.gpu_inference_s / c.gpu_worker_s
     lines += [
         "",
-        f"First bottleneck: the receiver is one process per database (the SCP, assembler "
-        f"and sender are not sharded), and one serves ~{c.per_day(c.receiver_s):,.0f} "
-        f"studies/day at this peak; beyond that, split by site or modality into separate "
-        f"deployments. Workers scale out; on a GPU worker the CPU-bound SEG/SR writing is "
-        f"{100 * write_share:.0f} % of a job, so the GPU idles most of the time unless "
-        f"writing gets faster or several jobs share a GPU (--concurrency > 1).",
+        f"First bottleneck: the receiver. It is one process per database (the SCP, "
+        f"assembler and sender are not sharded), and one serves ~{c.per_day(c.receiver_s):,.0f}"
+        f" studies/day at this peak; above that the receivers column means separate "
+        f"deployments (each its own receiver, database and workers), split by site or "
+        f"modality. Workers scale out behind one receiver. On a GPU worker the GPU can be "
+        f"busy during inference only ({100 * gpu_share:.0f} % of a job, and part of that "
+        f"stage is CPU-side resampling); loading and SEG/SR writing are CPU work, so run "
+        f"--concurrency 2 or more per GPU to overlap them.",
     ]
     return "\n".join(lines)
 
