@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from medvision.db import Database
 from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for
+from tests.scale.cluster import push, synthetic_study
 from tests.scale.rabbit import RabbitMQ, available
-from tests.scale.test_celery_e2e import _push, _study, _wait_sent
 
 pytestmark = pytest.mark.skipif(not available(), reason="rabbitmq-server is not installed")
 
@@ -126,8 +126,8 @@ def test_receiver_and_worker_metrics_over_http(cluster: dict) -> None:
     assert value(before, "medvision_worker_busy") == 0
     assert value(receiver(), "medvision_node_info", role="receiver", jobs_run_by="celery") == 1
 
-    uid, files = _study(cluster["tmp"], 1)
-    _push(node, files)
+    uid, files = synthetic_study(cluster["tmp"], 1)
+    push(node, files)
     # While the job runs (several seconds), the worker says so.
 
     def worker_busy() -> Samples | None:
@@ -137,7 +137,13 @@ def test_receiver_and_worker_metrics_over_http(cluster: dict) -> None:
     busy = wait_for("the worker to report a running job", worker_busy, 60, 0.1)
     (job,) = node.get(f"/studies/{uid}")["jobs"]
     assert value(busy, "medvision_worker_current_job") == job["id"]
-    _wait_sent(node, uid, timeout=120)
+
+    def sent() -> bool:
+        study = node.study(uid)
+        assert study is None or study["state"] not in ("failed", "send-failed"), study
+        return study is not None and study["state"] == "sent"
+
+    wait_for("the study's results to be sent", sent, 120, 0.2)
 
     after = scrape(worker_url)
     assert value(after, "medvision_worker_jobs_total", pipeline="lung-ct", outcome="done") == 1
