@@ -25,6 +25,10 @@ class Modality(BaseModel):
     #: Also send Secondary Capture overlays (findings burned in, "not verified" banner) and a
     #: Key Object Selection pointing at them, for viewers that cannot show DICOM SEG.
     overlays: bool = False
+    #: Deliver results by STOW-RS to this DICOMweb URL (the studies endpoint, e.g.
+    #: ``http://pacs:8042/dicom-web/studies``) instead of C-STORE; the AE title, host and
+    #: port still name the destination in the outbox and the audit trail.
+    stow_url: str = ""
 
 
 class Settings(BaseSettings):

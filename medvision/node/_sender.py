@@ -1,4 +1,8 @@
-"""Delivers results from the persistent outbox by C-STORE, with exponential backoff.
+"""Delivers results from the persistent outbox by C-STORE or STOW-RS, with backoff.
+
+A destination whose modality has a ``stow_url`` gets its results by STOW-RS (one HTTP POST
+of ``multipart/related; type="application/dicom"`` per instance, so that each outbox row
+has its own answer); every other destination by C-STORE.
 
 Rows stay in the outbox until the destination answers Success; an unreachable PACS leaves
 them pending (and the study visibly ``send-failed``), and they go when it returns. A row is
@@ -9,11 +13,16 @@ SOP Instance UID again, which it stores once).
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import urllib.error
+import urllib.request
+import uuid
 from collections import Counter
 from datetime import timedelta
 from itertools import groupby
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -68,22 +77,27 @@ class Sender:
                 if as_utc(r.next_attempt_at) <= now
             ]
         sent = 0
-        for (aet, host, port), group in groupby(rows, key=lambda r: (r.ae_title, r.host, r.port)):
+        stow = sorted(
+            (r for r in rows if self._stow_url(r)), key=lambda r: (self._stow_url(r), r.id)
+        )
+        for url, group in groupby(stow, key=self._stow_url):
+            sent += self._send_stow(url, list(group))
+        dimse = [r for r in rows if not self._stow_url(r)]
+        for (aet, host, port), group in groupby(dimse, key=lambda r: (r.ae_title, r.host, r.port)):
             sent += self._send_group(aet, host, port, list(group))
         return sent
 
-    def _send_group(self, aet: str, host: str, port: int, rows: list[Outbox]) -> int:
-        ae = AE(ae_title=self.settings.ae_title)
-        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 30
-        for cls in sorted({r.sop_class_uid for r in rows}):
-            ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+    def _stow_url(self, row: Outbox) -> str:
+        """The destination's STOW-RS URL, or "" for C-STORE (also if it left the settings)."""
+        modality = self.settings.modalities.get(row.destination)
+        return modality.stow_url if modality is not None else ""
+
+    def _send_started(self, rows: list[Outbox], **where: object) -> None:
         # Per study and SOP class, for the DICOM audit message (PS3.15 A.5.3.3 Study object).
         counts = Counter((r.study_instance_uid, r.sop_class_uid) for r in rows)
         self.audit.record(
             "results.send_started",
-            destination=aet,
-            host=host,
-            port=port,
+            **where,
             instances=[r.sop_instance_uid for r in rows],
             studies=[
                 {
@@ -97,6 +111,34 @@ class Sender:
                 for study in sorted({s for s, _ in counts})
             ],
         )
+
+    def _send_stow(self, url: str, rows: list[Outbox]) -> int:
+        """STOW-RS each row to ``url``; a row is sent when the answer lists its instance."""
+        self._send_started(rows, destination=rows[0].ae_title, host=url, port=0, url=url)
+        sent = 0
+        for i, row in enumerate(rows):
+            try:
+                ok, reason = _stow_one(url, Path(row.path), row.sop_instance_uid)
+            except urllib.error.HTTPError as err:
+                detail = err.read(500).decode(errors="replace").strip()
+                ok, reason = False, f"STOW-RS to {url} answered HTTP {err.code}: {detail}"
+            except (OSError, ValueError) as err:  # unreachable: so is every row after it
+                for rest in rows[i:]:
+                    self._failed(rest, f"STOW-RS to {url} failed: {err}")
+                return sent
+            if ok:
+                self._sent(row)
+                sent += 1
+            else:
+                self._failed(row, reason)
+        return sent
+
+    def _send_group(self, aet: str, host: str, port: int, rows: list[Outbox]) -> int:
+        ae = AE(ae_title=self.settings.ae_title)
+        ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 30
+        for cls in sorted({r.sop_class_uid for r in rows}):
+            ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        self._send_started(rows, destination=aet, host=host, port=port)
         assoc = ae.associate(
             host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
         )
@@ -169,6 +211,50 @@ class Sender:
             attempt=r.attempts,
             reason=reason,
         )
+
+
+def _stow_one(url: str, path: Path, sop_instance_uid: str) -> tuple[bool, str]:
+    """POST one instance (PS3.18 10.5); (stored?, reason when not).
+
+    HTTP 200 with the instance in the Referenced SOP Sequence (0008,1199) is success; 202
+    is success only if the instance is referenced and not in the Failed SOP Sequence
+    (0008,1198). A 4xx/5xx raises :class:`urllib.error.HTTPError`.
+    """
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        (
+            f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
+            path.read_bytes(),
+            f"\r\n--{boundary}--\r\n".encode(),
+        )
+    )
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - configured URL
+        status = response.status
+        text = response.read().decode(errors="replace")
+    answer = json.loads(text) if text.strip() else {}
+    if isinstance(answer, list):  # some servers wrap the dataset in a list
+        answer = answer[0] if answer else {}
+
+    def uids(tag: str) -> set[str]:
+        items = (answer.get(tag) or {}).get("Value") or []
+        return {str(v) for item in items for v in ((item.get("00081155") or {}).get("Value") or [])}
+
+    if sop_instance_uid in uids("00081198"):
+        return False, f"STOW-RS to {url}: the instance is in the Failed SOP Sequence"
+    if status in (200, 202) and sop_instance_uid in uids("00081199"):
+        return True, ""
+    if status == 200 and not answer:  # stored, and the server says nothing more
+        return True, ""
+    return False, f"STOW-RS to {url} answered HTTP {status} without referencing the instance"
 
 
 __all__ = ["Sender"]
