@@ -30,14 +30,16 @@ from pathlib import Path
 class Costs:
     """Seconds per reference study (300 × 512² CT), and the assumptions of the model."""
 
-    #: Receiver, storing 300 instances: 62 inst/s with two associations (median of 3),
-    #: docs/benchmarks.md "Ingest", 2-core machine at load 4-6.
-    ingest_s: float = 300 / 62
+    #: Receiver, storing 300 instances: 67 inst/s with four associations (median of 3,
+    #: run B of docs/benchmarks.md "Ingest", the journalled C-STORE path, 2-core machine at
+    #: load 4-9). The receiver is CPU-bound at ~8.6 ms of CPU per instance (same section):
+    #: with a core of its own, ``--ingest-s 2.58`` (300 × 8.6 ms).
+    ingest_s: float = 300 / 67
     #: Receiver, sending SEG + SR: ESTIMATED 16 MB of results (a binary SEG frame of
     #: 512²/8 = 32 KiB per slice with lung, two lung segments on ~80 % of 300 slices, plus
-    #: a small SR) at 22 MB/s, the one-association C-STORE rate measured for ingest
-    #: (docs/benchmarks.md "Ingest"); not measured on a 300-slice result.
-    send_s: float = 16 / 22
+    #: a small SR) at 33 MB/s, Orthanc's durable one-association rate (run B, same
+    #: section) standing for the PACS; not measured on a 300-slice result.
+    send_s: float = 16 / 33
     #: Worker, series → volume: bench/inference.py, 300 × 512², CPU (docs/benchmarks.md).
     load_s: float = 4.72
     #: Worker, lung-ct inference on CPU: bench/inference.py, 300 × 512².
