@@ -477,26 +477,37 @@ class Spool:
     # -- start-up -----------------------------------------------------------------------
 
     def _replay(self) -> int:
-        """Write out every record a segment still holds; returns the highest generation."""
+        """Write out every record the segments still hold; returns the highest generation.
+
+        A record exists only for an instance that was neither a file nor in the journal when
+        it arrived, so a file at its path that matches none of its records is a write-out
+        cut short by a power cut (not yet flushed by ``syncfs``) and is written again from
+        the first record. Two records for one path (two copies arriving at once) keep
+        whichever copy is already there.
+        """
         highest = 0
         for part in self.journal_dir.glob("new-*.part"):
             part.unlink(missing_ok=True)
         for free in self.journal_dir.glob("free-*.wal"):
             highest = max(highest, _generation(free))
-        for seg in sorted(self.journal_dir.glob("seg-*.wal")):
-            gen = _generation(seg)
-            highest = max(highest, gen)
-            written = 0
-            for relpath, data in _records(seg, gen):
-                final = self.root / relpath
-                if final.exists() and final.read_bytes() == data:
-                    continue
-                self._write_file(final, data, sync=True)
-                written += 1
-            if written:
-                LOG.info("journal segment %s: %d instances written out", seg.name, written)
-            _syncfs(self.root)
-            self._recycle(seg, gen)
+        segments = sorted(self.journal_dir.glob("seg-*.wal"), key=_generation)
+        copies: dict[str, list[bytes]] = {}
+        for seg in segments:
+            highest = max(highest, _generation(seg))
+            for relpath, data in _records(seg, _generation(seg)):
+                copies.setdefault(relpath, []).append(data)
+        written = 0
+        for relpath, datas in copies.items():
+            final = self.root / relpath
+            if final.exists() and final.read_bytes() in datas:
+                continue
+            self._write_file(final, datas[0], sync=True)
+            written += 1
+        if segments:
+            LOG.info("journal: %d records, %d written out again", len(copies), written)
+            _syncfs(self.root)  # the files that were already there, too
+        for seg in segments:
+            self._recycle(seg, _generation(seg))
         return highest
 
 
