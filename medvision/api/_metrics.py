@@ -15,7 +15,7 @@ they would reset on restart and miss other workers' work. Exposed:
 - ``medvision_job_duration_seconds`` (histogram of finished jobs, started to finished);
 - ``medvision_job_stage_seconds{stage}`` (histograms of finished jobs per stage: ``wait``
   queued to started, ``load``, ``inference``, ``write`` from the job's own timings, and
-  ``deliver`` finished to its last result sent);
+  ``deliver`` finished to the last of its results sent, once all are);
 - ``medvision_audit_events_total`` (counter: events in the trail).
 
 Access: roles ``qa`` or ``admin``; with ``metrics_public = true`` no credentials at all, for
@@ -115,13 +115,20 @@ class NodeCollector:
                     ).where(Job.started_at.is_not(None), Job.finished_at.is_not(None))
                 )
             )
-            last_sent = dict(
-                session.execute(
-                    select(Outbox.job_id, func.max(Outbox.sent_at))
-                    .where(Outbox.state == OutboxState.SENT, Outbox.sent_at.is_not(None))
-                    .group_by(Outbox.job_id)
-                ).all()
-            )
+            # Only jobs whose every result is sent: an observation must not change later
+            # (a histogram's buckets only grow), as it would while a second result waits.
+            last_sent = {
+                job_id: at
+                for job_id, at, rows, sent in session.execute(
+                    select(
+                        Outbox.job_id,
+                        func.max(Outbox.sent_at),
+                        func.count(),
+                        func.count(Outbox.sent_at),
+                    ).group_by(Outbox.job_id)
+                )
+                if at is not None and rows == sent
+            }
             workers = list(session.execute(select(Worker.state, Worker.heartbeat_at)))
             audit_count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
         for name, table, states, doc in (
@@ -171,7 +178,7 @@ class NodeCollector:
         yield histogram(
             "medvision_job_stage_seconds",
             "Finished jobs per stage: wait (queued to started), load, inference, write "
-            "(the job's own timings), deliver (finished to its last result sent).",
+            "(the job's own timings), deliver (finished to all its results sent).",
             STAGE_BUCKETS,
             stages,
             ["stage"],
