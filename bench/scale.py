@@ -24,6 +24,7 @@ hosts would not cause, and more workers than cores cannot scale.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -281,6 +282,7 @@ def main() -> int:
     parser.add_argument("--overhead-rounds", type=int, default=5, help="studies, one at a time")
     parser.add_argument("--db", choices=["auto", "postgres", "sqlite"], default="auto")
     parser.add_argument("--skip", default="", help="comma list: throughput,ingest,overhead")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
     args = parser.parse_args()
     counts = [int(x) for x in args.workers.split(",") if x]
     skip = set(args.skip.split(",")) - {""}
@@ -336,6 +338,10 @@ def main() -> int:
         db.dispose()
         if pg is not None:
             pg.destroy()  # type: ignore[attr-defined]
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     print(f"end: {uptime()}\n")
 
     first_mean_job_s = 0.0
