@@ -458,7 +458,6 @@ class Spool:
             reuse.rename(path)
             self.counts["segments_reused"] += 1
         else:
-            self.counts["segments_made"] += 1
             part = self.journal_dir / f"new-{gen:016d}.part"
             try:
                 with open(part, "wb") as fh:
@@ -468,6 +467,7 @@ class Spool:
                     fh.flush()
                     os.fsync(fh.fileno())
                 part.rename(path)
+                self.counts["segments_made"] += 1
             except OSError:
                 part.unlink(missing_ok=True)
                 raise
