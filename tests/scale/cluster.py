@@ -15,14 +15,16 @@ from medvision.db import Database, Worker
 from tests.node.peers import DCMTK, NodeProcess, stop_process
 
 
-def synthetic_study(tmp: Path, seed: int) -> tuple[str, list[Path]]:
+def synthetic_study(
+    tmp: Path, seed: int, n_slices: int = 24, rows: int = 128
+) -> tuple[str, list[Path]]:
     """A small synthetic chest CT that lung-ct accepts (5 mm slices; the default 10 mm
     for 24 slices is refused, and the default nodules do not fit in 120 mm).
     Returns its Study Instance UID and its files."""
     from dicom_samples import generate_study
 
     out = tmp / f"study{seed}"
-    generate_study(out, n_slices=24, rows=128, seed=seed, nodules=(), slice_thickness_mm=5.0)
+    generate_study(out, n_slices=n_slices, rows=rows, seed=seed, nodules=(), slice_thickness_mm=5.0)
     files = sorted(out.glob("*.dcm"))
     return str(dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
 

@@ -58,9 +58,9 @@ class Cluster:
     studies: dict[str, str] = field(default_factory=dict)
     seed: int = 100
 
-    def new_study(self) -> tuple[str, list[Path]]:
+    def new_study(self, n_slices: int = 24, rows: int = 128) -> tuple[str, list[Path]]:
         self.seed += 1
-        return synthetic_study(self.tmp / "studies", self.seed)
+        return synthetic_study(self.tmp / "studies", self.seed, n_slices, rows)
 
     def push(self, uid: str, files: list[Path]) -> None:
         push(self.node, files)
@@ -199,15 +199,19 @@ def test_three_workers_deliver_each_study_once_to_orthanc(cluster: Cluster) -> N
 def test_broker_stopped_for_30_s_while_studies_arrive(cluster: Cluster) -> None:
     workers_before = {w.pid for w in cluster.workers}
     # One job running when the broker goes: its acknowledgement is lost with the connection.
-    in_flight, files = cluster.new_study()
+    # A larger study (several seconds of lung-ct), and the clients cut first (a shutdown may
+    # take seconds to get to them), so that the job is still running when they are.
+    in_flight, files = cluster.new_study(n_slices=64, rows=256)
     cluster.push(in_flight, files)
-    wait_for(
+    (job,) = wait_for(
         "the job to run",
         lambda: [j for j in cluster.jobs([in_flight]) if j.state == "running"],
         120,
         0.1,
     )
     stopped_at = time.monotonic()
+    cluster.rabbit.ctl("close_all_connections", "broker stopping")
+    assert [j.state for j in cluster.jobs([in_flight])] == ["running"]
     cluster.rabbit.stop()
     try:
         arrived = [cluster.new_study() for _ in range(3)]
@@ -232,6 +236,17 @@ def test_broker_stopped_for_30_s_while_studies_arrive(cluster: Cluster) -> None:
     cluster.wait_sent([in_flight, *uids])
     cluster.assert_delivered_once([in_flight, *uids])
     assert {w.pid for w in cluster.workers if w.alive()} == workers_before
+    # The running job's message, never acknowledged (its worker's connection was gone when
+    # the job ended), went back to the queue and was skipped by whichever worker got it.
+    wait_for(
+        "the unacknowledged message to come back",
+        lambda: any(
+            f"job {job.id} is not queued; nothing to do" in w.log_path.read_text()
+            for w in cluster.workers
+        ),
+        60,
+        0.5,
+    )
 
 
 @pytest.mark.skipif(not postgres.available(), reason="PostgreSQL is not installed")
