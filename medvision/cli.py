@@ -262,10 +262,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )
+    # uvicorn re-raises the SIGTERM/SIGINT it caught once its own shutdown is done; with the
+    # default SIGTERM action that kills the process before node.stop() can drain the
+    # listener, flush the spool index and write `application.stop` to the audit trail.
+    # A handler that only notes the signal lets the re-raise return here instead.
+    import signal
+
+    stopped_by: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopped_by.append(signum))
     try:
         uvicorn.Server(config).run()
     finally:
         node.stop()
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -114,3 +114,28 @@ def test_unknown_pipeline_is_a_usage_error(chest_ct_dir: Path, tmp_path: Path) -
     result = medvision("run", str(chest_ct_dir), "--pipeline", "nope", "--out", str(tmp_path))
     assert result.returncode == 2
     assert "Unknown pipeline 'nope'" in result.stderr
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """systemd, Kubernetes and docker stop a service with SIGTERM: the node must close its
+    listener, exit 0 and leave `application.stop` as the last event of its audit trail."""
+    import signal
+
+    from medvision.audit import DbAuditLog
+    from medvision.db import Database
+    from tests.node.peers import NodeProcess
+
+    node = NodeProcess(tmp_path / "node").start()
+    assert node.proc is not None
+    proc = node.proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    node.log.close()
+    db = Database(f"sqlite:///{node.data_dir / 'medvision.db'}")
+    try:
+        audit = DbAuditLog(db)
+        types = [e["type"] for e in audit.events()]
+        assert types[-1] == "application.stop", types
+        assert audit.verify().ok
+    finally:
+        db.dispose()
