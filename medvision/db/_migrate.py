@@ -12,12 +12,18 @@ Three kinds of database reach :func:`upgrade`:
 
 On PostgreSQL the whole decision and upgrade runs under a transaction-scoped advisory lock,
 so a receiver and several workers starting at once against one database do not race to
-create the same tables. SQLite (the embedded default) has one process per database file.
+create the same tables. On SQLite (the embedded default) an exclusive lock on a file next to
+the database does the same for the processes that can share it (the prefork children of
+``medvision worker --concurrency N`` on a SQLite file, a CLI command run beside the node).
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from alembic import command
@@ -72,10 +78,29 @@ def detect_legacy_revision(table_names: set[str]) -> str | None:
 
 def upgrade(db: Database, revision: str = "head") -> str:
     """Bring ``db`` to ``revision``; returns what was done (for logs and the CLI)."""
-    with db.engine.begin() as conn:
+    with _sqlite_file_lock(db), db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
         return _upgrade(conn, revision)
+
+
+@contextmanager
+def _sqlite_file_lock(db: Database) -> Iterator[None]:
+    """Serialise migrations of one SQLite file across processes (no-op for other URLs and
+    in-memory databases): SQLite's own locking lets two processes both see "no tables" and
+    both run CREATE TABLE."""
+    name = db.engine.url.database if db.is_sqlite else None
+    if not name or name == ":memory:":
+        yield
+        return
+    lock_path = Path(name).with_name(Path(name).name + ".migrate-lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _upgrade(conn: Connection, revision: str) -> str:

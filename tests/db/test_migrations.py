@@ -4,7 +4,9 @@ idempotent, pre-Alembic databases are recognised, and the migrations agree with 
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -230,3 +232,29 @@ def test_cli_db_upgrade(db_url: str, capsys) -> None:
     assert main(["db", "current", "--db", db_url]) == 0
     assert main(["db", "upgrade", "--db", db_url]) == 0
     assert capsys.readouterr().out.strip().endswith(f"at {head_revision()}")
+
+
+def test_processes_creating_one_sqlite_schema_at_once_all_succeed(tmp_path: Path) -> None:
+    """The prefork children of `medvision worker --concurrency N` on a SQLite file each bring
+    the schema up at their first task, at the same moment: none may fail on "table already
+    exists" or "duplicate column" (that child's first job would be lost)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'medvision.db'}"
+    go = tmp_path / "go"
+    code = (
+        "import os, sys, time\n"
+        "from medvision.db import Database\n"
+        f"while not os.path.exists({str(go)!r}): time.sleep(0.005)\n"
+        f"Database({url!r}).create_schema()\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    time.sleep(3)  # all six imported and waiting
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
+    assert current_revision(Database(url)) == head_revision()
