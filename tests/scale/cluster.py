@@ -12,7 +12,7 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from medvision.db import Database, Worker
-from tests.node.peers import DCMTK, NodeProcess, stop_process
+from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process
 
 
 def synthetic_study(
@@ -43,6 +43,48 @@ def push(node: NodeProcess, files: list[Path], calling_aet: str = "PACS") -> Non
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-2000:]
     assert out.count("Received Store Response (Success)") == len(files), out[-2000:]
+
+
+class StoreSCP:
+    """dcmtk's storescp as the PACS the results go to; ``-uf``: one file per instance
+    received, so a second delivery of the same object shows as a second file."""
+
+    def __init__(self, out: Path, ae_title: str = "DEST") -> None:
+        self.out = out
+        self.ae_title = ae_title
+        self.port = free_port()
+        out.mkdir(parents=True)
+        self.proc = subprocess.Popen(
+            [str(DCMTK / "storescp"), "-aet", ae_title, "-uf", "-od", str(out), str(self.port)],
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def receiver(
+    data_dir: Path, broker_url: str, dest: tuple[str, str, int], **settings: object
+) -> NodeProcess:
+    """``medvision serve --role receiver`` sending every result to ``dest`` (name, AE
+    title, port on 127.0.0.1), with the short timings the scale-out tests run on;
+    ``settings`` add to or override them."""
+    name, ae_title, port = dest
+    return NodeProcess(
+        data_dir,
+        **{
+            "role": "receiver",
+            "broker_url": broker_url,
+            "quiet_period_s": 2,
+            "poll_interval_s": 0.2,
+            "worker_heartbeat_s": 1,
+            "pipelines": ["lung-ct"],
+            "modalities": {name: {"ae_title": ae_title, "host": "127.0.0.1", "port": port}},
+            "destinations": [name],
+            "retry_initial_s": 1,
+            **settings,
+        },
+    )
 
 
 class WorkerProcess:

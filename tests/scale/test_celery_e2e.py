@@ -22,8 +22,8 @@ from pydicom import dcmread
 from sqlalchemy import select
 
 from medvision.db import Database, Job, Outbox
-from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for
-from tests.scale.cluster import WorkerProcess
+from tests.node.peers import NodeProcess, stop_process, wait_for
+from tests.scale.cluster import StoreSCP, WorkerProcess, receiver
 from tests.scale.cluster import push as _push
 from tests.scale.cluster import synthetic_study as _study
 from tests.scale.cluster import workers as _workers
@@ -57,27 +57,15 @@ def cluster(tmp_path: Path) -> Iterator[dict]:
     else:  # one host: SQLite in WAL mode is shared safely by the processes
         db_url = f"sqlite:///{tmp_path / 'medvision-data' / 'medvision.db'}"
     rabbit = RabbitMQ(tmp_path / "rabbitmq").start()
-    pacs_port = free_port()
-    pacs_out = tmp_path / "pacs"
-    pacs_out.mkdir()
-    pacs = subprocess.Popen(
-        [str(DCMTK / "storescp"), "-aet", "DEST", "-uf", "-od", str(pacs_out), str(pacs_port)],
-        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-    )
-    node = NodeProcess(
+    pacs = StoreSCP(tmp_path / "pacs")
+    pacs_out = pacs.out
+    node = receiver(
         tmp_path / "medvision-data",
-        role="receiver",
-        broker_url=rabbit.url,
+        rabbit.url,
+        ("dest", pacs.ae_title, pacs.port),
         database_url=db_url,
-        quiet_period_s=2,
-        poll_interval_s=0.2,
         republish_after_s=10,
-        worker_heartbeat_s=1,
         worker_stale_s=15,
-        pipelines=["lung-ct"],
-        modalities={"dest": {"ae_title": "DEST", "host": "127.0.0.1", "port": pacs_port}},
-        destinations=["dest"],
-        retry_initial_s=1,
     )
     workers: list[WorkerProcess] = []
     db = Database(db_url)
@@ -97,7 +85,7 @@ def cluster(tmp_path: Path) -> Iterator[dict]:
         for w in workers:
             w.stop()
         node.stop()
-        stop_process(pacs)
+        pacs.stop()
         rabbit.stop()
         db.dispose()
         if POSTGRES_URL:

@@ -21,8 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from medvision.db import Database
-from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for
-from tests.scale.cluster import push, synthetic_study
+from tests.node.peers import NodeProcess, free_port, stop_process, wait_for
+from tests.scale.cluster import StoreSCP, push, receiver, synthetic_study
 from tests.scale.rabbit import RabbitMQ, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="rabbitmq-server is not installed")
@@ -63,23 +63,12 @@ def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQ]:
 
 @pytest.fixture
 def cluster(tmp_path: Path, rabbit: RabbitMQ) -> Iterator[dict]:
-    pacs_port = free_port()
-    pacs_out = tmp_path / "pacs"
-    pacs_out.mkdir()
-    pacs = subprocess.Popen(
-        [str(DCMTK / "storescp"), "-aet", "DEST", "-uf", "-od", str(pacs_out), str(pacs_port)],
-        env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
-    )
-    node = NodeProcess(
+    pacs = StoreSCP(tmp_path / "pacs")
+    node = receiver(
         tmp_path / "medvision-data",
-        role="receiver",
-        broker_url=rabbit.url,
+        rabbit.url,
+        ("dest", pacs.ae_title, pacs.port),
         quiet_period_s=1,
-        poll_interval_s=0.2,
-        worker_heartbeat_s=1,
-        pipelines=["lung-ct"],
-        modalities={"dest": {"ae_title": "DEST", "host": "127.0.0.1", "port": pacs_port}},
-        destinations=["dest"],
     )
     worker_port = free_port()
     worker: subprocess.Popen | None = None
@@ -104,7 +93,7 @@ def cluster(tmp_path: Path, rabbit: RabbitMQ) -> Iterator[dict]:
             stop_process(worker)
         log.close()
         node.stop()
-        stop_process(pacs)
+        pacs.stop()
 
 
 def test_receiver_and_worker_metrics_over_http(cluster: dict) -> None:

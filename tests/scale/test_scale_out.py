@@ -32,7 +32,7 @@ from medvision.db import Database, Job, Outbox
 from tests.conftest import shared_data_dir
 from tests.node.peers import NodeProcess, Orthanc, wait_for
 from tests.scale import postgres
-from tests.scale.cluster import WorkerProcess, push, synthetic_study, workers
+from tests.scale.cluster import WorkerProcess, push, receiver, synthetic_study, workers
 from tests.scale.rabbit import RabbitMQ
 from tests.scale.rabbit import available as rabbit_available
 
@@ -139,20 +139,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         orthanc = Orthanc(tmp / "orthanc", {}).start()
         stack.append(orthanc)
         pacs = orthanc.dicom_port
-        node = NodeProcess(
+        node = receiver(
             tmp / "medvision-data",
-            role="receiver",
-            broker_url=rabbit.url,
+            rabbit.url,
+            ("orthanc", "ORTHANC", pacs),
             database_url=db_url,
-            quiet_period_s=2,
-            poll_interval_s=0.2,
             republish_after_s=10,
-            worker_heartbeat_s=1,
             worker_stale_s=10,
-            pipelines=["lung-ct"],
-            modalities={"orthanc": {"ae_title": "ORTHANC", "host": "127.0.0.1", "port": pacs}},
-            destinations=["orthanc"],
-            retry_initial_s=1,
             worker_metrics_port=0,  # three workers on one host; metrics are tested elsewhere
         ).start()
         stack.append(node)
