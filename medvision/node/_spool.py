@@ -374,8 +374,10 @@ class Spool:
                 delay = 0.1
                 with self._cond:
                     self._failure = None
-            except OSError as err:  # e.g. disk full: the records stay safe in the journal
-                LOG.error("cannot materialise journal records (retrying): %s", err)
+            # Whatever goes wrong (a full disk, say), this thread must not die: the records
+            # stay safe in the journal and are retried; meanwhile stores go the direct way.
+            except Exception as err:
+                LOG.error("cannot write out journal records (retrying): %s", err)
                 with self._cond:
                     self._failure = str(err)
                     if self._stopping:

@@ -9,6 +9,8 @@ where that is refused.
 from __future__ import annotations
 
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,20 +29,28 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "small"
-    mnt.mkdir()
+def small_disk() -> Iterator[Path]:
+    # Outside pytest's own temporary folders: other pytest sessions of the same user clean
+    # old ones up, and must not walk into (or hold) this mount while it is in use.
+    mnt = Path(tempfile.mkdtemp(prefix="medvision-small-disk-"))
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
+        mnt.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], check=True)
+        for _ in range(20):
+            if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.25)
+        else:  # still busy (someone else looking in): detach it, it goes when they are done
+            subprocess.run(["umount", "-l", str(mnt)], check=True)
+        mnt.rmdir()
 
 
 def test_full_disk_answers_out_of_resources_and_keeps_every_success(
