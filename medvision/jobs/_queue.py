@@ -47,6 +47,17 @@ def is_db_unavailable(err: BaseException) -> bool:
     return isinstance(err, DBAPIError) and err.connection_invalidated
 
 
+def log_pass_failure(log: logging.Logger, what: str, err: Exception) -> None:
+    """For the node's loops (assembly, sweep, sender), which retry at every pass: one line
+    while the database is away (restart, fail-over), since a traceback per pass would bury
+    everything else in the log; the full traceback for anything else."""
+    if is_db_unavailable(err):
+        first = next(iter(str(err).splitlines()), type(err).__name__)
+        log.error("%s pass failed, database unavailable; retrying: %s", what, first)
+    else:
+        log.error("%s pass failed; retrying", what, exc_info=err)
+
+
 def retry_db(fn: Callable[[], T], what: str, retry_for_s: float = DB_RETRY_S) -> T:
     """Run the transaction ``fn`` again (backing off up to 5 s) while the database is
     unavailable, for at most ``retry_for_s``; any other error is raised at once.

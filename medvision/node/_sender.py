@@ -32,7 +32,7 @@ from sqlalchemy import select
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database, Outbox, OutboxState, utcnow
-from medvision.jobs._queue import _refresh_study_state, as_utc
+from medvision.jobs._queue import _refresh_study_state, as_utc, log_pass_failure
 from medvision.node._net import set_nodelay
 
 LOG = logging.getLogger("medvision.sender")
@@ -59,8 +59,8 @@ class Sender:
         while not self._stop.is_set():
             try:
                 self.send_due()
-            except Exception:
-                LOG.exception("sender pass failed; retrying")
+            except Exception as err:
+                log_pass_failure(LOG, "sender", err)
             self._stop.wait(self.settings.poll_interval_s)
 
     def send_due(self) -> int:

@@ -23,7 +23,7 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database, Instance, Study, StudyState, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
-from medvision.jobs._queue import is_db_unavailable
+from medvision.jobs._queue import log_pass_failure
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import Received, index_instance
 from medvision.node._scp import StorageSCP
@@ -164,7 +164,7 @@ class Node:
                     publish=self.publisher.publish if self.publisher is not None else None,
                 )
             except Exception as err:
-                _log_pass_failure("study assembly", err)
+                log_pass_failure(LOG, "study assembly", err)
             self._stop.wait(self.settings.poll_interval_s)
 
     def _sweep_loop(self) -> None:
@@ -177,21 +177,8 @@ class Node:
             try:
                 sweeper.sweep()
             except Exception as err:
-                _log_pass_failure("job sweep", err)
+                log_pass_failure(LOG, "job sweep", err)
             self._stop.wait(interval)
-
-
-def _log_pass_failure(what: str, err: Exception) -> None:
-    """One line while the database is away (restart, fail-over): the loop retries every
-    pass, and a traceback each time would bury everything else in the log."""
-    if is_db_unavailable(err):
-        LOG.error("%s pass failed, database unavailable; retrying: %s", what, _first_line(err))
-    else:
-        LOG.exception("%s pass failed; retrying", what)
-
-
-def _first_line(err: Exception) -> str:
-    return next(iter(str(err).splitlines()), type(err).__name__)
 
 
 __all__ = ["Node"]
