@@ -6,61 +6,27 @@ import subprocess
 from pathlib import Path
 
 from pydicom import dcmread
-from sqlalchemy import select
 
-from medvision.audit import DbAuditLog
-from medvision.config import Modality, Settings
-from medvision.db import Database, Job, JobState, Outbox, Study, StudyState
+from medvision.config import Modality
 from medvision.jobs._queue import as_utc
-from medvision.node import Sender
+from tests.node.outbox import PendingResults
 from tests.node.peers import DCMTK, free_port, stop_process, wait_for
 
 
 def test_unreachable_destination_then_delivered(tmp_path: Path, shared_data: Path) -> None:
     port = free_port()  # nothing listens here yet
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        modalities={"pacs": Modality(ae_title="STORESCP", host="127.0.0.1", port=port)},
-        retry_initial_s=0.2,
-        retry_max_s=0.5,
+    pending = PendingResults(
+        tmp_path,
+        shared_data,
+        Modality(ae_title="STORESCP", host="127.0.0.1", port=port),
+        "1.2.826.0.1.3680043.8.498.1",
     )
-    db = Database(settings.db_url)
-    db.create_schema()
-    audit = DbAuditLog(db)
-    files = [
-        shared_data / "seg-sr/highdicom/data/test_files/seg_image_ct_binary.dcm",
-        shared_data / "seg-sr/highdicom/data/test_files/sr_document_with_multiple_groups.dcm",
-    ]
-    uid = "1.2.826.0.1.3680043.8.498.1"
-    with db.session() as session:
-        session.add(Study(study_instance_uid=uid, state=StudyState.DONE, calling_aet="STORESCP"))
-        job = Job(study_instance_uid=uid, study_version=1, pipeline="lung-ct", state=JobState.DONE)
-        session.add(job)
-        session.flush()
-        for path in files:
-            ds = dcmread(path, stop_before_pixels=True)
-            session.add(
-                Outbox(
-                    job_id=job.id,
-                    study_instance_uid=uid,
-                    destination="pacs",
-                    ae_title="STORESCP",
-                    host="127.0.0.1",
-                    port=port,
-                    path=str(path),
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                )
-            )
-    sender = Sender(settings, db, audit)
-
-    def rows() -> list[Outbox]:
-        with db.session() as session:
-            return list(session.scalars(select(Outbox).order_by(Outbox.id)))
-
-    def study_state() -> str:
-        with db.session() as session:
-            return session.scalars(select(Study)).one().state
+    sender, audit, rows, study_state = (
+        pending.sender,
+        pending.audit,
+        pending.rows,
+        pending.study_state,
+    )
 
     assert sender.send_due() == 0
     first = rows()
@@ -82,7 +48,7 @@ def test_unreachable_destination_then_delivered(tmp_path: Path, shared_data: Pat
         env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
     )
     try:
-        wait_for("delivery", lambda: sender.send_due() and None or _sent(rows()), 20, 0.1)
+        wait_for("delivery", lambda: sender.send_due() and None or pending.all_sent(), 20, 0.1)
     finally:
         stop_process(scp)
     arrived = sorted(str(dcmread(p).SOPInstanceUID) for p in out.iterdir())
@@ -92,8 +58,4 @@ def test_unreachable_destination_then_delivered(tmp_path: Path, shared_data: Pat
     assert types.count("results.sent") == 2
     assert types.count("results.send_failed") >= 4
     assert audit.verify().ok
-    db.dispose()
-
-
-def _sent(rows: list[Outbox]) -> bool:
-    return all(r.state == "sent" for r in rows)
+    pending.close()

@@ -4,68 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydicom import dcmread
-from sqlalchemy import select
-
-from medvision.audit import DbAuditLog
-from medvision.config import Modality, Settings
-from medvision.db import Database, Job, JobState, Outbox, Study, StudyState
-from medvision.node import Sender
+from medvision.config import Modality
+from tests.node.outbox import PendingResults
 from tests.node.peers import Orthanc, wait_for
 
 
 def test_stow_rs_to_orthanc_after_an_outage(tmp_path: Path, shared_data: Path) -> None:
     orthanc = Orthanc(tmp_path / "orthanc", {})  # not started yet: the PACS is down
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        modalities={
-            "pacs": Modality(
-                ae_title=orthanc.aet,
-                host="127.0.0.1",
-                port=orthanc.dicom_port,
-                stow_url=f"{orthanc.url}/dicom-web/studies",
-            )
-        },
-        retry_initial_s=0.2,
-        retry_max_s=0.5,
+    pending = PendingResults(
+        tmp_path,
+        shared_data,
+        Modality(
+            ae_title=orthanc.aet,
+            host="127.0.0.1",
+            port=orthanc.dicom_port,
+            stow_url=f"{orthanc.url}/dicom-web/studies",
+        ),
+        "1.2.826.0.1.3680043.8.498.2",
     )
-    db = Database(settings.db_url)
-    db.create_schema()
-    audit = DbAuditLog(db)
-    files = [
-        shared_data / "seg-sr/highdicom/data/test_files/seg_image_ct_binary.dcm",
-        shared_data / "seg-sr/highdicom/data/test_files/sr_document_with_multiple_groups.dcm",
-    ]
-    uid = "1.2.826.0.1.3680043.8.498.2"
-    with db.session() as session:
-        session.add(Study(study_instance_uid=uid, state=StudyState.DONE, calling_aet="X"))
-        job = Job(study_instance_uid=uid, study_version=1, pipeline="lung-ct", state=JobState.DONE)
-        session.add(job)
-        session.flush()
-        for path in files:
-            ds = dcmread(path, stop_before_pixels=True)
-            session.add(
-                Outbox(
-                    job_id=job.id,
-                    study_instance_uid=uid,
-                    destination="pacs",
-                    ae_title=orthanc.aet,
-                    host="127.0.0.1",
-                    port=orthanc.dicom_port,
-                    path=str(path),
-                    sop_instance_uid=str(ds.SOPInstanceUID),
-                    sop_class_uid=str(ds.SOPClassUID),
-                )
-            )
-    sender = Sender(settings, db, audit)
-
-    def rows() -> list[Outbox]:
-        with db.session() as session:
-            return list(session.scalars(select(Outbox).order_by(Outbox.id)))
-
-    def study_state() -> str:
-        with db.session() as session:
-            return session.scalars(select(Study)).one().state
+    sender, audit, rows, study_state = (
+        pending.sender,
+        pending.audit,
+        pending.rows,
+        pending.study_state,
+    )
 
     try:
         assert sender.send_due() == 0
@@ -76,7 +38,7 @@ def test_stow_rs_to_orthanc_after_an_outage(tmp_path: Path, shared_data: Path) -
         orthanc.start()
         wait_for(
             "delivery by STOW-RS",
-            lambda: sender.send_due() >= 0 and all(r.state == "sent" for r in rows()),
+            lambda: sender.send_due() >= 0 and pending.all_sent(),
             30,
             0.1,
         )
@@ -95,4 +57,4 @@ def test_stow_rs_to_orthanc_after_an_outage(tmp_path: Path, shared_data: Path) -
         assert sender.send_due() == 0
     finally:
         orthanc.stop()
-        db.dispose()
+        pending.close()
