@@ -1,8 +1,8 @@
 """Ingest rate of the node against Orthanc and dcmtk's storescp, and the PACS round trip.
 
-    /work/venv/bin/python bench/ingest.py [--rounds 3] [--instances 300] [--streams 1,2,4]
+    .venv/bin/python bench/ingest.py [--rounds 3] [--instances 300] [--streams 1,2,4]
                                           [--no-e2e] [--e2e-only]
-    /work/venv/bin/python bench/ingest.py --ceiling     # what the disk allows, and storescp
+    .venv/bin/python bench/ingest.py --ceiling     # what the disk allows, and storescp
 
 One sender for every receiver: dcmtk ``/usr/bin/storescu`` with ``TCP_NODELAY=1``, sending
 ``--instances`` CT images of 512x512 (the real 64-slice chest CT copied with new UIDs and

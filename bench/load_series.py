@@ -1,6 +1,6 @@
 """Series -> volume: medvision.dicom.load_series against SimpleITK's ImageSeriesReader.
 
-    /work/venv/bin/python bench/load_series.py [--repeats 3] [--slices 300]
+    .venv/bin/python bench/load_series.py [--repeats 3] [--slices 300]
 
 Cases: the real 64-slice chest CT (shared data) and a 300-slice 512x512 synthetic CT (from
 ``dicom_samples.generate.generate_study`` when it is importable, else real slices copied with

@@ -1,6 +1,6 @@
 """Writing the results (SEG + TID 1500 SR + findings.json) against the analysis and a bare SEG.
 
-    /work/venv/bin/python bench/results.py [--rounds 5] [--overlays] [--pipeline lung-ct]
+    .venv/bin/python bench/results.py [--rounds 5] [--overlays] [--pipeline lung-ct]
 
 One process: the real 64-slice chest CT (shared data) is loaded and analysed once by the
 pipeline (default ``lung-ct``), then ``write_results`` writes the findings into a temporary
