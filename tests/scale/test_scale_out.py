@@ -189,22 +189,33 @@ def test_three_workers_deliver_each_study_once_to_orthanc(cluster: Cluster) -> N
     assert ran_on == pids, (ran_on, pids)
 
 
+def _job_running_when_connections_are_cut(cluster: Cluster) -> tuple[str, Job, list[str]]:
+    """Push a study, wait for its job to run, cut every client connection of the broker:
+    that job's acknowledgement is then lost with its worker's connection. rabbitmqctl takes
+    seconds to act, and on an idle machine a job may end first; then a larger study is
+    tried (the studies that ended too soon are returned too: they must still be delivered
+    once). Returns the in-flight study, its job and the earlier studies."""
+    earlier: list[str] = []
+    for n_slices, rows in ((64, 256), (128, 256), (128, 512)):
+        uid, files = cluster.new_study(n_slices=n_slices, rows=rows)
+        cluster.push(uid, files)
+        (job,) = wait_for(
+            "the job to run",
+            lambda uid=uid: [j for j in cluster.jobs([uid]) if j.state == "running"],
+            120,
+            0.05,
+        )
+        cluster.rabbit.ctl("close_all_connections", "broker stopping")
+        if [j.state for j in cluster.jobs([uid])] == ["running"]:
+            return uid, job, earlier
+        earlier.append(uid)
+    pytest.fail("no job was still running when the broker's connections were cut")
+
+
 def test_broker_stopped_for_30_s_while_studies_arrive(cluster: Cluster) -> None:
     workers_before = {w.pid for w in cluster.workers}
-    # One job running when the broker goes: its acknowledgement is lost with the connection.
-    # A larger study (several seconds of lung-ct), and the clients cut first (a shutdown may
-    # take seconds to get to them), so that the job is still running when they are.
-    in_flight, files = cluster.new_study(n_slices=64, rows=256)
-    cluster.push(in_flight, files)
-    (job,) = wait_for(
-        "the job to run",
-        lambda: [j for j in cluster.jobs([in_flight]) if j.state == "running"],
-        120,
-        0.1,
-    )
+    in_flight, job, earlier = _job_running_when_connections_are_cut(cluster)
     stopped_at = time.monotonic()
-    cluster.rabbit.ctl("close_all_connections", "broker stopping")
-    assert [j.state for j in cluster.jobs([in_flight])] == ["running"]
     cluster.rabbit.stop()
     try:
         arrived = [cluster.new_study() for _ in range(3)]
@@ -226,8 +237,8 @@ def test_broker_stopped_for_30_s_while_studies_arrive(cluster: Cluster) -> None:
     finally:
         cluster.rabbit.start()  # also when a check failed: the next test needs the broker
 
-    cluster.wait_sent([in_flight, *uids])
-    cluster.assert_delivered_once([in_flight, *uids])
+    cluster.wait_sent([*earlier, in_flight, *uids])
+    cluster.assert_delivered_once([*earlier, in_flight, *uids])
     assert {w.pid for w in cluster.workers if w.alive()} == workers_before
     # The running job's message, never acknowledged (its worker's connection was gone when
     # the job ended), went back to the queue and was skipped by whichever worker got it.
