@@ -253,3 +253,25 @@ def test_max_pdu_and_max_associations(start_scp) -> None:
         first.release()
     again = dcmtk("echoscu", "-aet", "PACS2", "127.0.0.1", scp.port)
     assert again.returncode == 0, again.stderr
+
+
+def test_our_associations_carry_no_per_message_logging(start_scp) -> None:
+    """pynetdicom binds logging handlers to every PDU and DIMSE message of an association;
+    the SCP unbinds them from the associations it accepts (~0.5 ms of CPU per instance on
+    the serial receive path, docs/benchmarks.md). Fails if a pynetdicom upgrade binds them
+    some other way, and checks that other associations of the process keep theirs."""
+    from pynetdicom import evt
+
+    scp = start_scp()
+    ae = AE(ae_title="PACS1")
+    ae.add_requested_context("1.2.840.10008.1.1")
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="MEDVISION")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0x0000
+        (accepted,) = scp.scp._server.active_associations
+        events = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
+        assert {e.name: accepted.get_handlers(e) for e in events} == {e.name: [] for e in events}
+        assert all(assoc.get_handlers(e) for e in events)  # the requestor's are untouched
+    finally:
+        assoc.release()
