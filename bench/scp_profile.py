@@ -1,6 +1,6 @@
 """Where one association's time goes in the node's SCP: CPU per instance, handler time.
 
-    /work/venv/bin/python bench/scp_profile.py [--instances 300] [--streams 1] [--noop]
+    .venv/bin/python bench/scp_profile.py [--instances 300] [--streams 1] [--noop]
                                                [--profile] [--max-pdu 65536]
 
 Runs the real :class:`~medvision.node.StorageSCP` in this process (spool, journal, index,
