@@ -265,11 +265,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises the SIGTERM/SIGINT it caught once its own shutdown is done; with the
     # default SIGTERM action that kills the process before node.stop() can drain the
     # listener, flush the spool index and write `application.stop` to the audit trail.
-    # A handler that only notes the signal lets the re-raise return here instead.
+    # A handler that does nothing lets the re-raise return here instead.
     import signal
 
-    stopped_by: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stopped_by.append(signum))
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
         uvicorn.Server(config).run()
     finally:
