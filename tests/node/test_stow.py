@@ -22,23 +22,16 @@ def test_stow_rs_to_orthanc_after_an_outage(tmp_path: Path, shared_data: Path) -
         ),
         "1.2.826.0.1.3680043.8.498.2",
     )
-    sender, audit, rows, study_state = (
-        pending.sender,
-        pending.audit,
-        pending.rows,
-        pending.study_state,
-    )
-
     try:
-        assert sender.send_due() == 0
-        assert [(r.state, r.attempts) for r in rows()] == [("pending", 1)] * 2
-        assert "STOW-RS" in rows()[0].last_error
-        assert study_state() == "send-failed"
+        assert pending.sender.send_due() == 0
+        assert [(r.state, r.attempts) for r in pending.rows()] == [("pending", 1)] * 2
+        assert "STOW-RS" in pending.rows()[0].last_error
+        assert pending.study_state() == "send-failed"
 
         orthanc.start()
         wait_for(
             "delivery by STOW-RS",
-            lambda: sender.send_due() >= 0 and pending.all_sent(),
+            lambda: pending.sender.send_due() >= 0 and pending.all_sent(),
             30,
             0.1,
         )
@@ -46,15 +39,15 @@ def test_stow_rs_to_orthanc_after_an_outage(tmp_path: Path, shared_data: Path) -
             orthanc.get(f"/instances/{i}/tags?simplify")["SOPInstanceUID"]
             for i in orthanc.get("/instances")
         }
-        assert stored == {r.sop_instance_uid for r in rows()}
-        assert study_state() == "sent"
-        events = audit.events()
+        assert stored == {r.sop_instance_uid for r in pending.rows()}
+        assert pending.study_state() == "sent"
+        events = pending.audit.events()
         started = [e for e in events if e["type"] == "results.send_started"]
         assert started and started[-1]["url"] == f"{orthanc.url}/dicom-web/studies"
         assert [e["type"] for e in events].count("results.sent") == 2
-        assert audit.verify().ok
+        assert pending.audit.verify().ok
         # Sent rows stay sent: a later pass sends nothing again.
-        assert sender.send_due() == 0
+        assert pending.sender.send_due() == 0
     finally:
         orthanc.stop()
         pending.close()
