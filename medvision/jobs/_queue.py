@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
 from medvision.db import (
     Database,
@@ -89,25 +90,15 @@ def claim_next(db: Database, worker: str) -> Job | None:
     """Atomically move the oldest queued job to running and return it."""
     while True:
         with db.session() as session:
-            job = session.scalar(
-                select(Job).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(1)
+            job_id = session.scalar(
+                select(Job.id).where(Job.state == JobState.QUEUED).order_by(Job.id).limit(1)
             )
-            if job is None:
+            if job_id is None:
                 return None
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.state == JobState.QUEUED)
-                .values(
-                    state=JobState.RUNNING,
-                    attempts=Job.attempts + 1,
-                    started_at=utcnow(),
-                    worker=worker,
-                )
-            ).rowcount
-            if claimed == 1:
-                session.refresh(job)
-                _refresh_study_state(session, job.study_instance_uid)
+            job = _claim(session, job_id, worker)
+            if job is not None:
                 return job
+        # Another worker took it between the select and the update: try the next one.
 
 
 def claim_job(db: Database, job_id: int, worker: str) -> Job | None:
@@ -117,23 +108,29 @@ def claim_job(db: Database, job_id: int, worker: str) -> Job | None:
     queued right now, so a duplicate or late message never runs a job twice.
     """
     with db.session() as session:
-        claimed = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state == JobState.QUEUED)
-            .values(
-                state=JobState.RUNNING,
-                attempts=Job.attempts + 1,
-                started_at=utcnow(),
-                worker=worker,
-            )
-        ).rowcount
-        if claimed != 1:
-            return None
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.refresh(job)
-        _refresh_study_state(session, job.study_instance_uid)
-        return job
+        return _claim(session, job_id, worker)
+
+
+def _claim(session: Session, job_id: int, worker: str) -> Job | None:
+    """The one conditional update both ways of claiming rely on: queued → running, or
+    nothing when the job is not queued any more."""
+    claimed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.state == JobState.QUEUED)
+        .values(
+            state=JobState.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=utcnow(),
+            worker=worker,
+        )
+    ).rowcount
+    if claimed != 1:
+        return None
+    job = session.get(Job, job_id)
+    assert job is not None
+    session.refresh(job)
+    _refresh_study_state(session, job.study_instance_uid)
+    return job
 
 
 def take_due_for_publish(
