@@ -7,7 +7,6 @@ lists, so both are written from the same numbers rather than kept in sync by han
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,22 +238,14 @@ def write_bundle(
     card: str,
 ) -> Path:
     """Write the bundle folder ``out`` (configs, weights as a plain state dict, card)."""
-    import torch
+    from medvision.pipelines.bundle._write import write_bundle_folder
 
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "docs").mkdir(parents=True, exist_ok=True)
-    (out / "configs" / "inference.json").write_text(
-        json.dumps(inference_config(spec), indent=2) + "\n"
+    return write_bundle_folder(
+        out,
+        inference=inference_config(spec),
+        metadata=metadata(spec, train_info),
+        pipeline_yaml=f"# pipeline.yaml of the bundle written by `medvision train {spec.task}`.\n"
+        + yaml.safe_dump(pipeline_yaml(spec), sort_keys=False),
+        state_dict={k: v.detach().cpu().float().contiguous() for k, v in state_dict.items()},
+        card=card,
     )
-    (out / "configs" / "metadata.json").write_text(
-        json.dumps(metadata(spec, train_info), indent=2) + "\n"
-    )
-    (out / "pipeline.yaml").write_text(
-        f"# pipeline.yaml of the bundle written by `medvision train {spec.task}`.\n"
-        + yaml.safe_dump(pipeline_yaml(spec), sort_keys=False)
-    )
-    state = {k: v.detach().cpu().float().contiguous() for k, v in state_dict.items()}
-    torch.save(state, out / "models" / "model.pt")
-    (out / "docs" / "README.md").write_text(card)
-    return out

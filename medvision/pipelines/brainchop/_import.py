@@ -17,17 +17,16 @@ runs it like any zoo bundle:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
+from medvision._hashing import sha256_file
 from medvision.pipelines.brainchop._tfjs import TfjsModel, read_tfjs_meshnet
+from medvision.pipelines.bundle._write import write_bundle_folder
 
 BRAIN = {
     "name": "Brain",
@@ -270,36 +269,29 @@ def _write_bundle(model_dir: Path, src: Path, out: Path, name: str) -> Path:
     model = read_tfjs_meshnet(model_dir)
     commit_file = src / "COMMIT"
     commit = commit_file.read_text().split()[0] if commit_file.is_file() else ""
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(exist_ok=True)
-    (out / "docs").mkdir(exist_ok=True)
-    torch.save(model.state_dict, out / "models" / "model.pt")
-    config = _inference_config(model, known)
-    (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2) + "\n")
-    meta = _metadata(name, known, model, commit)
-    (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "pipeline.yaml").write_text(
-        yaml.safe_dump(_spec(known, "docs/README.md"), sort_keys=False)
+    sources = sorted(p for p in model_dir.iterdir() if p.is_file())
+    digests = "\n".join(f"| `{p.name}` | `{sha256_file(p)}` |" for p in sources)
+    card = _CARD.format(
+        title=known.title,
+        name=name,
+        commit=commit or "unknown",
+        digests=digests,
+        layers=len(model.layers),
+        params=sum(t.numel() for t in model.state_dict.values()),
+        norm="5th-95th percentile" if known.quantile_norm else "min-max",
+        threshold=known.crop_threshold,
+        margin=known.crop_margin,
+    )
+    write_bundle_folder(
+        out,
+        inference=_inference_config(model, known),
+        metadata=_metadata(name, known, model, commit),
+        pipeline_yaml=yaml.safe_dump(_spec(known, "docs/README.md"), sort_keys=False),
+        state_dict=model.state_dict,
+        card=card,
     )
     if (src / "LICENSE").is_file():
         shutil.copyfile(src / "LICENSE", out / "LICENSE")
-    sources = sorted(p for p in model_dir.iterdir() if p.is_file())
-    digests = "\n".join(
-        f"| `{p.name}` | `{hashlib.sha256(p.read_bytes()).hexdigest()}` |" for p in sources
-    )
-    (out / "docs" / "README.md").write_text(
-        _CARD.format(
-            title=known.title,
-            name=name,
-            commit=commit or "unknown",
-            digests=digests,
-            layers=len(model.layers),
-            params=sum(t.numel() for t in model.state_dict.values()),
-            norm="5th-95th percentile" if known.quantile_norm else "min-max",
-            threshold=known.crop_threshold,
-            margin=known.crop_margin,
-        )
-    )
     return out
 
 
