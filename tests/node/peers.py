@@ -302,12 +302,31 @@ class NodeProcess:
         )
 
 
+def node_with_orthanc(tmp: Path, **settings: Any) -> tuple[Orthanc, NodeProcess]:
+    """A node that accepts pushes from an Orthanc (allow-listed by AE title) and sends its
+    results back to it (modality ``pacs``), and that Orthanc, which knows the node as
+    ``medvision``. Neither is started; ``settings`` add to or override the node's."""
+    node = NodeProcess(tmp / "medvision-data")
+    orthanc = Orthanc(tmp / "orthanc", {"medvision": (node.ae_title, node.dicom_port)})
+    node.settings.update(
+        quiet_period_s=3,
+        poll_interval_s=0.2,
+        allowed_calling_aets=[orthanc.aet],
+        modalities={
+            "pacs": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
+        },
+        **settings,
+    )
+    return orthanc, node
+
+
 __all__ = [
     "NodeProcess",
     "Orthanc",
     "dcmtk",
     "free_port",
     "http_json",
+    "node_with_orthanc",
     "stop_process",
     "wait_for",
 ]

@@ -16,24 +16,14 @@ from pydicom import dcmread
 
 from medvision.audit import DbAuditLog
 from medvision.db import Database
-from tests.node.peers import NodeProcess, Orthanc, wait_for
+from tests.node.peers import NodeProcess, Orthanc, node_with_orthanc, wait_for
 
 ORDER = ["receiving", "complete", "queued", "running", "done", "sent"]
 
 
 @pytest.fixture
 def pacs_and_node(tmp_path: Path) -> Iterator[tuple[Orthanc, NodeProcess]]:
-    node = NodeProcess(tmp_path / "medvision-data")
-    orthanc = Orthanc(tmp_path / "orthanc", {"medvision": (node.ae_title, node.dicom_port)})
-    node.settings.update(
-        quiet_period_s=3,
-        poll_interval_s=0.2,
-        allowed_calling_aets=[orthanc.aet],
-        modalities={
-            "pacs": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
-        },
-        retry_initial_s=1,
-    )
+    orthanc, node = node_with_orthanc(tmp_path, retry_initial_s=1)
     orthanc.start()
     try:
         yield orthanc, node
