@@ -5,7 +5,7 @@ The rule:
 
 * **Slice number** = 1 + the slice's index ``k`` in the volume, where the volume's slices
   are sorted along the slice normal (row × column of ImageOrientationPatient), lowest
-  position first (:func:`medvision.dicom.stack_planes`). For an axial CT that is feet to
+  position first (``medvision.dicom._geometry.stack_planes``). For an axial CT that is feet to
   head: slice 1 is the most inferior image. The viewer's slider runs in the same order,
   so the number is what the viewer shows ("slice 31 / 64").
 * It is **not** the DICOM InstanceNumber. Scanners number instances in acquisition order,
@@ -13,6 +13,7 @@ The rule:
   leave gaps or repeat numbers; a position along the patient axis is the one order every
   series has. A PACS finds the image through the SR instead: it references the key slice
   by its SOP Instance UID (and frame number).
+* Secondary Capture overlays burn the same number in ("Slice 31/64").
 * Each finding has one **key slice**, the one "Go to slice" opens and every table lists:
   for a lesion the slice on which its long and short axis were measured (the slice the SR
   names as the measurements' source image), for an organ (no axes) the occupied slice

@@ -53,7 +53,7 @@ def _titles(page, chart: str) -> list[str]:  # noqa: ANN001
     return page.eval_on_selector_all(f"{chart} title", "els => els.map(e => e.textContent)")
 
 
-def test_dashboard_charts(web_node: WebNode, page_for, shots) -> None:
+def test_dashboard_charts(web_node: WebNode, page_for) -> None:
     _reviewed(web_node)
     page = page_for("qa")
     page.click("header nav >> text=QA dashboard")
@@ -76,8 +76,6 @@ def test_dashboard_charts(web_node: WebNode, page_for, shots) -> None:
     page.click("form.qa-form button")
     page.wait_for_url("**/qa?since=2001-01-01&until=2001-01-31")
     assert page.inner_text("#n-jobs") == "0"
-    page.goto(web_node.url + "/qa")
-    save_small(page.screenshot(full_page=True), shots / "qa-dashboard.png")
     assert web_node.errors == []
 
 
@@ -126,7 +124,7 @@ def test_study_report_html_and_pdf(web_node: WebNode, page_for, shots) -> None:
 
 
 def test_dashboard_counts_a_study_refused_before_any_job(
-    web_node: WebNode, page_for, shared_data: Path
+    web_node: WebNode, page_for, shared_data: Path, shots: Path
 ) -> None:
     """A real CT that no pipeline accepts (11 slices with duplicate positions) never gets a
     job; QA still sees it counted and listed with the node's reason, and its report."""
@@ -150,9 +148,10 @@ def test_dashboard_counts_a_study_refused_before_any_job(
     assert int(page.inner_text("#n-failed")) >= 1
     row = page.locator("#failures tbody tr", has=page.locator(f"td.uid:text-is('{uid}')"))
     assert row.count() == 1
-    assert row.locator(".stage").inner_text() == "study"
-    assert row.locator(".reason").inner_text() == reason
+    assert row.locator(".failure-stage").inner_text() == "study"
+    assert row.locator(".failure-reason").inner_text() == reason
     assert f"{reason_class(reason)}: 1" in _titles(page, "#chart-failures")
+    save_small(page.screenshot(full_page=True), shots / "qa-dashboard.png")
     row.locator("a", has_text="Report").click()
     page.wait_for_url(f"**/qa/studies/{uid}/report.html")
     assert reason in page.inner_text("#study-state")
