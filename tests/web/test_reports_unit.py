@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from medvision.db import Database, Feedback, Job, Outbox, Study
@@ -118,6 +122,11 @@ def test_period_summary_and_report(tmp_path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.create_schema()
     now = datetime.now(UTC)
+    # Segment 1 is "Lesion 7": measured on index 4, centre on index 5 → key slice 5.
+    lesion = {"long_axis_slice": 4, "centroid_slice": 5}
+    finding = {"number": 1, "tracking_id": "Lesion 7", "kind": "lesion", "measurements": lesion}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "findings.json").write_text(json.dumps({"findings": [finding]}))
     with db.session() as s:
         s.add(Study(study_instance_uid="1.2.3", state="sent", completed_at=now))
         s.add(
@@ -125,6 +134,7 @@ def test_period_summary_and_report(tmp_path) -> None:
                 study_instance_uid="1.2.3",
                 study_version=1,
                 pipeline="p",
+                result_dir=str(tmp_path / "r"),
                 state="done",
                 started_at=now,
                 finished_at=now + timedelta(seconds=4),
@@ -178,7 +188,14 @@ def test_period_summary_and_report(tmp_path) -> None:
     assert report is not None and report.audit.ok and len(report.jobs) == 2
     html = study_report_html(report)
     assert "missed lesion" in html and "no series 1.2.3.4.5" in html
-    assert study_report_pdf(report).startswith(b"%PDF-")
+    assert '<td class="key-slice">5</td>' in html
+    # Decisions name the finding by its tracking ID, never by the bare segment number.
+    assert [f["finding"] for f in report.feedback] == ["Lesion 7", "Lesion 7", ""]
+    pdf = study_report_pdf(report)
+    assert pdf.startswith(b"%PDF-")
+    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages))
+    assert re.search(r"reject Lesion 7", text) and re.search(r"accept Lesion 7", text), text
+    assert "slice 2" in text  # the missed-lesion mark on index 1
     assert build_study_report(db, "9.9") is None
 
 
