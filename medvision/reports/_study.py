@@ -114,7 +114,7 @@ def read_findings(result_dir: str | None) -> dict[str, Any] | None:
         return None
 
 
-def finding_name(labels: dict[tuple[Any, Any], Any], job_id: Any, number: Any) -> str:
+def _finding_name(labels: dict[tuple[Any, Any], Any], job_id: Any, number: Any) -> str:
     """How a reviewer's decision names its finding: the tracking ID the viewer, the SEG and
     the SR show ("Lesion 3"), not the segment number, which no page displays."""
     if number is None:
@@ -215,7 +215,7 @@ def build_study_report(db: Database, study_uid: str) -> StudyReport | None:
         for f in j.finding_rows
     }
     for f in feedback:
-        f["finding"] = finding_name(labels, f["job_id"], f["finding_number"])
+        f["finding"] = _finding_name(labels, f["job_id"], f["finding_number"])
     events = tuple(
         {"seq": e["seq"], "time": e["time"], "type": e["type"], "outcome": e["outcome"]}
         for e in DbAuditLog(db).events(study_uid)
