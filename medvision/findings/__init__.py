@@ -10,6 +10,7 @@ from medvision.findings._model import (
     Label,
     Measurements,
 )
+from medvision.findings._slices import key_slice, key_slice_number, slice_number
 
 __all__ = [
     "AlgorithmInfo",
@@ -20,5 +21,8 @@ __all__ = [
     "Label",
     "Measurements",
     "axial_diameters",
+    "key_slice",
+    "key_slice_number",
     "measure",
+    "slice_number",
 ]
