@@ -1,6 +1,6 @@
 """Findings: the result type shared by pipelines and result writers."""
 
-from medvision.findings._measure import axial_diameters, measure
+from medvision.findings._measure import AxisEndpoints, axial_diameters, axis_endpoints, measure
 from medvision.findings._model import (
     AlgorithmInfo,
     Code,
@@ -13,6 +13,7 @@ from medvision.findings._model import (
 
 __all__ = [
     "AlgorithmInfo",
+    "AxisEndpoints",
     "Code",
     "Finding",
     "FindingKind",
@@ -20,5 +21,6 @@ __all__ = [
     "Label",
     "Measurements",
     "axial_diameters",
+    "axis_endpoints",
     "measure",
 ]
