@@ -146,3 +146,30 @@ def test_only_when_asked_and_only_with_a_lesion(measured, chest_volume, tmp_path
     assert build_planar_sr(organ_only) is None
     files = write_results(organ_only, tmp_path / "organ", planar_sr=True)
     assert files.planar_sr_path is None
+
+
+def _long_axis_images(ds: pydicom.Dataset) -> dict[str, str]:
+    """Tracking UID -> the SOP Instance UID each group's Long Axis refers to (directly, or
+    through its SCOORD)."""
+    found = {}
+    for group in _groups(ds):
+        nums = [i for i in group.ContentSequence
+                if i.ConceptNameCodeSequence[0].CodeValue == LONG_AXIS]
+        if not nums:  # an organ
+            continue
+        (ref,) = nums[0].ContentSequence
+        image = ref.ContentSequence[0] if ref.ValueType == "SCOORD" else ref
+        found[_item(group, "112040").UID] = str(
+            image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        )
+    return found
+
+
+def test_the_key_slice_is_the_one_the_volumetric_sr_names(written) -> None:
+    """Both SRs say the same image for each lesion's long axis, and tie it to the lesion by
+    the same Tracking UID (the SEG segment's)."""
+    planar = _long_axis_images(pydicom.dcmread(written.planar_sr_path))
+    volumetric = _long_axis_images(pydicom.dcmread(written.sr_path))
+    assert planar and planar == {uid: volumetric[uid] for uid in planar}
+    seg = pydicom.dcmread(written.seg_path)
+    assert set(planar) <= {str(s.TrackingUID) for s in seg.SegmentSequence}
