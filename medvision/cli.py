@@ -9,6 +9,7 @@ Exit codes: 0 success; 1 some pipeline failed or was refused; 2 bad usage or no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -272,8 +273,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.Server(config).run()
     finally:
-        node.stop()
+        interrupted = node.stop()
         signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        # Those jobs' threads are still inside torch: a normal interpreter exit would run
+        # the C++ clean-up under them and abort ("terminate called without an active
+        # exception", exit 134). Everything of ours is closed and the jobs are queued again.
+        print(
+            f"medvision node stopped; job(s) {', '.join(map(str, interrupted))} interrupted, "
+            "queued again for the next start",
+            file=sys.stderr,
+            flush=True,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
