@@ -56,6 +56,8 @@ SHORT_AXIS = PydicomCode("103340004", "SCT", "Short Axis")
 #: CID 7469 "Attenuation Coefficient" with a Derivation modifier (CID 7464) of Mean/Maximum:
 #: the pattern PS3.16 gives for ROI statistics of CT numbers.
 ATTENUATION = PydicomCode("112031", "DCM", "Attenuation Coefficient")
+#: MR's counterpart (CID 7469 too): the signal, in arbitrary units, with the same modifiers.
+MR_SIGNAL = PydicomCode("110852", "DCM", "MR signal intensity")
 MEAN = PydicomCode("373098007", "SCT", "Mean")
 MAXIMUM = PydicomCode("56851009", "SCT", "Maximum")
 #: The algorithm's confidence in a finding. DICOM has no single "AI confidence" concept
@@ -69,6 +71,8 @@ UNIT_ML = PydicomCode("mL", "UCUM", "milliliter")
 UNIT_MM = PydicomCode("mm", "UCUM", "millimeter")
 UNIT_HU = PydicomCode("[hnsf'U]", "UCUM", "Hounsfield unit")
 UNIT_FRACTION = PydicomCode("1", "UCUM", "no units")
+#: MR signal has no physical unit: UCUM "1" (CID 7181 "no units"), as for a fraction.
+UNIT_NONE = UNIT_FRACTION
 
 #: Colours (RGB) for segments whose label gives no CIELab value, by segment number.
 _PALETTE = [
@@ -146,12 +150,14 @@ __all__ = [
     "LONG_AXIS",
     "MAXIMUM",
     "MEAN",
+    "MR_SIGNAL",
     "PRESENT",
     "PROCESSING_EQUIPMENT",
     "QUALITATIVE_EVALUATIONS",
     "SHORT_AXIS",
     "UNIT_FRACTION",
     "UNIT_HU",
+    "UNIT_NONE",
     "UNIT_ML",
     "UNIT_MM",
     "VOLUME",
