@@ -9,6 +9,7 @@ designator is refused (STANDARDS SEG-13) because its values differ from SCT's an
 
 from __future__ import annotations
 
+import math
 import re
 
 from highdicom.color import CIELabColor
@@ -74,11 +75,18 @@ UNIT_FRACTION = PydicomCode("1", "UCUM", "no units")
 #: MR signal has no physical unit: UCUM "1" (CID 7181 "no units"), as for a fraction.
 UNIT_NONE = UNIT_FRACTION
 
-#: Colours (RGB) for segments whose label gives no CIELab value, by segment number.
+#: Colours (RGB) for segments whose label gives no CIELab value, or one that would not show
+#: on a grey image, by segment number. No white, grey or black: each differs from the grey
+#: of its own lightness by a CIELab chroma of 44 or more (see :func:`visible_on_grey`).
 _PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-]
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (255, 95, 160),
+]  # fmt: skip
+#: A segment's colour is drawn over a grey CT or MR slice: it needs a chroma (its CIE76
+#: distance from the grey of the same lightness) of at least this, and a lightness away
+#: from black and white, or an outline vanishes into the image (white matter drawn white).
+MIN_CHROMA = 40.0
+LIGHTNESS_RANGE = (30.0, 92.0)
 
 _CS_ALLOWED = re.compile(r"[^A-Z0-9 _]")
 
@@ -110,10 +118,20 @@ def procedure_code(modality: str) -> PydicomCode:
     return PROCEDURES.get(modality.upper(), IMAGING_PROCEDURE)
 
 
+def visible_on_grey(color: CIELabColor) -> bool:
+    """Whether ``color`` stands out on any grey: chromatic enough, neither black nor white."""
+    lightness, a, b = color.lab
+    low, high = LIGHTNESS_RANGE
+    return math.hypot(a, b) >= MIN_CHROMA and low <= lightness <= high
+
+
 def display_color(cielab: tuple[int, int, int] | None, segment_number: int) -> CIELabColor:
-    """The label's colour, or a fixed palette entry so colours match across viewers."""
+    """The label's colour when it shows on a grey image, else a fixed palette entry (by
+    segment number, so colours match across viewers)."""
     if cielab is not None:
-        return CIELabColor.from_dicom_value(tuple(int(v) for v in cielab))
+        color = CIELabColor.from_dicom_value(tuple(int(v) for v in cielab))
+        if visible_on_grey(color):
+            return color
     r, g, b = _PALETTE[(segment_number - 1) % len(_PALETTE)]
     return CIELabColor.from_rgb(r, g, b)
 
@@ -165,6 +183,7 @@ __all__ = [
     "coded",
     "content_label",
     "display_color",
+    "visible_on_grey",
     "family_code",
     "generated_by",
     "procedure_code",

@@ -18,29 +18,14 @@ from sqlalchemy import select
 
 from medvision.audit import DbAuditLog
 from medvision.db import Database, Job
-from medvision.pipelines.brainchop import import_brainchop
-from tests.node.peers import NodeProcess, dcmtk, wait_for
-
-PIPELINE = "brainchop-gwm-light"
-
-
-class _ModelsNode(NodeProcess):
-    """The node with the imported bundles in its own models folder (not the user's)."""
-
-    def __init__(self, data_dir: Path, models: Path, **settings: object) -> None:
-        super().__init__(data_dir, **settings)
-        self.models = models
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, "MEDVISION_MODELS_DIR": str(self.models)}
+from tests.node.models_node import GWM as PIPELINE
+from tests.node.models_node import ModelsNode, import_gwm
+from tests.node.peers import dcmtk, wait_for
 
 
 @pytest.fixture(scope="module")
 def models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("models")
-    import_brainchop(shared_data / "models" / "brainchop", out, model="model5_gw_ae")
-    return out
+    return import_gwm(shared_data, tmp_path_factory.mktemp("models"))
 
 
 def test_sigterm_during_an_mr_job_exits_0_and_queues_the_job_again(
@@ -48,7 +33,7 @@ def test_sigterm_during_an_mr_job_exits_0_and_queues_the_job_again(
 ) -> None:
     mr = sorted((shared_data / "mr" / "philips-3t-brain" / "classic-t1").glob("*.dcm"))
     study_uid = str(dcmread(mr[0], stop_before_pixels=True).StudyInstanceUID)
-    node = _ModelsNode(
+    node = ModelsNode(
         tmp_path / "node", models, pipelines=[PIPELINE], quiet_period_s=1.0, poll_interval_s=0.2
     ).start()
     assert node.proc is not None
