@@ -177,3 +177,18 @@ def test_serve_prints_one_start_up_line(node_config: Path, tmp_path: Path) -> No
     assert first.rstrip().endswith(f"data in {tmp_path / 'data'}")
     assert rest == "", rest
     assert (tmp_path / "data" / "medvision.db").is_file()
+
+
+def test_alembic_errors_still_show_when_its_info_lines_do_not() -> None:
+    code = (
+        "import logging; from medvision.cli import _configure_logging; _configure_logging(); "
+        "log = logging.getLogger('alembic.runtime.migration'); "
+        "log.info('Context impl SQLiteImpl.'); log.error('migration 0004 failed'); "
+        "logging.getLogger('medvision.node').info('node line')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60
+    )
+    assert "Context impl" not in result.stderr
+    assert "alembic.runtime.migration ERROR migration 0004 failed" in result.stderr
+    assert "medvision.node INFO node line" in result.stderr
