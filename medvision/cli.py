@@ -9,6 +9,7 @@ Exit codes: 0 success; 1 some pipeline failed or was refused; 2 bad usage or no 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    return int(args.func(args))
+    from medvision.config import ConfigError
+
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -229,6 +236,16 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings, imported la
     return load_settings(args.config)
 
 
+def _configure_logging() -> None:
+    """The node's own INFO lines on stderr; Alembic only from WARNING on, so that a start
+    prints one line instead of its plugin and migration-context chatter, while a failed
+    migration still shows."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
@@ -244,7 +261,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
     node = Node(settings)
     try:
         node.start()
@@ -277,13 +294,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.Server(config).run()
     finally:
-        node.stop()
+        interrupted = node.stop()
         signal.signal(signal.SIGTERM, previous)
+    if interrupted:
+        # Those jobs' threads are still inside torch: a normal interpreter exit would run
+        # the C++ clean-up under them and abort ("terminate called without an active
+        # exception", exit 134). Everything of ours is closed and the jobs are queued again.
+        print(
+            f"medvision node stopped; job(s) {', '.join(map(str, interrupted))} interrupted, "
+            "queued again for the next start",
+            file=sys.stderr,
+            flush=True,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import logging
 
     try:
         settings = _settings(args)
@@ -300,7 +329,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if not 0 <= port <= 65535:
         print("error: --metrics-port must be 0 (off) to 65535", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _configure_logging()
     from medvision.jobs import _metrics as worker_metrics
 
     if port:  # multiprocess mode before any worker metric is made (medvision.jobs._metrics)

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+class ConfigError(ValueError):
+    """The config file or a ``MEDVISION_*`` variable is missing or wrong: a usage error
+    that every command prints as one line, never a traceback."""
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Settings from ``path`` (TOML, optional) and the environment; ``overrides`` win."""
     values: dict[str, Any] = {}
@@ -155,13 +160,22 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             with open(path, "rb") as fh:
                 values = tomllib.load(fh)
         except FileNotFoundError:
-            raise ValueError(f"config file {path} does not exist") from None
+            raise ConfigError(f"config file {path} does not exist") from None
         except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"config file {path} is not valid TOML: {err}") from None
-    settings = Settings(**values)
+            raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+        except OSError as err:
+            raise ConfigError(f"config file {path} cannot be read: {err.strerror}") from None
+    try:
+        settings = Settings(**values)
+    except ValidationError as err:
+        where = f"config file {path} or MEDVISION_* variables" if path else "MEDVISION_* variables"
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"invalid settings ({where}): {problems}") from None
     if overrides:
         settings = settings.model_copy(update=overrides)
     return settings
 
 
-__all__ = ["Modality", "Settings", "load_settings"]
+__all__ = ["ConfigError", "Modality", "Settings", "load_settings"]

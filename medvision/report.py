@@ -25,7 +25,7 @@ def findings_table(run: PipelineRun) -> str:
         f"{f.pipeline} {f.pipeline_version} on series {f.volume.series_instance_uid} "
         f"({f.volume.modality}, {f.volume.shape[0]} slices)",
         f"{'#':>3}  {'finding':<14} {'site':<18} {'vol mL':>8} {'long mm':>8} "
-        f"{'short mm':>8} {'mean HU':>8} {'conf':>5}  slice",
+        f"{'short mm':>8} {'mean ' + f.intensity_unit:>11} {'conf':>5}  slice",
     ]
     for item in f.items:
         m = item.measurements
@@ -34,7 +34,7 @@ def findings_table(run: PipelineRun) -> str:
             f"{item.number:>3}  {item.tracking_id[:14]:<14} "
             f"{(site.meaning if site else '-')[:18]:<18} {m.volume_ml:>8.2f} "
             f"{_fmt(m.long_axis_mm, '8.1f'):>8} {_fmt(m.short_axis_mm, '8.1f'):>8} "
-            f"{m.mean_hu:>8.0f} {item.confidence:>5.2f}  {key_slice_number(m)}"
+            f"{m.mean_hu:>11.0f} {item.confidence:>5.2f}  {key_slice_number(m)}"
         )
     if not f.lesions:
         lines.append("     no lesion found")

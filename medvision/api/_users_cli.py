@@ -22,6 +22,9 @@ from medvision.api._users import Role, UserError, add_user, disable_user, list_u
 def add_users_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
     users = sub.add_parser("users", help="API/web users: add, list, token, disable")
     users.add_argument("--config", type=Path, help="medvision.toml (optional)")
+    # Also after the action (`users add NAME --config FILE`), like every other command; the
+    # default is left unset there so that `users --config FILE add NAME` keeps its value.
+    config = {"type": Path, "default": argparse.SUPPRESS, "help": "medvision.toml (optional)"}
     actions = users.add_subparsers(metavar="ACTION")
     roles = ", ".join(r.value for r in Role)
 
@@ -38,18 +41,22 @@ def add_users_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private sub
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     add.add_argument("--token", action="store_true", help="also issue an API token, shown once")
+    add.add_argument("--config", **config)
     add.set_defaults(func=_add)
 
     ls = actions.add_parser("list", help="list users, roles and whether they are disabled")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--config", **config)
     ls.set_defaults(func=_list)
 
     token = actions.add_parser("token", help="issue a new API token (shown once)")
     token.add_argument("name")
+    token.add_argument("--config", **config)
     token.set_defaults(func=_token)
 
     disable = actions.add_parser("disable", help="refuse every credential of a user")
     disable.add_argument("name")
+    disable.add_argument("--config", **config)
     disable.set_defaults(func=_disable)
     users.set_defaults(func=lambda _args: (users.print_help(), 2)[1])
 

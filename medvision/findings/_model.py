@@ -187,6 +187,12 @@ class Findings:
                 )
 
     @property
+    def intensity_unit(self) -> str:
+        """What ``mean_hu``/``max_hu`` are in: Hounsfield units for CT only; any other
+        modality's values are the scanner's signal in arbitrary units."""
+        return "HU" if self.volume.modality == "CT" else "signal"
+
+    @property
     def lesions(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.items if f.label.kind is FindingKind.LESION)
 

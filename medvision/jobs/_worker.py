@@ -237,6 +237,9 @@ class WorkerPool:
         self.audit = audit
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Job id each busy thread is running, by thread name.
+        self._running: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         for n in range(self.settings.worker_concurrency):
@@ -244,13 +247,31 @@ class WorkerPool:
             t.start()
             self._threads.append(t)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0) -> list[int]:
+        """Stop claiming jobs and wait up to ``timeout`` for the running ones to end.
+
+        Returns the ids of the jobs still running after that: they are queued again at
+        once (the next start runs them) and their threads are left behind. Such a thread
+        is inside the pipeline's native code (torch); the process that owns it must end
+        with ``os._exit`` rather than a normal interpreter exit, whose C++ clean-up under
+        a running torch thread aborts with "terminate called without an active exception".
+        A straggler that finishes anyway finds its claim gone and discards its results.
+        """
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+        with self._lock:
+            busy = sorted(self._running.values())
+        if busy:
+            retry_db(
+                lambda: _requeue_interrupted(self.db, busy, worker_id()),
+                "queueing the interrupted jobs again",
+            )
+        return busy
 
     def _loop(self) -> None:
         me = worker_id()
+        name = threading.current_thread().name
         while not self._stop.is_set():
             try:
                 job = claim_next(self.db, me)
@@ -260,10 +281,28 @@ class WorkerPool:
             if job is None:
                 self._stop.wait(self.settings.poll_interval_s)
                 continue
+            with self._lock:
+                self._running[name] = job.id
             try:
                 execute_job(job, self.settings, self.db, self.audit)
             except Exception:
                 LOG.exception("job %s crashed; it will be requeued at the next start", job.id)
+            finally:
+                with self._lock:
+                    self._running.pop(name, None)
+
+
+def _requeue_interrupted(db: Database, job_ids: list[int], worker: str) -> None:
+    """Queue again the jobs this process was running when it stopped (if still ours)."""
+    with db.session() as session:
+        for job in session.scalars(
+            select(Job).where(
+                Job.id.in_(job_ids), Job.state == JobState.RUNNING, Job.worker == worker
+            )
+        ):
+            job.state = JobState.QUEUED
+            job.reason = "requeued: the node stopped while it was running"
+            _refresh_study_state(session, job.study_instance_uid)
 
 
 __all__ = ["WorkerPool", "destinations_for", "execute_job", "worker_id"]

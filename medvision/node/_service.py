@@ -76,19 +76,25 @@ class Node:
             self._sweeper.start()
         self.sender.start()
 
-    def stop(self) -> None:
+    def stop(self) -> list[int]:
+        """Stop every part; returns the ids of jobs interrupted (queued again), whose
+        threads still run: see :meth:`WorkerPool.stop` for why the caller must then
+        leave with ``os._exit``."""
         self._stop.set()
         self.scp.stop()
-        if self.workers is not None:
-            self.workers.stop()
+        interrupted = self.workers.stop() if self.workers is not None else []
         self.sender.stop()
         for thread in (self._assembler, self._sweeper):
             if thread is not None:
                 thread.join(5)
         if self.publisher is not None:
             self.publisher.close()
-        self.audit.record("application.stop")
+        if interrupted:
+            self.audit.record("application.stop", interrupted_jobs=interrupted)
+        else:
+            self.audit.record("application.stop")
         self.db.dispose()
+        return interrupted
 
     def recover(self) -> dict[str, int]:
         partial = self.scp.spool.discard_partial()

@@ -9,6 +9,7 @@ designator is refused (STANDARDS SEG-13) because its values differ from SCT's an
 
 from __future__ import annotations
 
+import math
 import re
 
 from highdicom.color import CIELabColor
@@ -56,6 +57,8 @@ SHORT_AXIS = PydicomCode("103340004", "SCT", "Short Axis")
 #: CID 7469 "Attenuation Coefficient" with a Derivation modifier (CID 7464) of Mean/Maximum:
 #: the pattern PS3.16 gives for ROI statistics of CT numbers.
 ATTENUATION = PydicomCode("112031", "DCM", "Attenuation Coefficient")
+#: MR's counterpart (CID 7469 too): the signal, in arbitrary units, with the same modifiers.
+MR_SIGNAL = PydicomCode("110852", "DCM", "MR signal intensity")
 MEAN = PydicomCode("373098007", "SCT", "Mean")
 MAXIMUM = PydicomCode("56851009", "SCT", "Maximum")
 #: The algorithm's confidence in a finding. DICOM has no single "AI confidence" concept
@@ -69,12 +72,21 @@ UNIT_ML = PydicomCode("mL", "UCUM", "milliliter")
 UNIT_MM = PydicomCode("mm", "UCUM", "millimeter")
 UNIT_HU = PydicomCode("[hnsf'U]", "UCUM", "Hounsfield unit")
 UNIT_FRACTION = PydicomCode("1", "UCUM", "no units")
+#: MR signal has no physical unit: UCUM "1" (CID 7181 "no units"), as for a fraction.
+UNIT_NONE = UNIT_FRACTION
 
-#: Colours (RGB) for segments whose label gives no CIELab value, by segment number.
+#: Colours (RGB) for segments whose label gives no CIELab value, or one that would not show
+#: on a grey image, by segment number. No white, grey or black: each differs from the grey
+#: of its own lightness by a CIELab chroma of 44 or more (see :func:`visible_on_grey`).
 _PALETTE = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-]
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (255, 95, 160),
+]  # fmt: skip
+#: A segment's colour is drawn over a grey CT or MR slice: it needs a chroma (its CIE76
+#: distance from the grey of the same lightness) of at least this, and a lightness away
+#: from black and white, or an outline vanishes into the image (white matter drawn white).
+MIN_CHROMA = 40.0
+LIGHTNESS_RANGE = (30.0, 92.0)
 
 _CS_ALLOWED = re.compile(r"[^A-Z0-9 _]")
 
@@ -106,10 +118,20 @@ def procedure_code(modality: str) -> PydicomCode:
     return PROCEDURES.get(modality.upper(), IMAGING_PROCEDURE)
 
 
+def visible_on_grey(color: CIELabColor) -> bool:
+    """Whether ``color`` stands out on any grey: chromatic enough, neither black nor white."""
+    lightness, a, b = color.lab
+    low, high = LIGHTNESS_RANGE
+    return math.hypot(a, b) >= MIN_CHROMA and low <= lightness <= high
+
+
 def display_color(cielab: tuple[int, int, int] | None, segment_number: int) -> CIELabColor:
-    """The label's colour, or a fixed palette entry so colours match across viewers."""
+    """The label's colour when it shows on a grey image, else a fixed palette entry (by
+    segment number, so colours match across viewers)."""
     if cielab is not None:
-        return CIELabColor.from_dicom_value(tuple(int(v) for v in cielab))
+        color = CIELabColor.from_dicom_value(tuple(int(v) for v in cielab))
+        if visible_on_grey(color):
+            return color
     r, g, b = _PALETTE[(segment_number - 1) % len(_PALETTE)]
     return CIELabColor.from_rgb(r, g, b)
 
@@ -146,12 +168,14 @@ __all__ = [
     "LONG_AXIS",
     "MAXIMUM",
     "MEAN",
+    "MR_SIGNAL",
     "PRESENT",
     "PROCESSING_EQUIPMENT",
     "QUALITATIVE_EVALUATIONS",
     "SHORT_AXIS",
     "UNIT_FRACTION",
     "UNIT_HU",
+    "UNIT_NONE",
     "UNIT_ML",
     "UNIT_MM",
     "VOLUME",
@@ -159,6 +183,7 @@ __all__ = [
     "coded",
     "content_label",
     "display_color",
+    "visible_on_grey",
     "family_code",
     "generated_by",
     "procedure_code",

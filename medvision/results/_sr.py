@@ -64,16 +64,17 @@ def _measurements(
 ) -> list[hd.sr.Measurement]:
     m = finding.measurements
     out = [hd.sr.Measurement(name=c.VOLUME, value=float(m.volume_ml), unit=c.UNIT_ML)]
-    if findings.volume.modality == "CT":
-        # Only CT values are Hounsfield units; MR intensities are arbitrary and stay out of
-        # the SR (findings.json keeps them as plain intensity statistics).
+    modality = findings.volume.modality
+    # Only CT values are Hounsfield units. MR values are the scanner's signal in arbitrary
+    # units: "MR signal intensity" (CID 7469) without a physical unit ("1", CID 7181), so
+    # a reader compares them within the series, never across scanners.
+    name, unit = {"CT": (c.ATTENUATION, c.UNIT_HU), "MR": (c.MR_SIGNAL, c.UNIT_NONE)}.get(
+        modality, (None, None)
+    )
+    if name is not None and unit is not None:
         out += [
-            hd.sr.Measurement(
-                name=c.ATTENUATION, value=float(m.mean_hu), unit=c.UNIT_HU, derivation=c.MEAN
-            ),
-            hd.sr.Measurement(
-                name=c.ATTENUATION, value=float(m.max_hu), unit=c.UNIT_HU, derivation=c.MAXIMUM
-            ),
+            hd.sr.Measurement(name=name, value=float(m.mean_hu), unit=unit, derivation=c.MEAN),
+            hd.sr.Measurement(name=name, value=float(m.max_hu), unit=unit, derivation=c.MAXIMUM),
         ]
     if finding.label.kind is FindingKind.LESION:
         # The axes are measured on one slice: name it as the source of the measurement. It

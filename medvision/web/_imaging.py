@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from highdicom.color import CIELabColor
 from PIL import Image
 from pydicom import dcmread
+from pydicom.multival import MultiValue
 
 from medvision.dicom import Volume, load_series, scan
+from medvision.results._codes import display_color
 
 #: Named windows (centre, width) in HU, the usual chest CT presets.
 PRESETS: dict[str, tuple[float, float]] = {
@@ -33,6 +34,8 @@ PRESETS: dict[str, tuple[float, float]] = {
     "mediastinum": (40.0, 400.0),
     "bone": (400.0, 1800.0),
 }
+#: The grey range of the automatic window: these percentiles of the whole volume.
+AUTO_PERCENTILES = (1.0, 99.5)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class Study3D:
     sop_instance_uids: tuple[str, ...]
     modality: str
     default_window: tuple[float, float]
+    #: The windows the viewer offers, by name, the default's first; CT: the chest CT
+    #: presets in HU; other modalities (MR signal has no fixed scale): the scanner's
+    #: DICOM window when the series has one, and one computed from the volume.
+    presets: dict[str, tuple[float, float]] = field(default_factory=lambda: dict(PRESETS))
     #: uint8/16/32/64 bit field [k, j, i]: bit (n-1) set where segment n is present.
     seg_bits: np.ndarray | None = None
     segments: dict[int, Segment] = field(default_factory=dict)
@@ -84,22 +91,60 @@ def load_study3d(
         raise FileNotFoundError("the analysed series is no longer in the spool")
     volume = load_series(series)
     pixels = np.clip(np.rint(volume.array), -32768, 32767).astype(np.int16)
+    presets = window_presets(volume)
     study = Study3D(
         pixels=pixels,
         sop_instance_uids=volume.sop_instance_uids,
         modality=volume.modality,
-        default_window=_default_window(volume),
+        default_window=next(iter(presets.values())),
+        presets=presets,
     )
     if seg_path is not None and seg_path.is_file():
         study.seg_bits, study.segments = read_seg(seg_path, volume, kinds or {})
     return study
 
 
-def _default_window(volume: Volume) -> tuple[float, float]:
+def window_presets(volume: Volume) -> dict[str, tuple[float, float]]:
+    """The named windows for ``volume``, the default first (see :attr:`Study3D.presets`)."""
     if volume.modality == "CT":
-        return PRESETS["lung"]
-    lo, hi = np.percentile(volume.array, [1, 99])
+        return dict(PRESETS)
+    presets = {}
+    dicom = dicom_window(volume)
+    if dicom is not None:
+        presets["dicom"] = dicom
+    presets["auto"] = auto_window(volume.array)
+    return presets
+
+
+def auto_window(array: np.ndarray) -> tuple[float, float]:
+    """A window spanning the volume's 1st to 99.5th percentile: background black, the
+    brightest tissue just below white, whatever the scanner's scale."""
+    lo, hi = np.percentile(array[::2, ::2, ::2], AUTO_PERCENTILES)
     return float((lo + hi) / 2), float(max(hi - lo, 1.0))
+
+
+def dicom_window(volume: Volume) -> tuple[float, float] | None:
+    """The scanner's WindowCenter/WindowWidth (the first pair of each instance or frame,
+    median over the series: Philips sets one per slice), or None when none is given."""
+    pairs = []
+    for header in volume.source_headers:
+        items = [header]
+        for group in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+            for fg in getattr(header, group, None) or []:
+                items += list(getattr(fg, "FrameVOILUTSequence", None) or [])
+        for item in items:
+            centre, width = item.get("WindowCenter"), item.get("WindowWidth")
+            if centre is None or width is None:
+                continue
+            centre = centre[0] if isinstance(centre, MultiValue) else centre
+            width = width[0] if isinstance(width, MultiValue) else width
+            if float(width) >= 1:
+                pairs.append((float(centre), float(width)))
+            break
+    if not pairs:
+        return None
+    centres, widths = zip(*pairs, strict=True)
+    return float(np.median(centres)), float(np.median(widths))
 
 
 def read_seg(
@@ -145,10 +190,10 @@ def read_seg(
     for item in seg.SegmentSequence:
         number = int(item.SegmentNumber)
         lab = getattr(item, "RecommendedDisplayCIELabValue", None)
-        rgb = (
-            CIELabColor.from_dicom_value(tuple(int(v) for v in lab)).to_rgb(clip=True)
-            if lab
-            else (255, 64, 64)
+        # The SEG's colour unless it would vanish on the grey slice (a white "white
+        # matter"): then the same palette entry our own SEGs use for that segment.
+        rgb = display_color(tuple(int(v) for v in lab) if lab else None, number).to_rgb(
+            clip=True
         )
         segments[number] = Segment(
             number=number,
@@ -258,11 +303,14 @@ class VolumeCache:
 
 __all__ = [
     "PRESETS",
+    "auto_window",
+    "dicom_window",
     "Segment",
     "Study3D",
     "VolumeCache",
     "load_study3d",
     "overlay_png",
     "read_seg",
+    "window_presets",
     "window_png",
 ]

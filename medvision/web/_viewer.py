@@ -17,7 +17,7 @@ from medvision.config import Settings
 from medvision.db import Database, Feedback, Instance, Job, Study
 from medvision.findings import key_slice
 from medvision.reports._study import read_findings
-from medvision.web._imaging import PRESETS, Study3D, load_study3d, overlay_png, window_png
+from medvision.web._imaging import Study3D, load_study3d, overlay_png, window_png
 from medvision.web._pages import (
     READ_ROLES,
     STATIC_DIR,
@@ -205,7 +205,7 @@ def viewer(
         "slices": volume.slices,
         "start": min(max(start, 0), volume.slices - 1),
         "window": list(volume.default_window),
-        "presets": PRESETS,
+        "presets": volume.presets,
         "rows": int(volume.pixels.shape[1]),
         "cols": int(volume.pixels.shape[2]),
         "marks": [
@@ -225,6 +225,8 @@ def viewer(
         doc=doc,
         findings=findings,
         segments=volume.segments,
+        presets=list(volume.presets),
+        modality=volume.modality,
         decisions=decisions,
         feedback=feedback,
         config=json.dumps(config).replace("</", "<\\/"),

@@ -107,3 +107,54 @@ def test_mindgrab_brain_mask(bundles, t1, tissue, tmp_path):
     assert brain.mask[tissue_mask].mean() > 0.95
     files = write_results(findings, tmp_path)
     _assert_dciodvfy_clean(files.seg_path)
+
+
+def _nums(item) -> list:
+    """Every NUM content item under ``item``, depth first."""
+    found = []
+    for child in getattr(item, "ContentSequence", []):
+        if child.ValueType == "NUM":
+            found.append(child)
+        found += _nums(child)
+    return found
+
+
+def test_mr_intensities_are_signal_in_the_sr_and_the_table(tissue, tmp_path):
+    """MR values are no Hounsfield units: the SR says "MR signal intensity" with no
+    physical unit (UCUM "1"), and the terminal table's column says "mean signal"."""
+    from pydicom import dcmread
+
+    from medvision.report import findings_table
+    from medvision.runner import PipelineRun
+
+    files = write_results(tissue, tmp_path)
+    _assert_dciodvfy_clean(files.sr_path)
+    concepts = {}
+    for num in _nums(dcmread(files.sr_path)):
+        name = num.ConceptNameCodeSequence[0]
+        unit = num.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0]
+        derivation = next(
+            (m.ConceptCodeSequence[0].CodeMeaning for m in getattr(num, "ContentSequence", [])
+             if m.ConceptNameCodeSequence[0].CodeValue == "121401"),
+            None,
+        )  # fmt: skip
+        value = float(num.MeasuredValueSequence[0].NumericValue)
+        key = (name.CodeValue, name.CodingSchemeDesignator, derivation)
+        concepts.setdefault(key, []).append((unit.CodeValue, unit.CodingSchemeDesignator, value))
+    assert not [k for k in concepts if k[0] == "112031"], "attenuation (HU) in an MR SR"
+    means = concepts[("110852", "DCM", "Mean")]
+    maxima = concepts[("110852", "DCM", "Maximum")]
+    assert [u[:2] for u in means + maxima] == [("1", "UCUM")] * 4
+    doc = json.loads(files.json_path.read_text())
+    assert [round(v[2], 2) for v in means] == [
+        round(f["measurements"]["mean_hu"], 2) for f in doc["findings"]
+    ]
+    # T1: white matter is brighter than grey matter.
+    assert means[0][2] > means[1][2]
+
+    table = findings_table(PipelineRun("brainchop-gwm-light", "1.2.3", "done", findings=tissue))
+    header = table.splitlines()[1]
+    assert "mean signal" in header and "HU" not in table
+    wm_row = table.splitlines()[2]
+    assert wm_row.split()[1:3] == ["White", "matter"]
+    assert f"{_by_name(tissue)['White matter'].measurements.mean_hu:.0f}" in wm_row.split()

@@ -41,7 +41,7 @@ ORGAN_LABEL = Label(
     type=LUNG,
     kind=FindingKind.ORGAN,
     site=LUNG,
-    cielab=(43803, 26565, 37722),
+    cielab=(42631, 18841, 44020),  # green (60, 180, 75): shows on grey, so the SEG keeps it
 )
 ALGORITHM = AlgorithmInfo(
     name="lung-ct-test",

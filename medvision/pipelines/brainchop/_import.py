@@ -33,7 +33,7 @@ BRAIN = {
     "kind": "organ",
     "category": {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"},
     "type": {"value": "12738006", "scheme": "SCT", "meaning": "Brain"},
-    "cielab": [65535, 32896, 32896],
+    "cielab": [42631, 18841, 44020],  # green, RGB (60, 180, 75)
 }
 TISSUE = {"value": "85756007", "scheme": "SCT", "meaning": "Tissue"}
 WHITE = {
@@ -42,7 +42,7 @@ WHITE = {
     "category": TISSUE,
     "type": {"value": "389080008", "scheme": "SCT", "meaning": "White Matter"},
     "site": {"value": "12738006", "scheme": "SCT", "meaning": "Brain"},
-    "cielab": [62000, 32896, 32896],
+    "cielab": [41707, 32764, 18350],  # azure, RGB (0, 160, 255)
 }
 GREY = {
     "name": "Grey matter",
@@ -50,7 +50,7 @@ GREY = {
     "category": TISSUE,
     "type": {"value": "389081007", "scheme": "SCT", "meaning": "Gray Matter"},
     "site": {"value": "12738006", "scheme": "SCT", "meaning": "Brain"},
-    "cielab": [35000, 50000, 40000],
+    "cielab": [35000, 50000, 40000],  # red, RGB (234, 60, 84)
 }
 
 

@@ -104,9 +104,14 @@
 
   slider.addEventListener("input", () => go(Number(slider.value)));
 
-  for (const b of document.querySelectorAll(".preset")) {
+  const presetButtons = Array.from(document.querySelectorAll(".preset"));
+  function pressPreset(name) {
+    for (const b of presetButtons) b.setAttribute("aria-pressed", String(b.dataset.preset === name));
+  }
+  for (const b of presetButtons) {
     b.addEventListener("click", () => {
       [wc, ww] = cfg.presets[b.dataset.preset];
+      pressPreset(b.dataset.preset);
       show();
     });
   }
@@ -120,6 +125,7 @@
   });
   window.addEventListener("mousemove", (e) => {
     if (!drag) return;
+    pressPreset(null);
     ww = Math.max(1, drag.ww + (e.clientX - drag.x) * 4);
     wc = drag.wc + (e.clientY - drag.y) * 2;
     wlLabel.textContent = "W " + Math.round(ww) + " / L " + Math.round(wc);
