@@ -28,7 +28,10 @@ from medvision.findings import Findings
 from medvision.pipelines import Pipeline, Progress, no_progress
 from medvision.results import ResultFiles, write_results
 
-Status = Literal["done", "refused", "failed", "not-applicable"]
+#: How a run that started ended; each is audited as ``run.<status>``.
+Status = Literal["done", "refused", "failed"]
+#: A pipeline that is not for the study never starts: no folder, no audit record.
+NOT_APPLICABLE: Literal["not-applicable"] = "not-applicable"
 #: Makes a progress callback for one (study, pipeline); the CLI draws a bar with it.
 ProgressFactory = Callable[[str], Progress]
 
@@ -39,7 +42,7 @@ class PipelineRun:
 
     pipeline: str
     study_instance_uid: str
-    status: Status
+    status: Status | Literal["not-applicable"]
     reason: str = ""
     series_instance_uid: str | None = None
     findings: Findings | None = None
@@ -74,7 +77,7 @@ def run_study(
                     PipelineRun(
                         pipeline.name,
                         study.study_instance_uid,
-                        "not-applicable",
+                        NOT_APPLICABLE,
                         reason=selection.reason,
                     )
                 )

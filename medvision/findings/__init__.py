@@ -9,6 +9,7 @@ from medvision.findings._model import (
     Findings,
     Label,
     Measurements,
+    QualityFlag,
 )
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Findings",
     "Label",
     "Measurements",
+    "QualityFlag",
     "axial_diameters",
     "measure",
 ]
