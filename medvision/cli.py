@@ -196,7 +196,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     progress = None if args.quiet else bars.for_pipeline
     try:
         runs = run_study(
-            args.path, args.out, args.pipelines, progress=progress, overlays=args.overlays
+            args.path,
+            args.out,
+            args.pipelines,
+            progress=progress,
+            overlays=args.overlays,
+            planar_sr=True,
         )
     except KeyError as err:
         print(f"error: {err.args[0]}", file=sys.stderr)

@@ -25,6 +25,9 @@ class Modality(BaseModel):
     #: Also send Secondary Capture overlays (findings burned in, "not verified" banner) and a
     #: Key Object Selection pointing at them, for viewers that cannot show DICOM SEG.
     overlays: bool = False
+    #: Also send the planar SR (sr-planar.dcm): each lesion's long and short axis drawn on
+    #: its key slice, which web viewers such as OHIF list as measurements.
+    planar_sr: bool = False
     #: Deliver results by STOW-RS to this DICOMweb URL (the studies endpoint, e.g.
     #: ``http://pacs:8042/dicom-web/studies``) instead of C-STORE; the AE title, host and
     #: port still name the destination in the outbox and the audit trail.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from medvision.findings import key_slice_number
+
 if TYPE_CHECKING:
     from medvision.runner import PipelineRun
 
@@ -13,7 +15,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def findings_table(run: PipelineRun) -> str:
-    """A short fixed-width table: one row per finding, then where the files are."""
+    """A short fixed-width table: one row per finding, then where the files are.
+
+    "slice" is the finding's key slice, numbered as everywhere else (medvision.findings._slices).
+    """
     assert run.findings is not None
     f = run.findings
     lines = [
@@ -29,7 +34,7 @@ def findings_table(run: PipelineRun) -> str:
             f"{item.number:>3}  {item.tracking_id[:14]:<14} "
             f"{(site.meaning if site else '-')[:18]:<18} {m.volume_ml:>8.2f} "
             f"{_fmt(m.long_axis_mm, '8.1f'):>8} {_fmt(m.short_axis_mm, '8.1f'):>8} "
-            f"{m.mean_hu:>8.0f} {item.confidence:>5.2f}  {m.centroid_slice + 1}"
+            f"{m.mean_hu:>8.0f} {item.confidence:>5.2f}  {key_slice_number(m)}"
         )
     if not f.lesions:
         lines.append("     no lesion found")

@@ -58,6 +58,7 @@ def run_study(
     progress: ProgressFactory | None = None,
     *,
     overlays: bool = False,
+    planar_sr: bool = False,
 ) -> list[PipelineRun]:
     """Run the pipelines on every study under ``path``; results go to ``out_dir``.
 
@@ -90,6 +91,7 @@ def run_study(
                     Path(out_dir) / study.study_instance_uid / pipeline.name,
                     report,
                     overlays=overlays,
+                    planar_sr=planar_sr,
                 )
             )
     return runs
@@ -102,11 +104,13 @@ def run_pipeline(
     progress: Progress = no_progress,
     *,
     overlays: bool = False,
+    planar_sr: bool = False,
 ) -> PipelineRun:
     """Select, load, run, write and audit one pipeline on one study; never raises.
 
     The node's worker calls this very function for each job. ``overlays`` also writes
-    Secondary Capture overlays and a KOS for viewers without SEG support.
+    Secondary Capture overlays and a KOS for viewers without SEG support; ``planar_sr``
+    also writes sr-planar.dcm, the lesions' axes on their key slices (for OHIF).
     """
     audit = JsonlAuditLog(out_dir / "audit.jsonl")
     run = PipelineRun(pipeline.name, study.study_instance_uid, "failed", out_dir=out_dir)
@@ -152,7 +156,9 @@ def run_pipeline(
         )
         t = time.perf_counter()
         progress("write", 0.95)
-        files = write_results(findings, out_dir, labels=pipeline.labels, overlays=overlays)
+        files = write_results(
+            findings, out_dir, labels=pipeline.labels, overlays=overlays, planar_sr=planar_sr
+        )
         run.timings_s["write"] = time.perf_counter() - t
         audit.record(
             "results.written",
@@ -161,6 +167,10 @@ def run_pipeline(
                 for p, extra in (
                     (files.seg_path, {"sop_instance_uid": files.seg_sop_instance_uid}),
                     (files.sr_path, {"sop_instance_uid": files.sr_sop_instance_uid}),
+                    (
+                        files.planar_sr_path,
+                        {"sop_instance_uid": files.planar_sr_sop_instance_uid},
+                    ),
                     (files.json_path, {}),
                     *(
                         (path, {"sop_instance_uid": uid})

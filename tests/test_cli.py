@@ -59,10 +59,11 @@ def test_run_on_real_chest_ct_writes_valid_seg_sr_json_and_audit(chest_run) -> N
     assert len(notes) == 1 and "not applicable: brainchop" in notes[0], result.stderr
     assert [p.name for p in out.glob("*/*")] == ["lung-ct"]
     [run_dir] = list(out.glob("*/lung-ct"))
-    for name in ("seg.dcm", "sr.dcm", "findings.json", "audit.jsonl"):
+    for name in ("seg.dcm", "sr.dcm", "sr-planar.dcm", "findings.json", "audit.jsonl"):
         assert (run_dir / name).is_file(), name
     assert dciodvfy_errors(run_dir / "seg.dcm") == []
     assert dciodvfy_errors(run_dir / "sr.dcm") == []
+    assert dciodvfy_errors(run_dir / "sr-planar.dcm") == []
     findings = json.loads((run_dir / "findings.json").read_text())
     labels = [f["label"] for f in findings["findings"]]
     assert "Left lung" in labels and "Right lung" in labels
@@ -85,7 +86,8 @@ def test_audit_record_says_what_was_read_run_and_written(chest_run, chest_ct_dir
     model = next(e for e in events if e["type"] == "model.ran")
     assert model["algorithm"]["name"] and len(model["algorithm"]["weights_sha256"]) == 64
     written = next(e for e in events if e["type"] == "results.written")
-    assert {f["file"] for f in written["files"]} == {"seg.dcm", "sr.dcm", "findings.json"}
+    assert {f["file"] for f in written["files"]} == {
+        "seg.dcm", "sr.dcm", "sr-planar.dcm", "findings.json"}
 
     verify = medvision("audit", "verify", str(audit))
     assert verify.returncode == 0 and "chain intact" in verify.stdout

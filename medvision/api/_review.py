@@ -157,6 +157,8 @@ def resend_rejected_sr(
             .where(
                 Outbox.job_id == job_id,
                 Outbox.sop_class_uid == SR_CLASS,
+                # the earlier versions of this SR only, not sr-planar.dcm (same SOP class)
+                Outbox.path.in_({str(p) for v in versions for p in (v, v.resolve())}),
                 Outbox.state == OutboxState.PENDING,
             )
             .values(state=OutboxState.SUPERSEDED)

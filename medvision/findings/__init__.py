@@ -1,6 +1,6 @@
 """Findings: the result type shared by pipelines and result writers."""
 
-from medvision.findings._measure import axial_diameters, measure
+from medvision.findings._measure import AxisEndpoints, axial_diameters, axis_endpoints, measure
 from medvision.findings._model import (
     AlgorithmInfo,
     Code,
@@ -11,9 +11,11 @@ from medvision.findings._model import (
     Measurements,
     QualityFlag,
 )
+from medvision.findings._slices import key_slice, key_slice_number, slice_number
 
 __all__ = [
     "AlgorithmInfo",
+    "AxisEndpoints",
     "Code",
     "Finding",
     "FindingKind",
@@ -22,5 +24,9 @@ __all__ = [
     "Measurements",
     "QualityFlag",
     "axial_diameters",
+    "axis_endpoints",
+    "key_slice",
+    "key_slice_number",
     "measure",
+    "slice_number",
 ]

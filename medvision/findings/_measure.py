@@ -22,6 +22,8 @@ Diameter method (RECIST-style, documented because readers compare it with their 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours as measure_contours
@@ -31,6 +33,18 @@ from medvision.findings._model import Measurements
 
 # Above this many boundary points, compare only convex-hull vertices (same answer, faster).
 _HULL_ABOVE = 64
+
+#: A point on a slice as (column, row) pixel indices, pixel centres at whole numbers.
+PixelPoint = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class AxisEndpoints:
+    """The two ends of the long and of the short axis on a lesion's slice (see
+    :func:`axis_endpoints`)."""
+
+    long: tuple[PixelPoint, PixelPoint]
+    short: tuple[PixelPoint, PixelPoint]
 
 
 def measure(mask: np.ndarray, volume: Volume, *, lesion: bool) -> Measurements:
@@ -92,8 +106,44 @@ def axial_diameters(mask: np.ndarray, volume: Volume) -> tuple[float, float, int
     return best
 
 
-def _contour_points(plane: np.ndarray, e_i: np.ndarray, e_j: np.ndarray) -> np.ndarray:
-    """Physical in-plane positions (mm, LPS axes, no origin) of the slice's 0.5 iso-contour.
+def axis_endpoints(plane: np.ndarray, volume: Volume) -> AxisEndpoints:
+    """Where the long and short axis of one slice of a lesion lie, in pixel coordinates.
+
+    The same contour and the same choices as :func:`axial_diameters` (so the long axis
+    drawn is the one measured), for writers that must draw them (the planar SR for
+    viewers such as OHIF). The long axis runs between the two contour points furthest
+    apart. The short axis is perpendicular to it and spans the contour's whole extent in
+    that direction (its length is the measured short axis); it is placed where it crosses
+    the long axis halfway between the two contour points that bound that extent.
+    ``plane`` is one slice of the mask (rows, columns) and must not be empty.
+    """
+    e_i = volume.direction[:, 0] * volume.spacing[0]
+    e_j = volume.direction[:, 1] * volume.spacing[1]
+    ji = _contour_ji(plane)
+    pts = _to_mm(ji, e_i, e_j)
+    _, unit, (a, b) = _furthest_pair(pts, e_i, e_j)
+    perp = _perpendicular(e_i, e_j, unit)
+    proj = pts @ perp
+    lo, hi = int(np.argmin(proj)), int(np.argmax(proj))
+    # On the long axis: the foot of the midpoint between the two extreme points.
+    along = (0.5 * (pts[lo] + pts[hi]) - pts[a]) @ unit
+    base = pts[a] + along * unit
+    short_mm = np.stack([base + (proj[lo] - base @ perp) * perp,
+                         base + (proj[hi] - base @ perp) * perp])
+    # Back from in-plane mm to (column, row) indices: solve [e_i e_j] @ (i, j) = mm.
+    basis = np.stack([e_i, e_j], axis=1)
+    short_ij = np.linalg.lstsq(basis, short_mm.T, rcond=None)[0].T
+    return AxisEndpoints(
+        long=((float(ji[a, 1]), float(ji[a, 0])), (float(ji[b, 1]), float(ji[b, 0]))),
+        short=(
+            (float(short_ij[0, 0]), float(short_ij[0, 1])),
+            (float(short_ij[1, 0]), float(short_ij[1, 1])),
+        ),
+    )
+
+
+def _contour_ji(plane: np.ndarray) -> np.ndarray:
+    """(row, column) indices of the slice's 0.5 iso-contour, pixel centres at integers.
 
     Marching squares on the binary slice puts each contour point halfway between an inside
     and an outside pixel centre: that is where the object's edge is when a pixel was counted
@@ -101,31 +151,53 @@ def _contour_points(plane: np.ndarray, e_i: np.ndarray, e_j: np.ndarray) -> np.n
     """
     padded = np.pad(plane.astype(np.float32), 1)
     contours = measure_contours(padded, 0.5)
-    ji = np.concatenate(contours, axis=0) - 1.0
+    return np.concatenate(contours, axis=0) - 1.0
+
+
+def _to_mm(ji: np.ndarray, e_i: np.ndarray, e_j: np.ndarray) -> np.ndarray:
+    """Physical in-plane positions (mm, LPS axes, no origin) of (row, column) indices."""
     return ji[:, 1:2] * e_i[None, :] + ji[:, 0:1] * e_j[None, :]
+
+
+def _contour_points(plane: np.ndarray, e_i: np.ndarray, e_j: np.ndarray) -> np.ndarray:
+    """Physical in-plane positions (mm, LPS axes, no origin) of the slice's 0.5 iso-contour."""
+    return _to_mm(_contour_ji(plane), e_i, e_j)
+
+
+def _furthest_pair(
+    pts: np.ndarray, e_i: np.ndarray, e_j: np.ndarray
+) -> tuple[float, np.ndarray, tuple[int, int]]:
+    """Largest distance between two of ``pts``, its unit direction and the two indices."""
+    candidates = np.arange(pts.shape[0])
+    if pts.shape[0] > _HULL_ABOVE:
+        try:
+            candidates = ConvexHull(_plane_coords(pts, e_i, e_j)).vertices
+        except QhullError:  # degenerate (collinear) contour: compare every point
+            pass
+    sub = pts[candidates]
+    diff = sub[:, None, :] - sub[None, :, :]
+    dist = np.linalg.norm(diff, axis=-1)
+    a, b = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return float(dist[a, b]), diff[a, b] / dist[a, b], (int(candidates[a]), int(candidates[b]))
 
 
 def _long_axis(plane: np.ndarray, e_i: np.ndarray, e_j: np.ndarray) -> tuple[float, np.ndarray]:
     """Largest distance between two contour points of one slice, and its unit direction."""
-    pts = _contour_points(plane, e_i, e_j)
-    if pts.shape[0] > _HULL_ABOVE:
-        try:
-            pts = pts[ConvexHull(_plane_coords(pts, e_i, e_j)).vertices]
-        except QhullError:  # degenerate (collinear) contour: compare every point
-            pass
-    diff = pts[:, None, :] - pts[None, :, :]
-    dist = np.linalg.norm(diff, axis=-1)
-    a, b = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(dist[a, b]), diff[a, b] / dist[a, b]
+    length, unit, _ = _furthest_pair(_contour_points(plane, e_i, e_j), e_i, e_j)
+    return length, unit
+
+
+def _perpendicular(e_i: np.ndarray, e_j: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """The in-plane unit direction perpendicular to ``unit``."""
+    perp = np.cross(np.cross(e_i, e_j), unit)
+    return perp / np.linalg.norm(perp)
 
 
 def _perpendicular_width(
     plane: np.ndarray, e_i: np.ndarray, e_j: np.ndarray, unit: np.ndarray
 ) -> float:
     """Spread of the slice's contour along the in-plane direction perpendicular to ``unit``."""
-    perp = np.cross(np.cross(e_i, e_j), unit)
-    perp /= np.linalg.norm(perp)
-    proj = _contour_points(plane, e_i, e_j) @ perp
+    proj = _contour_points(plane, e_i, e_j) @ _perpendicular(e_i, e_j, unit)
     return float(proj.max() - proj.min())
 
 
@@ -147,4 +219,4 @@ def _nearest_occupied_slice(ks: np.ndarray, centre_k: float) -> int:
     return int(occupied[np.argmin(np.abs(occupied - centre_k))])
 
 
-__all__ = ["axial_diameters", "measure"]
+__all__ = ["AxisEndpoints", "axial_diameters", "axis_endpoints", "measure"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medvision.dicom import Volume
+from medvision.findings._slices import key_slice_number
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ class Measurements:
             "long_axis_mm": self.long_axis_mm,
             "short_axis_mm": self.short_axis_mm,
             "long_axis_slice": self.long_axis_slice,
+            # 1-based, the number every page shows (medvision.findings._slices).
+            "key_slice_number": key_slice_number(self),
         }
 
 

@@ -81,8 +81,14 @@ def execute_job(
         study = next(
             s for s in scan(settings.spool_dir / study_uid) if s.study_instance_uid == study_uid
         )
-        overlays = any(m.overlays for _, m in destinations_for(settings, calling_aet))
-        run = run_pipeline(study, get_pipeline(job.pipeline), out_dir, overlays=overlays)
+        wanted = [m for _, m in destinations_for(settings, calling_aet)]
+        run = run_pipeline(
+            study,
+            get_pipeline(job.pipeline),
+            out_dir,
+            overlays=any(m.overlays for m in wanted),
+            planar_sr=any(m.planar_sr for m in wanted),
+        )
     except (MedvisionError, StopIteration, KeyError) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
     except Exception as err:
@@ -192,8 +198,18 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
                     else []
                 ),
             ]
+            planar = (
+                [(run.files.planar_sr_path, run.files.planar_sr_sop_instance_uid, SR_CLASS)]
+                if run.files.planar_sr_path is not None and run.files.planar_sr_sop_instance_uid
+                else []
+            )
             for name, modality in destinations_for(settings, study.calling_aet):
-                for path, uid, cls in results + (extras if modality.overlays else []):
+                wanted = (
+                    results
+                    + (planar if modality.planar_sr else [])
+                    + (extras if modality.overlays else [])
+                )
+                for path, uid, cls in wanted:
                     session.add(
                         Outbox(
                             job_id=row.id,

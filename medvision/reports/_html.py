@@ -11,6 +11,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from medvision.findings import key_slice_number, slice_number
 from medvision.reports._period import PeriodSummary
 from medvision.reports._study import StudyReport
 from medvision.reports._svg import column_chart, hbar_chart
@@ -47,6 +48,8 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=when, secs=secs, num=num)
+    # One slice numbering on every page (medvision.findings._slices).
+    env.globals.update(key_slice_number=key_slice_number, slice_number=slice_number)
     return env
 
 
@@ -75,7 +78,7 @@ def summary_charts(summary: PeriodSummary) -> dict[str, str]:
         "jobs_by_state": hbar_chart(sorted(summary.jobs_by_state.items()), title="Jobs by state"),
         "failures": hbar_chart(
             summary.failures_by_reason[:10],
-            title="Failed and refused jobs by reason",
+            title="Failures and refusals by reason (studies, jobs, deliveries)",
             colour="#c0392b",
             label_width=260,
         ),

@@ -19,6 +19,7 @@ from typing import Any
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
+from medvision.findings import key_slice_number, slice_number
 from medvision.reports._html import num, secs, when
 from medvision.reports._study import StudyReport
 
@@ -118,7 +119,7 @@ def study_report_pdf(report: StudyReport, user: str = "") -> bytes:
                     f["user"],
                     f["job_id"],
                     "missed lesion" if f["kind"] == "missed_lesion" else f["decision"],
-                    f["finding_number"],
+                    f.get("finding") or "",
                     f["comment"],
                     _where(f["location"]),
                 ]
@@ -150,15 +151,10 @@ def _where(location: dict[str, Any]) -> str:
     if not location:
         return ""
     k = location.get("slice_index")
-    text = f"slice {k + 1}" if isinstance(k, int) else "slice ?"
+    text = f"slice {slice_number(k)}" if isinstance(k, int) else "slice ?"
     if "x" in location and "y" in location:
         text += f", x {num(location['x'], 0)}, y {num(location['y'], 0)}"
     return text
-
-
-def _one_based(k: object) -> object:
-    """Slices are numbered from 1 on every page (viewer, report); findings.json counts from 0."""
-    return k + 1 if isinstance(k, int) else k
 
 
 def _job(pdf: _Report, j: Any) -> None:
@@ -195,7 +191,7 @@ def _job(pdf: _Report, j: Any) -> None:
                 "Uncert.",
                 "Vol. mL",
                 "Axes mm",
-                "Slice",
+                "Key slice",
             ],
             [
                 [
@@ -208,11 +204,16 @@ def _job(pdf: _Report, j: Any) -> None:
                     num((f.get("measurements") or {}).get("volume_ml"), 2),
                     f"{num((f.get('measurements') or {}).get('long_axis_mm'))} / "
                     f"{num((f.get('measurements') or {}).get('short_axis_mm'))}",
-                    _one_based((f.get("measurements") or {}).get("centroid_slice")),
+                    key_slice_number(f.get("measurements") or {}) or "—",
                 ]
                 for f in rows
             ],
             (8, 22, 28, 14, 14, 16, 18, 26, 12),
+        )
+        pdf.para(
+            "Key slice: where a lesion's axes were measured (an organ: the slice nearest its "
+            "centre), numbered as in the viewer: from 1 along the patient axis, lowest "
+            "position first; not the DICOM instance number."
         )
         for method in sorted(
             {f.get("confidence_method") for f in rows if f.get("confidence_method")}

@@ -14,12 +14,34 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from medvision.db import Database, Feedback, Job, Study
+from medvision.db import Database, Feedback, Job, Outbox, Study
 from medvision.reports._study import _aware, _seconds, read_findings
 
 _UID = re.compile(r"\b\d+(?:\.\d+){3,}\b")
 _NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
+
+
+#: States that end a study, a job or a delivery without results (strings, as in the tables).
+FAILED_STATES = ("failed", "refused")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One thing that went wrong for a study, at whichever stage it stopped.
+
+    ``stage`` is "study" (refused or failed before any job existed, e.g. no series any
+    pipeline accepts), "job" (a pipeline failed or refused) or "delivery" (a result
+    could not be sent after every try). ``what`` names the pipeline or the destination.
+    """
+
+    study_instance_uid: str
+    stage: str
+    what: str
+    state: str
+    reason: str
+    at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -28,6 +50,9 @@ class PeriodSummary:
     until: date  # inclusive
     jobs: tuple[dict[str, Any], ...]
     jobs_by_state: dict[str, int]
+    #: Every failure and refusal of the period, at any stage, newest first.
+    failures: tuple[Failure, ...]
+    #: The same, grouped by reason class (one count per failure, not per study).
     failures_by_reason: list[tuple[str, int]]
     #: seconds; keys p50, p90, p95, max, n — for processing and for complete → results.
     processing_s: dict[str, float]
@@ -38,6 +63,11 @@ class PeriodSummary:
     studies_by_pipeline: dict[str, int]
     missed_by_pipeline: dict[str, int]
     studies_per_day: list[tuple[date, int]]
+
+    @property
+    def failed_studies(self) -> int:
+        """How many studies failed or were refused at some stage: what QA counts first."""
+        return len({f.study_instance_uid for f in self.failures})
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -78,6 +108,46 @@ def _bounds(db: Database, since: date, until: date) -> tuple[datetime, datetime]
     if db.is_sqlite:  # stored as naive UTC text: compare like with like
         return start.replace(tzinfo=None), end.replace(tzinfo=None)
     return start, end
+
+
+def _failures(session: Session, jobs: list[Job], studies: list[Study]) -> tuple[Failure, ...]:
+    """Failures of the period's jobs and of their deliveries, and studies of the period
+    that stopped before any job of their current version existed.
+
+    A study stopped that early has no job row at all, so counting jobs alone misses it:
+    the dashboard once said "Failed or refused 0" over three refused studies.
+    """
+    out: list[Failure] = []
+    stopped = [s for s in studies if s.state in FAILED_STATES]
+    with_jobs = set(
+        session.execute(
+            select(Job.study_instance_uid, Job.study_version).where(
+                Job.study_instance_uid.in_(sorted({s.study_instance_uid for s in stopped}))
+            )
+        ).all()
+    )
+    for s in stopped:
+        if (s.study_instance_uid, s.version) not in with_jobs:
+            at = _utc(s.completed_at or s.last_received_at)
+            out.append(Failure(s.study_instance_uid, "study", "", s.state, s.reason, at))
+    for j in jobs:
+        if j.state in FAILED_STATES:
+            at = _utc(j.finished_at or j.created_at)
+            out.append(Failure(j.study_instance_uid, "job", j.pipeline, j.state, j.reason, at))
+    finished = {j.id: _utc(j.finished_at) for j in jobs}
+    for o in session.scalars(
+        select(Outbox)
+        .where(Outbox.job_id.in_(sorted(finished)), Outbox.state.in_(FAILED_STATES))
+        .order_by(Outbox.id)
+    ):
+        what, at = f"{o.destination} ({o.ae_title})", finished[o.job_id]
+        out.append(Failure(o.study_instance_uid, "delivery", what, o.state, o.last_error, at))
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return tuple(sorted(out, key=lambda f: f.at or epoch, reverse=True))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return _aware(value) if value is not None else None
 
 
 def build_period_summary(db: Database, since: date, until: date) -> PeriodSummary:
@@ -122,6 +192,7 @@ def build_period_summary(db: Database, since: date, until: date) -> PeriodSummar
                     ).all()
                 )
             )
+        failures = _failures(session, jobs, studies)
         study_pipelines: dict[str, set[str]] = defaultdict(set)
         for uid, name in session.execute(
             select(Job.study_instance_uid, Job.pipeline).where(
@@ -159,7 +230,7 @@ def build_period_summary(db: Database, since: date, until: date) -> PeriodSummar
         doc = read_findings(j.result_dir) or {}
         lesions[j.pipeline] += sum(1 for f in doc.get("findings", []) if f.get("kind") == "lesion")
 
-    failures = Counter(reason_class(j.reason) for j in jobs if j.state in ("failed", "refused"))
+    by_reason = Counter(reason_class(f.reason) for f in failures)
     # The latest decision on each finding counts: a reviewer may change their mind.
     latest: dict[tuple[int | None, int | None, str], str] = {}
     missed: Counter[str] = Counter()
@@ -181,7 +252,8 @@ def build_period_summary(db: Database, since: date, until: date) -> PeriodSummar
         until=until,
         jobs=tuple(rows),
         jobs_by_state=dict(Counter(j.state for j in jobs)),
-        failures_by_reason=failures.most_common(),
+        failures=failures,
+        failures_by_reason=by_reason.most_common(),
         processing_s=percentiles(processing),
         turnaround_s=percentiles(turnaround),
         accepted=sum(1 for d in latest.values() if d == "accept"),
@@ -193,4 +265,11 @@ def build_period_summary(db: Database, since: date, until: date) -> PeriodSummar
     )
 
 
-__all__ = ["PeriodSummary", "build_period_summary", "percentiles", "reason_class"]
+__all__ = [
+    "FAILED_STATES",
+    "Failure",
+    "PeriodSummary",
+    "build_period_summary",
+    "percentiles",
+    "reason_class",
+]

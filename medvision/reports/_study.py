@@ -80,7 +80,8 @@ class StudyReport:
     reason: str
     series: tuple[SeriesInput, ...]
     jobs: tuple[JobReport, ...]
-    #: Reviewer decisions and missed-lesion marks, oldest first.
+    #: Reviewer decisions and missed-lesion marks, oldest first; "finding" is the tracking
+    #: ID of the finding decided on ("Lesion 3"), empty for a missed-lesion mark.
     feedback: tuple[dict[str, Any], ...]
     #: The whole chain's check (DbAuditLog(db).verify(), batched), and its head to note down.
     audit: Verification
@@ -111,6 +112,14 @@ def read_findings(result_dir: str | None) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _finding_name(labels: dict[tuple[Any, Any], Any], job_id: Any, number: Any) -> str:
+    """How a reviewer's decision names its finding: the tracking ID the viewer, the SEG and
+    the SR show ("Lesion 3"), not the segment number, which no page displays."""
+    if number is None:
+        return ""
+    return str(labels.get((job_id, number)) or f"segment {number}")
 
 
 def build_study_report(db: Database, study_uid: str) -> StudyReport | None:
@@ -200,6 +209,13 @@ def build_study_report(db: Database, study_uid: str) -> StudyReport | None:
             "completed_at": study.completed_at,
             "reason": study.reason,
         }
+    labels = {
+        (j.id, f.get("number")): f.get("tracking_id") or f.get("label")
+        for j in job_reports
+        for f in j.finding_rows
+    }
+    for f in feedback:
+        f["finding"] = _finding_name(labels, f["job_id"], f["finding_number"])
     events = tuple(
         {"seq": e["seq"], "time": e["time"], "type": e["type"], "outcome": e["outcome"]}
         for e in DbAuditLog(db).events(study_uid)

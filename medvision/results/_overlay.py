@@ -43,7 +43,7 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours
 
 from medvision.errors import ResultError
-from medvision.findings import Finding, FindingKind, Findings
+from medvision.findings import Finding, FindingKind, Findings, slice_number
 from medvision.results._codes import display_color, generated_by, truncate
 from medvision.results._device import DeviceInfo, algorithm_equipment
 from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
@@ -212,7 +212,8 @@ def render_overlay(findings: Findings, k: int, window: tuple[float, float]) -> n
     draw.rectangle([0, 0, columns - 1, banner_h - 1], fill=BANNER_RGB)
     algorithm = findings.algorithm
     first = f"{banner_text(findings).upper()}: {algorithm.name} {algorithm.version}"
-    second = f"Slice {k + 1}/{volume.shape[0]}; " + ", ".join(f.tracking_id for f in on_slice)
+    names = ", ".join(f.tracking_id for f in on_slice)
+    second = f"Slice {slice_number(k)}/{volume.shape[0]}; {names}"
     for n, text in enumerate((first, second)):
         draw.text(
             (4, 3 + n * line), _fit(draw, text, font, columns - 8), fill=BANNER_TEXT_RGB, font=font

@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from medvision.errors import ResultError
-from medvision.findings import Finding, FindingKind, Findings, Label
+from medvision.findings import Finding, FindingKind, Findings, Label, key_slice
 from medvision.results import _codes as c
 from medvision.results._device import DeviceInfo, algorithm_device_uid, algorithm_equipment
 from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
@@ -76,10 +76,11 @@ def _measurements(
             ),
         ]
     if finding.label.kind is FindingKind.LESION:
-        # The axes are measured on one slice: name it as the source of the measurement.
+        # The axes are measured on one slice: name it as the source of the measurement. It
+        # is the finding's key slice, the one every table numbers and the viewer opens.
         images = None
-        if m.long_axis_slice is not None:
-            k = m.long_axis_slice
+        k = key_slice(m)
+        if m.long_axis_slice is not None and k is not None:
             image = _source_image(findings, headers, k)
             frames = [findings.volume.frame_numbers[k]] if "NumberOfFrames" in image else None
             images = [hd.sr.SourceImageForMeasurement.from_source_image(image, frames)]

@@ -1,8 +1,11 @@
 """Write seg.dcm, sr.dcm and findings.json for one Findings, each atomically.
 
-With ``overlays=True`` also overlay-NN.dcm (Secondary Capture images with the findings
-burned in, for viewers without SEG support) and kos.dcm (a Key Object Selection pointing at
-them). They are extras, never a replacement for the SEG and SR (STANDARDS AIR-04).
+With ``planar_sr=True`` also sr-planar.dcm: each lesion's long and short axis drawn on its
+key slice, for web viewers such as OHIF that list only measurements with image coordinates
+(``_planar_sr.py``). With ``overlays=True`` also overlay-NN.dcm (Secondary Capture images
+with the findings burned in, for viewers without SEG support) and kos.dcm (a Key Object
+Selection pointing at them). They are extras, never a replacement for the SEG and SR
+(STANDARDS AIR-04).
 
 Why atomic (temp file in the same folder, fsync, rename): the node's sender and the web
 viewer pick up whatever lies in the output folder, and a half-written DICOM file is worse
@@ -28,6 +31,7 @@ from medvision.findings import Findings, Label
 from medvision.results._device import DeviceInfo
 from medvision.results._kos import build_kos
 from medvision.results._overlay import build_overlays, overlay_slice_index
+from medvision.results._planar_sr import build_planar_sr
 from medvision.results._seg import build_seg
 from medvision.results._sr import build_sr
 
@@ -35,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 SEG_NAME = "seg.dcm"
 SR_NAME = "sr.dcm"
+PLANAR_SR_NAME = "sr-planar.dcm"
 JSON_NAME = "findings.json"
 KOS_NAME = "kos.dcm"
 #: Units of the numbers in findings.json and the SR: the same on both sides.
@@ -64,6 +69,10 @@ class ResultFiles:
     kos_path: Path | None = None
     kos_sop_instance_uid: str | None = None
     kos_series_instance_uid: str | None = None
+    #: Written only with ``write_results(..., planar_sr=True)`` and a lesion with axes.
+    planar_sr_path: Path | None = None
+    planar_sr_sop_instance_uid: str | None = None
+    planar_sr_series_instance_uid: str | None = None
 
 
 def findings_json(
@@ -75,12 +84,15 @@ def findings_json(
     sr_file: str = SR_NAME,
     overlays: Sequence[Dataset] | None = None,
     kos: Dataset | None = None,
+    planar_sr: Dataset | None = None,
 ) -> dict[str, Any]:
     """``findings.to_json()`` plus where each finding lives in the SEG and the SR.
 
     With ``overlays`` (and ``kos``) given, adds ``overlays`` (one entry per image: file,
     UIDs, the slice and source instance it shows, the segment numbers on it) and ``kos``.
     Without them neither key is written, so existing readers see the same document.
+    With ``planar_sr`` adds ``planar_sr`` (file and UIDs; its groups carry the findings'
+    tracking UIDs).
     """
     doc = findings.to_json()
     doc["units"] = dict(JSON_UNITS)
@@ -102,6 +114,13 @@ def findings_json(
         "sop_instance_uid": str(sr.SOPInstanceUID),
         "series_instance_uid": str(sr.SeriesInstanceUID),
     }
+    if planar_sr is not None:
+        doc["planar_sr"] = {
+            "file": PLANAR_SR_NAME,
+            "sop_class_uid": str(planar_sr.SOPClassUID),
+            "sop_instance_uid": str(planar_sr.SOPInstanceUID),
+            "series_instance_uid": str(planar_sr.SeriesInstanceUID),
+        }
     for item in doc["findings"]:
         item["seg_segment_number"] = item["number"] if seg is not None else None
     if overlays is not None:
@@ -153,8 +172,11 @@ def write_results(
     labels: Sequence[Label] | None = None,
     device: DeviceInfo | None = None,
     overlays: bool = False,
+    planar_sr: bool = False,
 ) -> ResultFiles:
     """Build the SEG (if there is any finding), the SR and findings.json into ``out_dir``.
+
+    ``planar_sr=True`` adds sr-planar.dcm when a lesion has axes to draw.
 
     ``overlays=True`` adds overlay-NN.dcm and kos.dcm when there is any finding (with no
     finding there is nothing to burn in, and the SR says so). Everything is built in memory
@@ -168,9 +190,10 @@ def write_results(
     sr = build_sr(findings, seg, labels=labels, device=device)
     images = build_overlays(findings, device=device) if overlays and findings.items else []
     kos = build_kos(findings, images, device=device) if images else None
+    planar = build_planar_sr(findings, device=device) if planar_sr else None
     doc = findings_json(
         findings, seg, sr, seg_file=SEG_NAME if seg is not None else None,
-        overlays=images if overlays else None, kos=kos,
+        overlays=images if overlays else None, kos=kos, planar_sr=planar,
     )
     try:
         payload = json.dumps(doc, indent=2, allow_nan=False).encode("utf-8")
@@ -182,6 +205,8 @@ def write_results(
         if seg is not None and seg_path is not None:
             save_dicom(seg, seg_path)
         save_dicom(sr, out_dir / SR_NAME)
+        if planar is not None:
+            save_dicom(planar, out_dir / PLANAR_SR_NAME)
         for number, image in enumerate(images, start=1):
             save_dicom(image, out_dir / overlay_name(number))
         if kos is not None:
@@ -190,8 +215,9 @@ def write_results(
     except OSError as exc:
         raise ResultError(f"Could not write results to {out_dir}: {exc.strerror or exc}") from exc
     logger.info(
-        "Wrote %s results and %d overlay image(s) to %s",
-        "SEG, SR and JSON" if seg else "SR and JSON", len(images), out_dir,
+        "Wrote %s results, %s planar SR and %d overlay image(s) to %s",
+        "SEG, SR and JSON" if seg else "SR and JSON", "a" if planar is not None else "no",
+        len(images), out_dir,
     )
     return ResultFiles(
         seg_path=seg_path,
@@ -207,12 +233,18 @@ def write_results(
         kos_path=out_dir / KOS_NAME if kos is not None else None,
         kos_sop_instance_uid=str(kos.SOPInstanceUID) if kos is not None else None,
         kos_series_instance_uid=str(kos.SeriesInstanceUID) if kos is not None else None,
+        planar_sr_path=out_dir / PLANAR_SR_NAME if planar is not None else None,
+        planar_sr_sop_instance_uid=str(planar.SOPInstanceUID) if planar is not None else None,
+        planar_sr_series_instance_uid=(
+            str(planar.SeriesInstanceUID) if planar is not None else None
+        ),
     )
 
 
 __all__ = [
     "JSON_NAME",
     "KOS_NAME",
+    "PLANAR_SR_NAME",
     "SEG_NAME",
     "SR_NAME",
     "ResultFiles",

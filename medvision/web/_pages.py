@@ -21,6 +21,7 @@ from medvision.api._auth import get_current_user
 from medvision.api._users import CurrentUser, Role
 from medvision.audit import DbAuditLog
 from medvision.db import Database
+from medvision.findings import key_slice, key_slice_number, slice_number
 from medvision.reports._html import num, secs, when
 from medvision.web._imaging import VolumeCache
 
@@ -37,6 +38,10 @@ _ENV = Environment(
     lstrip_blocks=True,
 )
 _ENV.filters.update(when=when, secs=secs, num=num)
+# One slice numbering on every page (medvision.findings._slices).
+_ENV.globals.update(
+    key_slice=key_slice, key_slice_number=key_slice_number, slice_number=slice_number
+)
 
 
 def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:

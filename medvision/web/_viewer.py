@@ -15,6 +15,7 @@ from medvision.api._auth import require_roles
 from medvision.api._deps import AuditDep, DbDep, SettingsDep
 from medvision.config import Settings
 from medvision.db import Database, Feedback, Instance, Job, Study
+from medvision.findings import key_slice
 from medvision.reports._study import read_findings
 from medvision.web._imaging import PRESETS, Study3D, load_study3d, overlay_png, window_png
 from medvision.web._pages import (
@@ -191,7 +192,9 @@ def viewer(
     findings = doc.get("findings", [])
     lesions = [f for f in findings if f.get("kind") == "lesion"]
     first = lesions[0] if lesions else (findings[0] if findings else None)
-    start = int((first or {}).get("measurements", {}).get("centroid_slice") or volume.slices // 2)
+    start = key_slice((first or {}).get("measurements") or {})
+    if start is None:
+        start = volume.slices // 2
     decisions: dict[int, dict[str, Any]] = {}
     for f in feedback:
         if f["kind"] == "decision" and f["job_id"] == selected.id and f["decision"] != "comment":

@@ -17,6 +17,8 @@ from tests.results.conftest import chest_findings, chest_volume, dciodvfy, writt
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
+#: An outbox row for sr-planar.dcm (the file itself is not needed here).
+PLANAR_UID = "2.25.1234567890"
 
 
 def _seed(server: Server, written: ResultFiles, tmp_path: Path) -> tuple[str, int]:  # noqa: F811
@@ -39,6 +41,8 @@ def _seed(server: Server, written: ResultFiles, tmp_path: Path) -> tuple[str, in
         for name, uid, cls in (
             ("seg.dcm", written.seg_sop_instance_uid, SEG_CLASS),
             ("sr.dcm", written.sr_sop_instance_uid, SR_CLASS),
+            # the planar SR has the same SOP class and is not what a rejection re-issues
+            ("sr-planar.dcm", PLANAR_UID, SR_CLASS),
         ):
             session.add(
                 Outbox(
@@ -146,9 +150,9 @@ def test_reject_reissues_the_sr(reviewed) -> None:
     states = {cls: [] for cls in (SEG_CLASS, SR_CLASS)}
     for _uid, state, cls in rows:
         states[cls].append(state)
-    assert sorted(states[SR_CLASS]) == ["pending", "superseded"] and states[SEG_CLASS] == [
-        "pending"
-    ]
+    assert sorted(states[SR_CLASS]) == ["pending", "pending", "superseded"]
+    assert states[SEG_CLASS] == ["pending"]
+    assert (PLANAR_UID, "pending", SR_CLASS) in rows
     new = dcmread(path)
     old = dcmread(Path(path).parent / "sr.dcm")
     assert new.SOPInstanceUID == new_uid != old.SOPInstanceUID

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medvision.dicom import Volume
-from medvision.findings import measure
+from medvision.findings import axis_endpoints, measure
 
 # Anisotropic on purpose: columns 0.7 mm, rows 0.8 mm, slices 2.5 mm.
 SPACING = (0.7, 0.8, 2.5)
@@ -126,3 +126,35 @@ def test_rejects_empty_or_misshaped_masks() -> None:
         measure(np.zeros(SHAPE, dtype=bool), vol, lesion=True)
     with pytest.raises(ValueError, match="shape"):
         measure(np.ones((2, 2, 2), dtype=bool), vol, lesion=True)
+
+
+def _in_mm(volume: Volume, point: tuple[float, float]) -> np.ndarray:
+    """In-plane position (mm, LPS axes) of a (column, row) pixel point."""
+    i, j = point
+    return i * volume.direction[:, 0] * volume.spacing[0] + j * volume.direction[:, 1] * (
+        volume.spacing[1]
+    )
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_axis_endpoints_draw_the_measured_axes(flipped: bool) -> None:
+    """The ends a viewer draws measure what measure() reported, on the same slice: the long
+    axis exactly, the short axis exactly and perpendicular to it, crossing it."""
+    direction = np.diag([1.0, -1.0, -1.0]) if flipped else None
+    vol = make_volume(direction=direction)
+    mask = ellipsoid(vol, centre_of(vol), (15.0, 6.0, 8.0), angle_deg=30.0)
+    m = measure(mask, vol, lesion=True)
+    ends = axis_endpoints(mask[m.long_axis_slice], vol)
+    a, b = (_in_mm(vol, p) for p in ends.long)
+    c, d = (_in_mm(vol, p) for p in ends.short)
+    assert np.linalg.norm(b - a) == pytest.approx(m.long_axis_mm, abs=1e-6)
+    assert np.linalg.norm(d - c) == pytest.approx(m.short_axis_mm, abs=1e-6)
+    assert abs((b - a) @ (d - c)) < 1e-6
+    # the short axis crosses the long axis between its ends
+    s, t = np.linalg.lstsq(np.stack([b - a, c - d], axis=1), c - a, rcond=None)[0]
+    assert 0.0 <= s <= 1.0 and 0.0 <= t <= 1.0
+    # both long-axis ends lie on the lesion's edge: within a pixel of a mask pixel
+    plane = mask[m.long_axis_slice]
+    for i, j in ends.long:
+        near = plane[int(round(j)) - 1 : int(round(j)) + 2, int(round(i)) - 1 : int(round(i)) + 2]
+        assert near.any()

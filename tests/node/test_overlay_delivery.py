@@ -1,8 +1,9 @@
-"""A destination marked `overlays = true` also gets burned-in overlays and a KOS.
+"""A destination marked `overlays = true` also gets burned-in overlays and a KOS; one marked
+`planar_sr = true` also gets the planar SR (the lesions' axes, for OHIF).
 
 The worker runs the real lung-ct pipeline on the spooled synthetic sample; the sender delivers
-to two real dcmtk storescp peers: one plain PACS (SEG + SR only) and one whose viewer cannot
-show SEG (SEG + SR + Secondary Captures + KOS).
+to two real dcmtk storescp peers: a PACS whose viewer is OHIF (SEG + SR + planar SR) and one
+whose viewer cannot show SEG (SEG + SR + Secondary Captures + KOS).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
     settings = Settings(
         data_dir=tmp_path / "data",
         modalities={
-            "pacs": Modality(ae_title="PACS", host="127.0.0.1", port=plain_port),
+            "pacs": Modality(
+                ae_title="PACS", host="127.0.0.1", port=plain_port, planar_sr=True
+            ),
             "old-viewer": Modality(
                 ae_title="OLDVIEW", host="127.0.0.1", port=sc_port, overlays=True
             ),
@@ -67,13 +70,14 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
     run = execute_job(job, settings, db, audit)
     assert run.status == "done", run.reason
     assert run.files is not None and run.files.overlay_paths and run.files.kos_path
+    assert run.files.planar_sr_path is not None
 
     with db.session() as session:
         rows = list(session.scalars(select(Outbox)))
     by_dest: dict[str, list[str]] = {}
     for r in rows:
         by_dest.setdefault(r.destination, []).append(r.sop_class_uid)
-    assert sorted(by_dest["pacs"]) == sorted([SEG, SR])
+    assert sorted(by_dest["pacs"]) == sorted([SEG, SR, SR])
     n_overlays = len(run.files.overlay_paths)
     assert sorted(by_dest["old-viewer"]) == sorted([SEG, SR, KOS] + [SC] * n_overlays)
 
@@ -86,7 +90,7 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
             lambda: (
                 sender.send_due() is not None
                 and len(list((tmp_path / "old").iterdir())) == len(by_dest["old-viewer"])
-                and len(list((tmp_path / "pacs").iterdir())) == 2
+                and len(list((tmp_path / "pacs").iterdir())) == 3
             ),
             60,
             0.2,
@@ -105,6 +109,12 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
     }
     assert referenced == overlay_uids
     assert all(ds.StudyInstanceUID == study_uid for ds in received)
-    assert all(ds.SOPClassUID in (SEG, SR) for ds in map(dcmread, (tmp_path / "pacs").iterdir()))
+    at_pacs = [dcmread(p) for p in (tmp_path / "pacs").iterdir()]
+    assert all(ds.SOPClassUID in (SEG, SR) for ds in at_pacs)
+    assert {str(ds.SOPInstanceUID) for ds in at_pacs if ds.SOPClassUID == SR} == {
+        run.files.sr_sop_instance_uid, run.files.planar_sr_sop_instance_uid}
+    assert not any(
+        str(ds.SOPInstanceUID) == run.files.planar_sr_sop_instance_uid for ds in received
+    )
     assert audit.verify().ok
     db.dispose()

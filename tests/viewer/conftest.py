@@ -37,6 +37,8 @@ class Results:
     dir: Path
     seg: Path
     sr: Path
+    #: sr-planar.dcm: each lesion's long and short axis on its key slice (what OHIF lists)
+    planar_sr: Path
     findings: dict
     seconds: float
 
@@ -62,7 +64,7 @@ def medvision_results(tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Pa
 
     out = tmp_path_factory.mktemp("results")
     start = time.monotonic()
-    runs = run_study(chest_ct_dir, out, ["lung-ct"])
+    runs = run_study(chest_ct_dir, out, ["lung-ct"], planar_sr=True)
     seconds = time.monotonic() - start
     assert [r.status for r in runs] == ["done"], [(r.status, r.reason) for r in runs]
     (folder,) = {p.parent for p in out.rglob("seg.dcm")}
@@ -70,6 +72,7 @@ def medvision_results(tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Pa
         folder,
         folder / "seg.dcm",
         folder / "sr.dcm",
+        folder / "sr-planar.dcm",
         json.loads((folder / "findings.json").read_text()),
         seconds,
     )
@@ -79,7 +82,7 @@ def medvision_results(tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Pa
 def orthanc_with_study(
     tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Path, medvision_results: Results
 ) -> Iterator[Orthanc]:
-    """Orthanc (DICOMweb, full metadata) holding the CT, our SEG and our SR."""
+    """Orthanc (DICOMweb, full metadata) holding the CT, our SEG and both our SRs."""
     pacs = Orthanc(tmp_path_factory.mktemp("orthanc"), {})
     config_path = pacs.dir / "orthanc.json"
     config = json.loads(config_path.read_text())
@@ -90,7 +93,12 @@ def orthanc_with_study(
     pacs.start()
     try:
         pacs.upload(
-            [*sorted(chest_ct_dir.glob("*.dcm")), medvision_results.seg, medvision_results.sr]
+            [
+                *sorted(chest_ct_dir.glob("*.dcm")),
+                medvision_results.seg,
+                medvision_results.sr,
+                medvision_results.planar_sr,
+            ]
         )
         yield pacs
     finally:

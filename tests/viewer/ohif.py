@@ -272,6 +272,17 @@ PAGE_HELPER_JS = """
       }
       return [c.width, c.height, btoa(text)];
     },
+    // Every line the annotation tools drew on the viewport's SVG layer, as world points
+    // (LPS mm) through the viewport's own canvas-to-world mapping.
+    drawnLines() {
+      const vp = this.viewport();
+      return [...vp.element.querySelectorAll('svg line')].map(l => {
+        const a = ['x1', 'y1'].map(k => Number(l.getAttribute(k)));
+        const b = ['x2', 'y2'].map(k => Number(l.getAttribute(k)));
+        return {a: vp.canvasToWorld(a), b: vp.canvasToWorld(b),
+                dashed: !!l.getAttribute('stroke-dasharray')};
+      });
+    },
     frames() {
       return new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
     },

@@ -1,7 +1,7 @@
-"""Our SEG and SR of the real chest CT in OHIF, checked from the pixels OHIF draws.
+"""Our SEG and SRs of the real chest CT in OHIF, checked from what OHIF draws.
 
 Users of other AI nodes report segmentations that OHIF shows shifted or flipped. This test
-loads the real A0001 chest CT, and the SEG and SR that ``medvision`` writes for it, into
+loads the real A0001 chest CT, and the SEG and SRs that ``medvision`` writes for it, into
 Orthanc; opens OHIF 3.12 (the prebuilt npm package) in headless Chromium; hydrates the SEG;
 and reads back the viewport's canvas at every image pixel centre. Nothing is taken from
 OHIF's idea of where a segment is: the expected masks come from the SEG file (pydicom) and
@@ -15,7 +15,10 @@ drawn. The checks:
 - the left lung is on the image's right half, the right lung on the left half;
 - the lesions that the radiologists boxed (PASCAL VOC boxes on named slices) are drawn
   inside those boxes;
-- what OHIF makes of our TID 1500 SR (see docs/viewer-ohif.md);
+- OHIF lists every lesion from our planar SR (sr-planar.dcm) with our label, on the slice
+  our volumetric SR names, its long and short axis within 1 mm of ours, and draws that long
+  axis there;
+- what OHIF makes of our volumetric TID 1500 SR (none listed; see docs/viewer-ohif.md);
 - no request left the machine and the page logged no error.
 
 Set ``MEDVISION_OHIF_SHOTS=<folder>`` to save the screenshots used in docs/viewer-ohif.md.
@@ -443,7 +446,8 @@ def test_boxed_lesions_are_drawn_inside_the_radiologists_boxes(
 
 
 def test_what_ohif_shows_of_our_sr(ohif: OhifSession, medvision_results: Results) -> None:
-    """OHIF parses our TID 1500 report but lists none of its measurements.
+    """OHIF parses our volumetric TID 1500 report (sr.dcm) but lists none of its
+    measurements (the planar SR is what it lists: the next test).
 
     OHIF 3.12 turns only measurement groups with a SCOORD/SCOORD3D graphic into
     measurements; ours are TID 1411 volumetric groups that reference the SEG's segments
@@ -453,7 +457,7 @@ def test_what_ohif_shows_of_our_sr(ohif: OhifSession, medvision_results: Results
     show them: update docs/viewer-ohif.md.
     """
     page = ohif.page
-    page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="SR").dblclick()
+    page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="lung-ct SR").dblclick()
     page.wait_for_function(
         "() => window.services.displaySetService.getActiveDisplaySets()"
         ".some(d => d.Modality === 'SR' && d.isLoaded)",
@@ -474,10 +478,13 @@ def test_what_ohif_shows_of_our_sr(ohif: OhifSession, medvision_results: Results
             details.first.click()
             page.wait_for_timeout(500)
             text += " | " + page.locator("body").inner_text()[-1500:]
+            # close the details dialog: it would take the clicks of the next test
+            page.get_by_role("dialog").get_by_role("button", name="Close").first.click()
+            page.get_by_role("dialog").wait_for(state="detached", timeout=10_000)
         ohif.log.notifications.append(" ".join(text.split()))
     report = page.evaluate(
         "() => { const d = window.services.displaySetService.getActiveDisplaySets()"
-        ".find(d => d.Modality === 'SR');"
+        ".find(d => d.Modality === 'SR' && d.SeriesDescription.startsWith('lung-ct SR'));"
         " return {report: d.isImagingMeasurementReport, groups: d.measurements.length,"
         " shown: window.services.measurementService.getMeasurements().length}; }"
     )
@@ -487,6 +494,97 @@ def test_what_ohif_shows_of_our_sr(ohif: OhifSession, medvision_results: Results
     assert report == {"report": True, "groups": n_findings, "shown": 0}, report
     not_shown = [w for w in ohif.log.console_logs if "Measurement is not rehydratable" in w]
     assert len(not_shown) == n_findings, not_shown
+
+
+def key_slices(sr_path: Path) -> dict[str, str]:
+    """Tracking UID -> SOP Instance UID of the image our volumetric SR says each lesion's
+    long axis was measured on (the IMAGE under its Long Axis NUM)."""
+    found = {}
+    root = pydicom.dcmread(sr_path)
+    containers = [root]
+    while containers:
+        item = containers.pop()
+        children = list(item.get("ContentSequence", []))
+        containers += [c for c in children if c.ValueType == "CONTAINER"]
+        uid = next((c.UID for c in children if c.ValueType == "UIDREF"
+                    and c.ConceptNameCodeSequence[0].CodeValue == "112040"), None)
+        for c in children:
+            if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeValue == "103339001":
+                (image,) = [i for i in c.ContentSequence if i.ValueType == "IMAGE"]
+                found[uid] = str(image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+    return found
+
+
+def _mm(a: list[float], b: list[float]) -> float:
+    return float(np.linalg.norm(np.subtract(a, b)))
+
+
+def test_ohif_lists_every_lesion_with_its_axes(
+    ohif: OhifSession, medvision_results: Results
+) -> None:
+    """Our planar SR: OHIF restores every lesion as a length-and-width measurement, labelled
+    with our name for it, on the slice our SR names, its long axis within 1 mm of ours, and
+    draws that long axis on the slice (measured back through the viewport's own mapping)."""
+    page = ohif.page
+    lesions = [f for f in medvision_results.findings["findings"] if f["kind"] == "lesion"]
+    assert lesions, "the chest CT gave no lesion: nothing to check"
+    keys = key_slices(medvision_results.sr)
+    page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="axes SR").dblclick()
+    page.locator('[data-cy="yes-hydrate-btn"]').click(timeout=30_000)
+    page.wait_for_function(
+        "n => window.services.measurementService.getMeasurements().length >= n",
+        arg=len(lesions),
+        timeout=30_000,
+    )
+    shown = page.evaluate(
+        "() => window.services.measurementService.getMeasurements().map(m => ({"
+        " label: m.label, tool: m.toolName, sop: m.SOPInstanceUID, points: m.points,"
+        " text: m.displayText }))"
+    )
+    assert len(shown) == len(lesions), [m["label"] for m in shown]
+    by_label = {m["label"]: m for m in shown}
+    assert set(by_label) == {f["tracking_id"] for f in lesions}
+    # the panel lists them, by our names
+    panel = page.get_by_text(f"Measurements ({len(lesions)})")
+    if not panel.count():
+        page.locator('[data-cy="trackedMeasurements-btn"]').click()
+    panel.first.wait_for(timeout=15_000)
+    listed = page.locator("body").inner_text()
+    problems = []
+    for finding in lesions:
+        m, ours = by_label[finding["tracking_id"]], finding["measurements"]
+        assert m["tool"] == "Bidirectional", m
+        assert f"{finding['tracking_id']}" in listed
+        long_mm, short_mm = _mm(*m["points"][:2]), _mm(*m["points"][2:])
+        if m["sop"] != keys[finding["tracking_uid"]]:
+            problems.append(f"{finding['tracking_id']}: on {m['sop']}, not its key slice")
+        if abs(long_mm - ours["long_axis_mm"]) > 1.0:
+            problems.append(f"{finding['tracking_id']}: long axis {long_mm:.1f} mm in OHIF, "
+                            f"{ours['long_axis_mm']:.1f} mm ours")
+        if abs(short_mm - ours["short_axis_mm"]) > 1.0:
+            problems.append(f"{finding['tracking_id']}: short axis {short_mm:.1f} mm in OHIF, "
+                            f"{ours['short_axis_mm']:.1f} mm ours")
+        # what is drawn on the key slice: a solid line with the long axis' ends
+        page.evaluate("sop => window.mvTest.go(sop)", m["sop"])
+        page.evaluate("() => window.mvTest.frames()")
+        lines = page.evaluate("() => window.mvTest.drawnLines()")
+        ends = m["points"][:2]
+        drawn = [
+            line for line in lines if not line["dashed"] and max(
+                min(_mm(line["a"], ends[0]), _mm(line["b"], ends[0])),
+                min(_mm(line["a"], ends[1]), _mm(line["b"], ends[1])),
+            ) <= 1.0
+        ]
+        if not drawn:
+            problems.append(f"{finding['tracking_id']}: no long axis drawn on its slice")
+        print(finding["tracking_id"], "long axis mm: ours", round(ours["long_axis_mm"], 3),
+              "OHIF", round(long_mm, 3), "drawn",
+              [round(_mm(line["a"], line["b"]), 3) for line in drawn])
+        if drawn and abs(_mm(drawn[0]["a"], drawn[0]["b"]) - ours["long_axis_mm"]) > 1.0:
+            problems.append(f"{finding['tracking_id']}: drawn long axis "
+                            f"{_mm(drawn[0]['a'], drawn[0]['b']):.1f} mm")
+    shoot(ohif, "sr-planar-measurements")
+    assert not problems, "\n".join(problems)
 
 
 def test_no_request_left_the_machine_and_no_error_was_logged(ohif: OhifSession) -> None:

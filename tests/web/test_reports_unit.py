@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
+from pypdf import PdfReader
+from sqlalchemy import select
 
-from medvision.db import Database, Feedback, Job, Study
+from medvision.db import Database, Feedback, Job, Outbox, Study
 from medvision.reports import (
     build_period_summary,
     build_study_report,
@@ -37,10 +42,91 @@ def test_hbar_chart_escapes_and_titles() -> None:
     assert "<script>" not in svg and "&lt;script&gt;: 3" in svg and "T &amp; U" in svg
 
 
+def test_period_counts_failures_at_every_stage(tmp_path) -> None:
+    """A study refused before any job existed, a failed job and a failed delivery each count,
+    with their reasons; a study whose job failed is listed for its job, not twice; a study
+    with a done job and one failed delivery is listed for that delivery."""
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.create_schema()
+    now = datetime.now(UTC)
+    refused = "no series accepted: lung-ct: series 1: 11 slices; at least 20 are needed"
+    with db.session() as s:
+        s.add(Study(study_instance_uid="1.1", state="failed", reason=refused, completed_at=now))
+        s.add(Study(study_instance_uid="2.2", state="failed", reason="lung-ct: boom"))
+        s.add(
+            Job(
+                study_instance_uid="2.2",
+                study_version=1,
+                pipeline="lung-ct",
+                state="failed",
+                reason="boom",
+                created_at=now,
+                finished_at=now,
+            )
+        )
+        s.add(Study(study_instance_uid="3.3", state="send-failed", reason="refused"))
+        s.add(
+            Job(
+                study_instance_uid="3.3",
+                study_version=1,
+                pipeline="lung-ct",
+                state="done",
+                created_at=now,
+                finished_at=now,
+            )
+        )
+        s.add(Study(study_instance_uid="4.4", state="done"))
+        s.add(
+            Job(
+                study_instance_uid="4.4",
+                study_version=1,
+                pipeline="lung-ct",
+                state="done",
+                created_at=now,
+                finished_at=now,
+            )
+        )
+    with db.session() as s:
+        job = s.scalar(select(Job).where(Job.study_instance_uid == "3.3"))
+        for state in ("failed", "sent"):
+            s.add(
+                Outbox(
+                    job_id=job.id,
+                    study_instance_uid="3.3",
+                    destination="pacs",
+                    ae_title="PACS",
+                    host="h",
+                    port=104,
+                    path="p",
+                    sop_instance_uid=f"9.{state}",
+                    sop_class_uid="1.2",
+                    state=state,
+                    attempts=5,
+                    last_error="association rejected" if state == "failed" else "",
+                )
+            )
+    today = now.date()
+    summary = build_period_summary(db, today, today)
+    got = {(f.study_instance_uid, f.stage, f.what, f.state, f.reason) for f in summary.failures}
+    assert got == {
+        ("1.1", "study", "", "failed", refused),
+        ("2.2", "job", "lung-ct", "failed", "boom"),
+        ("3.3", "delivery", "pacs (PACS)", "failed", "association rejected"),
+    }
+    assert summary.failed_studies == 3
+    assert sum(n for _, n in summary.failures_by_reason) == 3
+    assert ("association rejected", 1) in summary.failures_by_reason
+
+
 def test_period_summary_and_report(tmp_path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'm.db'}")
     db.create_schema()
     now = datetime.now(UTC)
+    # Segment 1 is "Lesion 7": measured on index 4, centre on index 5 → key slice 5.
+    lesion = {"long_axis_slice": 4, "centroid_slice": 5}
+    finding = {"number": 1, "tracking_id": "Lesion 7", "kind": "lesion", "measurements": lesion}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "findings.json").write_text(json.dumps({"findings": [finding]}))
     with db.session() as s:
         s.add(Study(study_instance_uid="1.2.3", state="sent", completed_at=now))
         s.add(
@@ -48,6 +134,7 @@ def test_period_summary_and_report(tmp_path) -> None:
                 study_instance_uid="1.2.3",
                 study_version=1,
                 pipeline="p",
+                result_dir=str(tmp_path / "r"),
                 state="done",
                 started_at=now,
                 finished_at=now + timedelta(seconds=4),
@@ -91,13 +178,24 @@ def test_period_summary_and_report(tmp_path) -> None:
     assert (summary.accepted, summary.rejected, summary.acceptance_rate) == (1, 0, 1.0)
     assert summary.missed_by_pipeline == {"p": 1}
     assert [n for _, n in summary.studies_per_day] == [0, 0, 1]
+    assert [(f.stage, f.what, f.reason) for f in summary.failures] == [
+        ("job", "p", "no series 1.2.3.4.5")
+    ]
+    assert summary.failed_studies == 1
     assert build_period_summary(db, date(2001, 1, 1), date(2001, 1, 2)).jobs == ()
 
     report = build_study_report(db, "1.2.3")
     assert report is not None and report.audit.ok and len(report.jobs) == 2
     html = study_report_html(report)
     assert "missed lesion" in html and "no series 1.2.3.4.5" in html
-    assert study_report_pdf(report).startswith(b"%PDF-")
+    assert '<td class="key-slice">5</td>' in html
+    # Decisions name the finding by its tracking ID, never by the bare segment number.
+    assert [f["finding"] for f in report.feedback] == ["Lesion 7", "Lesion 7", ""]
+    pdf = study_report_pdf(report)
+    assert pdf.startswith(b"%PDF-")
+    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf)).pages))
+    assert re.search(r"reject Lesion 7", text) and re.search(r"accept Lesion 7", text), text
+    assert "slice 2" in text  # the missed-lesion mark on index 1
     assert build_study_report(db, "9.9") is None
 
 

@@ -64,6 +64,7 @@
     slice.src = sliceUrl(k);
     overlay.src = base + "/overlay/" + k + ".png" + overlayQuery();
     slider.value = String(k);
+    // Slice number = index + 1, the one rule of medvision.findings._slices.
     label.textContent = "slice " + (k + 1) + " / " + cfg.slices;
     wlLabel.textContent = "W " + Math.round(ww) + " / L " + Math.round(wc);
     drawMarks();
