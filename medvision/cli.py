@@ -3,7 +3,9 @@
 Every failure a user can cause (a bad path, a refused series) is printed as one line on
 stderr and turned into a non-zero exit code; a traceback means a bug in medvision.
 
-Exit codes: 0 success; 1 some pipeline failed or was refused; 2 bad usage or no DICOM.
+Exit codes: 0 every pipeline that applies to a study produced results (pipelines made for
+another modality or body part are not applicable, not errors); 1 an applicable pipeline
+failed or refused the study, or no pipeline applies to it; 2 bad usage or no DICOM.
 """
 
 from __future__ import annotations
@@ -216,18 +218,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     finally:
         bars.close()
+    return _report_runs(runs, quiet=args.quiet)
+
+
+def _report_runs(runs: list, *, quiet: bool) -> int:  # list[PipelineRun], imported lazily
+    """Print each study's outcome; 0 when every applicable pipeline produced results.
+
+    A pipeline that is not for a study (another modality or body part) is one quiet note,
+    not an error; a study that no pipeline applies to is an error naming each rule.
+    """
     from medvision.report import findings_table
 
+    ok = True
+    by_study: dict[str, list] = {}
     for run in runs:
-        if run.status == "done" and run.findings is not None:
-            print(findings_table(run))
-        else:
-            print(
-                f"error: study {run.study_instance_uid}, {run.pipeline}: {run.status}: "
-                f"{run.reason}",
-                file=sys.stderr,
-            )
-    return 0 if runs and all(r.status == "done" for r in runs) else 1
+        by_study.setdefault(run.study_instance_uid, []).append(run)
+    for uid, study_runs in by_study.items():
+        skipped = [r for r in study_runs if r.status == "not-applicable"]
+        applicable = [r for r in study_runs if r.status != "not-applicable"]
+        if not applicable:
+            ok = False
+            why = "; ".join(r.reason for r in skipped)
+            print(f"error: study {uid}: no pipeline applies: {why}", file=sys.stderr)
+            continue
+        for run in applicable:
+            if run.status == "done" and run.findings is not None:
+                print(findings_table(run))
+            else:
+                ok = False
+                print(
+                    f"error: study {uid}, {run.pipeline}: {run.status}: {run.reason}",
+                    file=sys.stderr,
+                )
+        if skipped and not quiet:
+            names = ", ".join(r.pipeline for r in skipped)
+            print(f"note: study {uid}: not applicable: {names}", file=sys.stderr)
+    return 0 if runs and ok else 1
 
 
 def _settings(args: argparse.Namespace):  # noqa: ANN202 - Settings, imported lazily

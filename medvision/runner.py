@@ -4,7 +4,9 @@
 series, loads it, runs the pipeline and writes SEG, SR, ``findings.json`` and an audit
 record per (study, pipeline). It never raises for bad input: every problem becomes a
 :class:`PipelineRun` with status ``refused`` or ``failed`` and a one-line reason, recorded
-in the audit trail, so that one bad series cannot stop the others.
+in the audit trail, so that one bad series cannot stop the others. A pipeline that is not
+for the study at all (another modality or body part: :attr:`Selection.applicable`) is
+``not-applicable``: no folder, no audit record, not an error.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from medvision.findings import Findings
 from medvision.pipelines import Pipeline, Progress, no_progress
 from medvision.results import ResultFiles, write_results
 
+#: How a run that started ended; each is audited as ``run.<status>``.
 Status = Literal["done", "refused", "failed"]
+#: A pipeline that is not for the study never starts: no folder, no audit record.
+NOT_APPLICABLE: Literal["not-applicable"] = "not-applicable"
 #: Makes a progress callback for one (study, pipeline); the CLI draws a bar with it.
 ProgressFactory = Callable[[str], Progress]
 
@@ -37,7 +42,7 @@ class PipelineRun:
 
     pipeline: str
     study_instance_uid: str
-    status: Status
+    status: Status | Literal["not-applicable"]
     reason: str = ""
     series_instance_uid: str | None = None
     findings: Findings | None = None
@@ -67,6 +72,17 @@ def run_study(
     runs: list[PipelineRun] = []
     for study in studies:
         for pipeline in chosen:
+            selection = pipeline.select(study.series)
+            if not selection.applicable:
+                runs.append(
+                    PipelineRun(
+                        pipeline.name,
+                        study.study_instance_uid,
+                        NOT_APPLICABLE,
+                        reason=selection.reason,
+                    )
+                )
+                continue
             report = progress(f"{pipeline.name}") if progress else no_progress
             runs.append(
                 run_pipeline(
@@ -198,8 +214,8 @@ def _within(progress: Progress, start: float, end: float) -> Progress:
 
 
 def _select(study: StudyInfo, pipeline: Pipeline, audit: JsonlAuditLog) -> SeriesInfo:
-    decisions = [(s, pipeline.accepts(s)) for s in study.series]
-    chosen = pipeline.choose(list(study.series))
+    selection = pipeline.select(study.series)
+    chosen = selection.chosen
     audit.record(
         "series.selected",
         outcome="success" if chosen else "failure",
@@ -210,18 +226,14 @@ def _select(study: StudyInfo, pipeline: Pipeline, audit: JsonlAuditLog) -> Serie
                 "series_number": s.series_number,
                 "modality": s.modality,
                 "accepted": a.accepted,
+                "applicable": a.applicable,
                 "reason": a.reason,
             }
-            for s, a in decisions
+            for s, a in selection.decisions
         ],
     )
     if chosen is None:
-        why = "; ".join(
-            f"series {s.series_number if s.series_number is not None else '?'}"
-            f" ({s.modality}): {a.reason}"
-            for s, a in decisions
-        )
-        raise NoMatchingSeries(f"no series accepted by {pipeline.name}: {why}")
+        raise NoMatchingSeries(selection.reason)
     return chosen
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,26 +17,47 @@ from tests.conftest import REPO_ROOT
 from tests.tools import dciodvfy_errors
 
 
-def medvision(*args: str) -> subprocess.CompletedProcess[str]:
+def medvision(*args: str, models: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m medvision ARGS``; ``models`` is the user's model folder it sees."""
+    env = dict(os.environ)
+    if models is not None:
+        env["MEDVISION_MODELS_DIR"] = str(models)
     return subprocess.run(
         [sys.executable, "-m", "medvision", *args],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
         timeout=600,
+        env=env,
     )
 
 
 @pytest.fixture(scope="module")
-def chest_run(chest_ct_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def mr_models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's model folder holding the real brainchop MR models, imported as docs/models.md
+    tells a user to: MR pipelines that do not apply to a CT."""
+    from medvision.pipelines.brainchop import import_brainchop
+
+    models = tmp_path_factory.mktemp("models")
+    assert import_brainchop(shared_data / "models" / "brainchop", models)
+    return models
+
+
+@pytest.fixture(scope="module")
+def chest_run(chest_ct_dir: Path, mr_models: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("run")
-    result = medvision("run", str(chest_ct_dir), "--out", str(out), "--quiet")
+    result = medvision("run", str(chest_ct_dir), "--out", str(out), models=mr_models)
     return result, out
 
 
 def test_run_on_real_chest_ct_writes_valid_seg_sr_json_and_audit(chest_run) -> None:
     result, out = chest_run
     assert result.returncode == 0, result.stderr
+    # The imported MR pipelines do not apply to a CT: one quiet note, no error, no folder.
+    assert not [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "not applicable: brainchop" in notes[0], result.stderr
+    assert [p.name for p in out.glob("*/*")] == ["lung-ct"]
     [run_dir] = list(out.glob("*/lung-ct"))
     for name in ("seg.dcm", "sr.dcm", "sr-planar.dcm", "findings.json", "audit.jsonl"):
         assert (run_dir / name).is_file(), name
@@ -104,11 +126,13 @@ def test_chest_ct_with_a_duplicated_slice_exits_1_naming_the_problem(
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
-    assert "duplicate" in errors[0].lower()
+    assert "refused: lung-ct refused the study: series 2 (CT): duplicate slice positions" in (
+        errors[0]
+    )
     # The refusal is in the audit trail too, and nothing was written for the study.
     [audit] = list((tmp_path / "out").glob("*/lung-ct/audit.jsonl"))
     last = json.loads(audit.read_text().splitlines()[-1])
-    assert last["type"] == "run.failed" and "duplicate" in last["reason"].lower()
+    assert last["type"] == "run.refused" and "duplicate slice positions" in last["reason"]
     assert not list((tmp_path / "out").glob("*/lung-ct/seg.dcm"))
 
 

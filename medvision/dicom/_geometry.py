@@ -185,8 +185,8 @@ def _check_positions(dist: np.ndarray, label: str, names: list[str]) -> None:
             )
         i = int(dup[0])
         raise GeometryError(
-            f"{label}: duplicate slice position at {dist[i]:.2f} mm along the normal "
-            f"({names[i]} and {names[i + 1]}; {dup.size} duplicate(s) in all)."
+            f"{label}: duplicate slice positions ({dup.size} in all; the first at "
+            f"{dist[i]:.2f} mm along the normal, {names[i]} and {names[i + 1]})."
         )
     step = float(np.median(gaps))
     tol = max(SPACING_TOL_MM, SPACING_TOL_REL * step)

@@ -23,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from medvision.dicom._attrs import number, numbers, text
-from medvision.dicom._geometry import Plane, stack_planes
+from medvision.dicom._geometry import Plane, Stack, stack_planes
 from medvision.dicom._pixels import DecodeError, decode_frames, transfer_syntax
 from medvision.dicom._scan import is_image_class, sop_class_of
 from medvision.dicom._series import SeriesInfo
@@ -52,11 +52,7 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
     if not series.files:
         raise MissingData(f"{label}: no files.")
     datasets = [_read(f, label) for f in series.files]  # parsing holds the GIL: no threads
-    _check_instances(datasets, label)
-    planes, frames = _planes(datasets, series.files, label)
-    thickness = number(datasets[0], "SpacingBetweenSlices") or number(datasets[0], "SliceThickness")
-    tilt = number(datasets[0], "GantryDetectorTilt")
-    stack = stack_planes(planes, label, single_slice_spacing=thickness, header_tilt_deg=tilt)
+    stack, frames = check_headers(datasets, series.files, label)
     ordered = [frames[i] for i in stack.order]
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
     out = np.empty((len(ordered), rows, cols), dtype=np.float32)
@@ -96,6 +92,28 @@ def load_series(series: SeriesInfo, *, max_workers: int | None = None) -> Volume
     )
 
 
+def check_headers(
+    datasets: list[Dataset],
+    files: tuple[Path, ...],
+    label: str,
+    *,
+    has_pixels: list[bool] | None = None,
+) -> tuple[Stack, list[_Frame]]:
+    """Every check made before decoding: what the instances are, then how they stack.
+
+    Raises :class:`NotAnImage`, :class:`MissingData` or :class:`GeometryError`, each with
+    one line that starts with ``label``. The scanner runs it on headers read without pixel
+    data (``has_pixels`` then says which instances had some), so a pipeline refuses a
+    series for the same reason, in the same words, as loading it would give.
+    """
+    _check_instances(datasets, label, has_pixels)
+    planes, frames = _planes(datasets, files, label)
+    thickness = number(datasets[0], "SpacingBetweenSlices") or number(datasets[0], "SliceThickness")
+    tilt = number(datasets[0], "GantryDetectorTilt")
+    stack = stack_planes(planes, label, single_slice_spacing=thickness, header_tilt_deg=tilt)
+    return stack, frames
+
+
 def series_label(series: SeriesInfo) -> str:
     """How refusals name a series: number and UID, never patient data."""
     number = f" {series.series_number}" if series.series_number is not None else ""
@@ -115,7 +133,9 @@ def _read(path: Path, label: str) -> Dataset:
         raise MissingData(f"{label}: cannot read {path.name}: {type(err).__name__}.") from None
 
 
-def _check_instances(datasets: list[Dataset], label: str) -> None:
+def _check_instances(
+    datasets: list[Dataset], label: str, has_pixels: list[bool] | None = None
+) -> None:
     """Refuse non-images, blank UIDs, missing pixels and images that cannot stack."""
     classes = {sop_class_of(ds) for ds in datasets}
     not_images = sorted(UID(c).name for c in classes if not is_image_class(c))
@@ -134,7 +154,9 @@ def _check_instances(datasets: list[Dataset], label: str) -> None:
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         if len({text(ds, keyword) for ds in datasets}) > 1:
             raise GeometryError(f"{label}: instances differ in {keyword}; not one volume.")
-    no_pixels = sum(1 for ds in datasets if not any(k in ds for k in _PIXEL_KEYWORDS))
+    if has_pixels is None:
+        has_pixels = [any(k in ds for k in _PIXEL_KEYWORDS) for ds in datasets]
+    no_pixels = has_pixels.count(False)
     if no_pixels:
         raise MissingData(
             f"{label}: missing pixel data in {no_pixels} of {len(datasets)} instance(s)."
@@ -238,4 +260,4 @@ def _first(seq: object) -> Dataset | None:
         return None
 
 
-__all__ = ["load_series", "series_label"]
+__all__ = ["check_headers", "load_series", "series_label"]

@@ -22,12 +22,14 @@ from pydicom.uid import UID
 from medvision.dicom._attrs import numbers, text
 from medvision.dicom._geometry import orientation_label
 from medvision.dicom._series import SeriesInfo, StudyInfo
-from medvision.errors import NoDicomFound
+from medvision.errors import InputError, NoDicomFound
 
 log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _PREAMBLE_LEN = 128
+#: Stands for the series in the loader's messages, which scanning strips off again.
+_LABEL = "<series>"
 
 
 def scan(path: str | os.PathLike[str]) -> list[StudyInfo]:
@@ -39,19 +41,20 @@ def scan(path: str | os.PathLike[str]) -> list[StudyInfo]:
     root = Path(path)
     if not root.exists():
         raise NoDicomFound(f"No DICOM found: {root} does not exist.")
-    groups: dict[tuple[str, str], list[tuple[Path, Dataset]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[tuple[Path, Dataset, bool]]] = defaultdict(list)
     seen = skipped = 0
     for file in _walk(root):
         seen += 1
-        ds = read_header(file)
-        if ds is None:
+        read = _read_header(file)
+        if read is None:
             skipped += 1
             continue
+        ds, has_pixels = read
         study = text(ds, "StudyInstanceUID")
         series = text(ds, "SeriesInstanceUID")
         # Without a series UID, keep files of one folder together so they can be named.
         key = (study, series or f"<blank>{file.parent}")
-        groups[key].append((file, ds))
+        groups[key].append((file, ds, has_pixels))
     log.debug("scanned %d files, %d not DICOM instances", seen, skipped)
     if not groups:
         what = "no files" if seen == 0 else f"none of {seen} file(s) is a readable DICOM instance"
@@ -86,7 +89,18 @@ def scan(path: str | os.PathLike[str]) -> list[StudyInfo]:
 
 def read_header(file: Path) -> Dataset | None:
     """The header of one DICOM instance, or None for anything else (DICOMDIR included)."""
+    read = _read_header(file)
+    return None if read is None else read[0]
+
+
+def _read_header(file: Path) -> tuple[Dataset, bool] | None:
+    """(header, whether pixel data follows it), or None for anything but an instance.
+
+    Reading stops before the pixel data, so the file position tells whether any follows:
+    at the end of the file there was none.
+    """
     try:
+        size = file.stat().st_size
         with open(file, "rb") as fh:
             head = fh.read(_PREAMBLE_LEN + 4)
             if head[_PREAMBLE_LEN:] != b"DICM":
@@ -99,6 +113,7 @@ def read_header(file: Path) -> Dataset | None:
             else:
                 fh.seek(0)
                 ds = dcmread(fh, stop_before_pixels=True)
+            has_pixels = fh.tell() < size
     except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
         log.debug("skipping unreadable file: %s", type(err).__name__)
         return None
@@ -108,7 +123,7 @@ def read_header(file: Path) -> Dataset | None:
         return None
     if "SOPClassUID" not in ds and "StudyInstanceUID" not in ds and "SeriesInstanceUID" not in ds:
         return None
-    return ds
+    return ds, has_pixels
 
 
 def sop_class_of(ds: Dataset) -> str:
@@ -131,14 +146,14 @@ def is_image_class(sop_class_uid: str) -> bool:
     )
 
 
-def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
+def _series_info(members: list[tuple[Path, Dataset, bool]]) -> SeriesInfo:
     first = members[0][1]
     problems: list[str] = []
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
-        blank = sum(1 for _, ds in members if not text(ds, keyword))
+        blank = sum(1 for _, ds, _ in members if not text(ds, keyword))
         if blank:
             problems.append(f"blank or missing {keyword} in {blank} of {len(members)} instance(s)")
-    sop_classes = {sop_class_of(ds) for _, ds in members}
+    sop_classes = {sop_class_of(ds) for _, ds, _ in members}
     sop = sop_class_of(first)
     is_image = all(is_image_class(s) for s in sop_classes)
     if not is_image:
@@ -146,7 +161,7 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
         problems.append(f"not an image: {', '.join(names)}")
     if len(sop_classes) > 1:
         problems.append(f"mixed SOP classes ({len(sop_classes)})")
-    found = [_orientation(ds) for _, ds in members]
+    found = [_orientation(ds) for _, ds, _ in members]
     orientations = {o for o in found if o is not None}
     unplaced = sum(1 for o in found if o is None)
     labels = {orientation_label(o) for o in orientations}
@@ -158,25 +173,51 @@ def _series_info(members: list[tuple[Path, Dataset]]) -> SeriesInfo:
             f"no ImageOrientationPatient in {unplaced} of {len(members)} instance(s) "
             "(not placed in space)"
         )
-    frames = sum(_int(ds.get("NumberOfFrames")) or 1 for _, ds in members)
+    frames = sum(_int(ds.get("NumberOfFrames")) or 1 for _, ds, _ in members)
+    spacing = None
+    if is_image and not problems:
+        spacing, problem = _stack_check(members)
+        problems += [problem] if problem else []
     return SeriesInfo(
         study_instance_uid=text(first, "StudyInstanceUID"),
         series_instance_uid=text(first, "SeriesInstanceUID"),
         modality=text(first, "Modality"),
         sop_class_uid=sop,
-        files=tuple(path for path, _ in members),
+        files=tuple(path for path, _, _ in members),
         series_number=_int(first.get("SeriesNumber")),
         series_description=_text(first, "SeriesDescription"),
         body_part_examined=_text(first, "BodyPartExamined"),
         image_type=tuple(str(v) for v in _as_list(first.get("ImageType"))),
         orientation=label,
         slice_thickness_mm=_float(_slice_thickness(first)),
+        slice_spacing_mm=spacing,
         num_frames=frames if is_image else 0,
         rows=_int(first.get("Rows")),
         columns=_int(first.get("Columns")),
         is_image=is_image,
         problems=tuple(problems),
     )
+
+
+def _stack_check(members: list[tuple[Path, Dataset, bool]]) -> tuple[float | None, str]:
+    """(slice spacing, "") or (None, why the headers do not form a volume).
+
+    The loader's own checks (:func:`~medvision.dicom._load.check_headers`), run on the
+    headers already read: a pipeline then refuses a series with duplicate positions or no
+    pixel data for that reason, not for whatever header rule happens to come first.
+    """
+    from medvision.dicom._load import check_headers  # the loader imports this module
+
+    try:
+        stack, _ = check_headers(
+            [ds for _, ds, _ in members],
+            tuple(path for path, _, _ in members),
+            _LABEL,
+            has_pixels=[pixels for _, _, pixels in members],
+        )
+    except InputError as err:
+        return None, str(err).removeprefix(f"{_LABEL}: ").rstrip(".")
+    return (stack.spacing[2] if len(stack.order) > 1 else None), ""
 
 
 def _orientation(ds: Dataset) -> tuple[float, ...] | None:

@@ -27,6 +27,9 @@ class SeriesInfo:
     #: "AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE" or "" when there is no orientation.
     orientation: str = ""
     slice_thickness_mm: float | None = None
+    #: Distance between slice centres from the positions (None for one slice or when the
+    #: slices do not form a volume).
+    slice_spacing_mm: float | None = None
     #: Number of image frames in the series (instances, or frames of a multi-frame object).
     num_frames: int = 0
     rows: int | None = None

@@ -9,6 +9,7 @@ from medvision.findings._model import (
     Findings,
     Label,
     Measurements,
+    QualityFlag,
 )
 from medvision.findings._slices import key_slice, key_slice_number, slice_number
 
@@ -21,6 +22,7 @@ __all__ = [
     "Findings",
     "Label",
     "Measurements",
+    "QualityFlag",
     "axial_diameters",
     "axis_endpoints",
     "key_slice",

@@ -36,6 +36,18 @@ class FindingKind(StrEnum):
     LESION = "lesion"
 
 
+class QualityFlag(StrEnum):
+    """A known limit of one finding, carried into findings.json, the SR, viewer and report.
+
+    Flags are codes, not prose, so a reader (or a script) can filter on them; the pipeline
+    explains each in ``Findings.quality_flags`` and lowers the finding's confidence.
+    """
+
+    #: Found on slices thicker than the pipeline's full-confidence limit: partial volume
+    #: blurs the edge and HU, small lesions may be missed, diameters are less exact.
+    THICK_SLICES = "thick-slices"
+
+
 @dataclass(frozen=True)
 class AlgorithmInfo:
     """Who made a result: written into the SEG, the SR and the audit record."""
@@ -133,8 +145,12 @@ class Finding:
     #: the pipeline does not estimate it.
     uncertainty: float | None = None
     uncertainty_method: str = ""
+    #: Known limits of this finding (e.g. ``thick-slices``), as :class:`QualityFlag` values.
+    flags: tuple[QualityFlag, ...] = ()
 
     def __post_init__(self) -> None:
+        # "thick-slices" or QualityFlag.THICK_SLICES; an unknown flag fails here, early.
+        object.__setattr__(self, "flags", tuple(QualityFlag(f) for f in self.flags))
         if self.number < 1:
             raise ValueError(f"Finding number must be 1 or more, got {self.number}.")
         if not 0.0 <= self.confidence <= 1.0:
@@ -159,6 +175,7 @@ class Finding:
             "confidence_method": self.confidence_method,
             "uncertainty": self.uncertainty,
             "uncertainty_method": self.uncertainty_method or None,
+            "flags": [str(f) for f in self.flags],
             "measurements": self.measurements.to_json(),
         }
 
@@ -223,4 +240,5 @@ __all__ = [
     "Findings",
     "Label",
     "Measurements",
+    "QualityFlag",
 ]

@@ -7,8 +7,10 @@ Two steps, each its own transaction, so that ``complete`` is a state one can see
    on its way into the index.
 2. ``complete → queued``: one job per pipeline that accepts one of its series (decided from
    the spooled headers, which can take a while for a large study); a study no pipeline
-   accepts goes to ``failed`` with every pipeline's reason, so that a user sees why nothing
-   came back.
+   accepts goes to ``failed`` with the reason of each pipeline that refused it (or, when
+   none applies, each rule that ruled it out: the same :class:`~medvision.pipelines.Selection`
+   words as ``medvision run``), so that a user sees why nothing came back. Pipelines made
+   for another modality or body part stay out of the reason.
 
 Jobs are created only in the transaction that moves the study out of ``complete``, and only
 if it is still ``complete`` at the version that was examined, so a study gets its jobs
@@ -101,21 +103,22 @@ def _queue_jobs(
     """``complete → queued`` (or ``failed``), creating the jobs in the same transaction."""
     names = settings.pipelines or pipelines.available()
     accepted: list[str] = []
-    reasons: list[str] = []
+    refused: list[str] = []  # applicable pipelines that cannot analyse the study
+    not_applicable: list[str] = []
     try:
         studies = [s for s in scan(settings.spool_dir / uid) if s.study_instance_uid == uid]
     except MedvisionError as err:
-        studies, reasons = [], [str(err)]
+        studies, refused = [], [str(err)]
     for name in names:
         pipeline = pipelines.get(name)
         for study in studies:
-            if pipeline.choose(list(study.series)) is not None:
+            selection = pipeline.select(study.series)
+            if selection.chosen is not None:
                 accepted.append(name)
+            elif selection.applicable:
+                refused.append(selection.reason)
             else:
-                why = "; ".join(
-                    f"series {s.series_number}: {pipeline.accepts(s).reason}" for s in study.series
-                )
-                reasons.append(f"{name}: {why}")
+                not_applicable.append(selection.reason)
     with db.session() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
         # New instances may have re-opened it while we looked: then its jobs wait for the
@@ -140,8 +143,9 @@ def _queue_jobs(
             study.reason = ""
         else:
             study.state = StudyState.FAILED
-            study.reason = "no series accepted: " + " | ".join(reasons)
+            study.reason = "; ".join(refused) if refused else _none_applies(not_applicable)
         count = study.instance_count
+        study_reason = study.reason
     if publish is not None and job_ids:
         try:
             publish(job_ids)
@@ -162,9 +166,13 @@ def _queue_jobs(
             outcome="failure",
             study_instance_uid=uid,
             study_version=version,
-            reason=" | ".join(reasons),
+            reason=study_reason,
         )
     return True
+
+
+def _none_applies(reasons: list[str]) -> str:
+    return "no pipeline applies: " + "; ".join(reasons) if reasons else "no pipeline applies"
 
 
 __all__ = ["complete_quiet_studies"]

@@ -219,6 +219,9 @@ def _job(pdf: _Report, j: Any) -> None:
             {f.get("confidence_method") for f in rows if f.get("confidence_method")}
         ):
             pdf.para(f"Confidence: {method}")
+        for f in rows:
+            if f.get("flags"):
+                pdf.para(f"{f.get('tracking_id')}: quality flags {', '.join(f['flags'])}")
     else:
         pdf.para("No finding." if j.findings else "No findings.json (the job wrote no results).")
     timing = "; ".join(f"{k} {num(v, 2)} s" for k, v in j.timings.items())

@@ -68,6 +68,20 @@ MAXIMUM = PydicomCode("56851009", "SCT", "Maximum")
 #: Algorithm Parameters item on the same NUM.
 CONFIDENCE = PydicomCode("111012", "DCM", "Certainty of Finding")
 
+#: A finding's known limit (:class:`~medvision.findings.QualityFlag`), written per finding as
+#: a TID 1411 qualitative evaluation: "Image Quality" (DCM 111101, CID 6101 Chest Finding or
+#: Feature) = the flag. DICOM has no coded value for "slices too thick for small nodules",
+#: so the values are a private coding scheme ("99" prefix, PS3.16 section 8), declared in
+#: the SR's Coding Scheme Identification Sequence.
+IMAGE_QUALITY = PydicomCode("111101", "DCM", "Image Quality")
+PRIVATE_SCHEME = "99MEDVISION"
+PRIVATE_SCHEME_NAME = "medvision quality flags"
+QUALITY_FLAGS: dict[str, PydicomCode] = {
+    "thick-slices": PydicomCode(
+        "thick-slices", PRIVATE_SCHEME, "Thick slices: confidence lowered, small lesions missed"
+    ),
+}
+
 UNIT_ML = PydicomCode("mL", "UCUM", "milliliter")
 UNIT_MM = PydicomCode("mm", "UCUM", "millimeter")
 UNIT_HU = PydicomCode("[hnsf'U]", "UCUM", "Hounsfield unit")
@@ -164,14 +178,18 @@ __all__ = [
     "ALGORITHM_FAMILIES",
     "ATTENUATION",
     "CONFIDENCE",
+    "IMAGE_QUALITY",
     "LESION",
     "LONG_AXIS",
     "MAXIMUM",
     "MEAN",
     "MR_SIGNAL",
     "PRESENT",
+    "PRIVATE_SCHEME",
+    "PRIVATE_SCHEME_NAME",
     "PROCESSING_EQUIPMENT",
     "QUALITATIVE_EVALUATIONS",
+    "QUALITY_FLAGS",
     "SHORT_AXIS",
     "UNIT_FRACTION",
     "UNIT_HU",

@@ -126,6 +126,11 @@ def _group(
         finding_sites=[hd.sr.FindingSite(c.coded(site))] if site is not None else None,
         algorithm_id=_algorithm_id(findings),
         measurements=_measurements(finding, findings, headers),
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=c.IMAGE_QUALITY, value=c.QUALITY_FLAGS[str(flag)])
+            for flag in finding.flags
+        ]
+        or None,
     )
 
 
@@ -250,6 +255,18 @@ def _insert_before_measurements(report: hd.sr.MeasurementReport, item: Dataset) 
     raise ResultError("The measurement report has no Imaging Measurements container.")
 
 
+def _declare_private_scheme(sr: Dataset) -> None:
+    """Coding Scheme Identification (SOP Common, Type 1C): a private designator used."""
+    item = Dataset()
+    item.CodingSchemeDesignator = c.PRIVATE_SCHEME
+    item.CodingSchemeName = c.PRIVATE_SCHEME_NAME
+    item.CodingSchemeResponsibleOrganization = "medvision"
+    sr.CodingSchemeIdentificationSequence = [
+        *sr.get("CodingSchemeIdentificationSequence", []),
+        item,
+    ]
+
+
 @no_phi_warnings()
 def build_sr(
     findings: Findings,
@@ -314,6 +331,8 @@ def build_sr(
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ResultError(f"Could not build the SR: {reason}") from exc
+    if any(f.flags for f in findings.items):
+        _declare_private_scheme(sr)
     sr.ManufacturerModelName = device.model_name
     sr.SoftwareVersions = device.software_version
     sr.DeviceSerialNumber = device.serial_number

@@ -80,7 +80,7 @@ def test_jitter_within_tolerance_loads(chest_ct_files: list[Path], tmp_path: Pat
 
 def test_real_duplicate_positions_are_refused(edge_dir: Path) -> None:
     message = refusal(only_series(edge_dir / "duplicate-positions"), GeometryError)
-    assert "duplicate slice position at -90.00 mm" in message
+    assert "duplicate slice positions (1 in all; the first at -90.00 mm" in message
     assert "CT26.dcm" in message and "CT28.dcm" in message
 
 

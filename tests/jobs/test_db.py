@@ -223,7 +223,7 @@ def test_assembler_waits_for_quiet_period_and_indexer(db: Database, tmp_path: Pa
     # Quiet now; the spool folder holds no image, so no pipeline accepts it: failed, with why.
     assert complete_quiet_studies(settings, db, audit) == [uid]
     study = _study(db, uid)
-    assert study.state == "failed" and study.reason.startswith("no series accepted")
+    assert study.state == "failed" and study.reason.startswith("No DICOM found")
     types = [e["type"] for e in audit.events()]
     assert types == ["study.complete", "study.refused"]
     assert audit.verify().ok

@@ -6,7 +6,12 @@ bundle does.
 
 from medvision.pipelines.bundle._discover import find_bundles, model_dirs, user_models_dir
 from medvision.pipelines.bundle._pipeline import BundlePipeline, resample_to
-from medvision.pipelines.bundle._quality import UNTRAINED_FLAG, match_series, quality_flags
+from medvision.pipelines.bundle._quality import (
+    UNTRAINED_FLAG,
+    check_series,
+    match_series,
+    quality_flags,
+)
 from medvision.pipelines.bundle._spec import (
     InputSpec,
     LabelSpec,
@@ -24,6 +29,7 @@ __all__ = [
     "PipelineSpec",
     "SpecError",
     "find_bundles",
+    "check_series",
     "match_series",
     "model_dirs",
     "parse_spec",

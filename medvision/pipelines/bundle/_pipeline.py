@@ -25,7 +25,7 @@ from medvision.dicom import SeriesInfo, Volume
 from medvision.errors import PipelineError
 from medvision.findings import AlgorithmInfo, Finding, FindingKind, Findings, Label, measure
 from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
-from medvision.pipelines.bundle._quality import match_series, quality_flags
+from medvision.pipelines.bundle._quality import check_series, match_series, quality_flags
 from medvision.pipelines.bundle._spec import LabelSpec, PipelineSpec, read_spec, spec_path_for
 
 CONFIDENCE_METHOD = "mean model probability of the label inside the segment"
@@ -82,11 +82,7 @@ class BundlePipeline(Pipeline):
 
     def accepts(self, series: SeriesInfo) -> Acceptance:
         """Header check against the reference input (the first one of pipeline.yaml)."""
-        reason = match_series(self.spec.reference, series)
-        if reason:
-            return Acceptance(False, f"{self.name}: {reason}")
-        thickness = series.slice_thickness_mm or 10.0
-        return Acceptance(True, score=-thickness + series.num_frames / 1e4)
+        return check_series(self.spec.reference, series)
 
     def choose_inputs(self, series: Sequence[SeriesInfo]) -> dict[str, SeriesInfo] | None:
         """Fill every input from ``series`` (a study's series), or None if one stays empty."""

@@ -14,6 +14,7 @@ from medvision.findings import (
     FindingKind,
     Findings,
     Label,
+    QualityFlag,
     measure,
 )
 from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
@@ -54,6 +55,15 @@ LESION_LABEL = Label(
 ORGAN_CONFIDENCE_METHOD = (
     "classical HU-threshold segmentation; confidence 1.0 means 'segmented', not a probability"
 )
+
+
+def slice_thickness(volume: Volume) -> float:
+    """The larger of the slices' spacing and the header's SliceThickness (mm)."""
+    header = volume.source_headers[0].get("SliceThickness") if volume.source_headers else None
+    try:
+        return max(float(volume.spacing[2]), float(header or 0.0))
+    except (TypeError, ValueError):
+        return float(volume.spacing[2])
 
 
 class LungCT(Pipeline):
@@ -106,11 +116,22 @@ class LungCT(Pipeline):
         ):
             if mask.any():
                 items.append(self._finding(len(items) + 1, label, mask, name, volume, 1.0, None))
+        thickness = slice_thickness(volume)
+        thick = thickness > p.full_confidence_slice_mm + 1e-3
+        flags = (QualityFlag.THICK_SLICES,) if thick else ()
         for n, c in enumerate(candidates, start=1):
             side = LEFT_LUNG if c.left else RIGHT_LUNG
+            confidence = c.confidence * p.confidence_scale(thickness)
             items.append(
                 self._finding(
-                    len(items) + 1, LESION_LABEL, c.mask, f"Lesion {n}", volume, c.confidence, side
+                    len(items) + 1,
+                    LESION_LABEL,
+                    c.mask,
+                    f"Lesion {n}",
+                    volume,
+                    confidence,
+                    side,
+                    flags,
                 )
             )
         progress("done", 1.0)
@@ -132,6 +153,7 @@ class LungCT(Pipeline):
         volume: Volume,
         confidence: float,
         site: Code | None,
+        flags: tuple[QualityFlag, ...] = (),
     ) -> Finding:
         lesion = label.kind is FindingKind.LESION
         return Finding(
@@ -147,12 +169,21 @@ class LungCT(Pipeline):
             confidence=confidence,
             confidence_method=CONFIDENCE_METHOD if lesion else ORGAN_CONFIDENCE_METHOD,
             site=site,
+            flags=flags,
         )
 
     def _quality_flags(self, volume: Volume, left_ml: float, right_ml: float) -> tuple[str, ...]:
         p = self.params
         flags = []
-        if volume.spacing[2] > p.thick_slice_flag_mm:
+        thickness = slice_thickness(volume)
+        if thickness > p.full_confidence_slice_mm + 1e-3:
+            flags.append(
+                f"{QualityFlag.THICK_SLICES}: slices {thickness:.3g} mm thick or apart (over "
+                f"{p.full_confidence_slice_mm:g} mm): lesions under "
+                f"{p.min_lesion_diameter(thickness):.0f} mm are not reported, and each lesion's "
+                f"confidence is scaled by {p.confidence_scale(thickness):.2f}"
+            )
+        elif volume.spacing[2] > p.thick_slice_flag_mm:
             flags.append(
                 f"slice spacing {volume.spacing[2]:g} mm is over {p.thick_slice_flag_mm:g} mm: "
                 "nodules under ~10 mm may be missed and diameters are less exact"
