@@ -25,7 +25,9 @@ def not_a_volume(series: SeriesInfo) -> str:
     image_type = tuple(v.upper() for v in series.image_type)
     if any(t in image_type for t in NOT_A_VOLUME):
         return f"localizer/scout image (ImageType {'/'.join(series.image_type)})"
-    if series.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX) or "SECONDARY" in image_type:
+    # The SOP class, not ImageType: value 2 "SECONDARY" only says the image was made after the
+    # examination (reformats, and LIDC-IDRI's ORIGINAL/SECONDARY/AXIAL chest CTs): still a volume.
+    if series.sop_class_uid.startswith(SECONDARY_CAPTURE_PREFIX):
         return "secondary capture (a picture of a screen, not a volume)"
     return ""
 
