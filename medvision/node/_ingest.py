@@ -13,6 +13,7 @@ of the C-STORE path without weakening what an acknowledgement promises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
@@ -51,6 +52,11 @@ class Received:
 
 
 LOG = logging.getLogger("medvision.ingest")
+
+#: Where the index holds a SOP Instance UID (see :meth:`Indexer.claim`).
+_PLACE_QUERY = select(Instance.study_instance_uid, Instance.series_instance_uid).where(
+    Instance.sop_instance_uid == bindparam("sop")
+)
 
 
 def index_instance(db: Database, item: Received, stored: StoredFile) -> bool:
@@ -188,6 +194,7 @@ class Indexer:
         #: SOP Instance UID -> [(study, series), stores in flight or waiting for the index].
         self._claims: dict[str, list] = {}
         self._claims_lock = threading.Lock()
+        self._conn: Connection | None = None
 
     def claim(self, item: Received) -> tuple[str, str] | None:
         """Reserve ``item``'s SOP Instance UID for its study and series before it is spooled.
@@ -224,14 +231,31 @@ class Indexer:
                     del self._claims[item.sop_instance_uid]
 
     def _indexed_place(self, sop_uid: str) -> tuple[str, str] | None:
-        # A plain read on its own connection: no transaction and, on SQLite (WAL), not the
-        # process-wide write lock, so it never waits behind the indexer's batch.
-        query = select(Instance.study_instance_uid, Instance.series_instance_uid).where(
-            Instance.sop_instance_uid == sop_uid
-        )
-        with self.db.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return (row[0], row[1]) if row is not None else None
+        """Where the index has ``sop_uid``. Caller holds the claims lock.
+
+        A plain read on a connection of its own, kept open between calls (checking one out
+        of the pool per C-STORE cost more than the query), and outside
+        ``Database.session``: on SQLite (WAL) a reader needs no write lock, so this never
+        waits behind the indexer's batch. Each read ends its transaction at once, so the
+        next one sees what the indexer has committed since. A connection that fails is
+        dropped and the read tried once more on a new one.
+        """
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self.db.engine.connect()
+            try:
+                row = conn.execute(_PLACE_QUERY, {"sop": sop_uid}).first()
+                conn.rollback()
+            except Exception:
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if attempt == 2:
+                    raise
+                continue
+            return (row[0], row[1]) if row is not None else None
+        return None  # not reached
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="medvision-indexer", daemon=True)
@@ -259,6 +283,11 @@ class Indexer:
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
+        with self._claims_lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
         if self._thread is None:
             return
         self.flush(timeout)
