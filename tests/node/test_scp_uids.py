@@ -212,3 +212,34 @@ def test_two_studies_racing_for_one_sop_instance_uid(
     assert len(files) == len(instances) == len(studies) == 1
     assert studies[0].instance_count == 1
     assert str(files[0].relative_to(scp.settings.spool_dir)) == instances[0].path
+
+
+def test_a_spooled_file_whose_uid_is_indexed_elsewhere_opens_no_study(tmp_path: Path) -> None:
+    """Start-up re-indexing of a spool written before the SCP refused such files: the file
+    is left out of the index (and logged), instead of opening a study of 0 instances."""
+    from medvision.db import Database
+    from medvision.node._ingest import Received, index_instances
+    from medvision.node._spool import StoredFile
+
+    db = Database(f"sqlite:///{tmp_path / 'medvision.db'}")
+    db.create_schema()
+    try:
+
+        def item(study: str, series: str, sop: str) -> tuple[Received, StoredFile]:
+            relpath = f"{study}/{series}/{sop}.dcm"
+            return Received(study, series, sop, CT, "PACS1", ""), StoredFile(relpath, 1, "0", True)
+
+        assert index_instances(db, [item("1.2.1", "1.2.1.1", "1.2.9")]) == 1
+        assert index_instances(db, [item("1.2.2", "1.2.2.1", "1.2.9")]) == 0
+        assert index_instances(db, [item("1.2.1", "1.2.1.2", "1.2.9")]) == 0
+        both = [item("1.2.3", "1.2.3.1", "1.2.9"), item("1.2.3", "1.2.3.1", "1.2.10")]
+        assert index_instances(db, both) == 1
+        with db.session() as session:
+            counts = {
+                s.study_instance_uid: s.instance_count for s in session.scalars(select(Study))
+            }
+            rows = {i.sop_instance_uid: i.path for i in session.scalars(select(Instance))}
+        assert counts == {"1.2.1": 1, "1.2.3": 1}
+        assert rows == {"1.2.9": "1.2.1/1.2.1.1/1.2.9.dcm", "1.2.10": "1.2.3/1.2.3.1/1.2.10.dcm"}
+    finally:
+        db.dispose()
