@@ -107,3 +107,11 @@ def test_the_session_cookie_is_secure_over_https(
     plain = server_factory()
     answer = plain.client().post("/login", form={"username": "rad", "password": "rad-pw"})
     assert "secure" not in [a.strip().lower() for a in answer.headers["set-cookie"].split(";")]
+    # Behind a TLS-terminating proxy on the same host, uvicorn trusts its
+    # X-Forwarded-Proto (from 127.0.0.1 only), and the cookie is Secure again.
+    proxied = plain.client().post(
+        "/login",
+        form={"username": "rad", "password": "rad-pw"},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert "secure" in [a.strip().lower() for a in proxied.headers["set-cookie"].split(";")]
