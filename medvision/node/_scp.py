@@ -3,9 +3,11 @@
 Handlers are plain functions bound with their collaborators (pynetdicom's style). A
 C-STORE answers Success (0x0000) only after the instance is fsync'ed and renamed into the
 spool; an unwritable or full spool answers Out of Resources (0xA700) and a bad instance
-Cannot Understand (0xC000). Associations from AE titles or hosts not on the allow-lists
-are rejected with A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security
-alert in the audit trail.
+Cannot Understand (0xC000): undecodable, a UID that is not a whole UI value, or a SOP
+Instance UID the node already holds in another study or series (see ``_conflict``).
+Associations from AE titles or hosts not on the allow-lists are rejected with
+A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security alert in the audit
+trail.
 """
 
 from __future__ import annotations
@@ -335,6 +337,17 @@ class StorageSCP:
             else f"SOP Instance UID is already held in series {held[1]} of this study"
         )
         self._refuse(event, None, CANNOT_UNDERSTAND, reason)
+        try:
+            self._audit_conflict(item, held)
+        except Exception as err:  # the answer is the same; the log line above stays
+            LOG.error("cannot audit the refused instance %s: %s", item.sop_instance_uid, err)
+        status = Dataset()
+        status.Status = CANNOT_UNDERSTAND
+        status.OffendingElement = [_SOP_UID]
+        status.ErrorComment = "SOP Instance UID already held elsewhere"
+        return status
+
+    def _audit_conflict(self, item: Received, held: tuple[str, str]) -> None:
         self.audit.record(
             "instances.refused",
             outcome="failure",
@@ -348,11 +361,6 @@ class StorageSCP:
             instances=1,
             reason="SOP Instance UID already held in another study or series",
         )
-        status = Dataset()
-        status.Status = CANNOT_UNDERSTAND
-        status.OffendingElement = [_SOP_UID]
-        status.ErrorComment = "SOP Instance UID already held elsewhere"
-        return status
 
 
 def _shown(value: str) -> str:
