@@ -77,6 +77,16 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     #: How long a browser session (``POST /login``) lasts.
     session_ttl_s: int = Field(default=12 * 3600, gt=0)
+    #: Largest HTTP request body the API reads; a larger one is answered 413 before it is
+    #: read (no route takes uploads: JSON and form fields only).
+    http_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Password guessing (``POST /login`` and HTTP Basic): this many wrong passwords for one
+    #: account, or from one address, within ``login_failure_window_s`` lock that account or
+    #: address out of password checks for ``login_lockout_s`` (answered 429).
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_host: int = Field(default=20, ge=1)
+    login_failure_window_s: float = Field(default=300.0, gt=0)
+    login_lockout_s: float = Field(default=300.0, gt=0)
     #: Serve ``/metrics`` without credentials (for a Prometheus on a trusted network).
     metrics_public: bool = False
     #: When a reviewer rejects a finding, send a new SR version marking it rejected.

@@ -22,6 +22,8 @@ from medvision.api import (
     _studies,
     _workers,
 )
+from medvision.api._limits import BodyLimit
+from medvision.api._throttle import LoginThrottle
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
 from medvision.db import Database
@@ -53,6 +55,13 @@ def create_app(db: Database, settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.settings = settings or load_settings()
     app.state.audit = DbAuditLog(db)
+    config = app.state.settings
+    app.state.login_throttle = LoginThrottle(
+        max_per_account=config.login_max_failures_per_account,
+        max_per_host=config.login_max_failures_per_host,
+        window_s=config.login_failure_window_s,
+        lockout_s=config.login_lockout_s,
+    )
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
@@ -79,6 +88,9 @@ def create_app(db: Database, settings: Settings | None = None) -> FastAPI:
     from medvision.web import web_router
 
     app.include_router(web_router)
+    # Outside routing, authentication and body parsing: an oversized body is refused before
+    # any of them reads it (see _limits.py).
+    app.add_middleware(BodyLimit, max_bytes=config.http_max_body_bytes)
     return app
 
 

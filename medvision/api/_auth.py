@@ -18,13 +18,19 @@ and read the caller in a route with ``user: CurrentUserDep``. ``get_current_user
 per request, so the router's guard and the route's parameter authenticate once.
 
 Browser sessions are protected against cross-site requests by ``SameSite=Lax`` and, for
-unsafe methods, by refusing an ``Origin`` that is not this host (403).
+unsafe methods, by refusing an ``Origin`` that is not this host (403); ``/login`` and
+``/logout`` check the ``Origin`` too (no login or logout forced from another site).
+
+Password checks (form and Basic) go through the login throttle (``_throttle.py``): too many
+wrong passwords for one account or from one address lock it out for a while (429 with
+``Retry-After``, even for the right password), and each lock-out is audited.
 
 No ``from __future__ import annotations``: FastAPI resolves these annotations at runtime.
 """
 
 import base64
 import binascii
+import math
 from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -33,7 +39,8 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
 from fastapi.params import Depends as DependsParam
 from fastapi.responses import JSONResponse, RedirectResponse
 
-from medvision.api._deps import AuditDep, DbDep, SettingsDep, client_host
+from medvision.api._deps import AuditDep, DbDep, SettingsDep, ThrottleDep, client_host
+from medvision.api._throttle import LoginThrottle
 from medvision.api._users import (
     CurrentUser,
     Role,
@@ -44,6 +51,7 @@ from medvision.api._users import (
     new_token,
     parse_roles,
 )
+from medvision.audit import DbAuditLog
 
 SESSION_COOKIE = "medvision_session"
 _CHALLENGE = 'Basic realm="medvision", Bearer realm="medvision"'
@@ -68,6 +76,52 @@ def _basic(value: str) -> tuple[str, str] | None:
     return (name, password) if sep else None
 
 
+def _cross_site() -> HTTPException:
+    return HTTPException(403, "Cross-site request refused: the Origin is not this host.")
+
+
+def _check_password(
+    db: DbDep,
+    audit: DbAuditLog,
+    throttle: LoginThrottle,
+    request: Request,
+    name: str,
+    password: str,
+    method: str,
+) -> CurrentUser | None:
+    """``check_password`` behind the login throttle: 429 while ``name`` or the caller's
+    address is locked out (the password is not checked at all); a wrong password is
+    counted, and a lock-out it starts is audited as ``user.locked_out``."""
+    host = client_host(request)
+    account = name[:64]
+    lock = throttle.locked(account, host)
+    if lock is not None:
+        raise HTTPException(
+            429,
+            "Too many wrong passwords: password sign-in is locked for a while.",
+            headers={"Retry-After": str(max(1, math.ceil(lock.retry_after_s)))},
+        )
+    user = check_password(db, name, password)
+    if user is not None:
+        throttle.succeeded(account)
+        return user
+    for started in throttle.failed(account, host):
+        limit = throttle.limits[started.kind]
+        audit.record(
+            "user.locked_out",
+            "failure",
+            user=account if started.kind == "account" else "",
+            client_host=host,
+            method=method,
+            locked=started.kind,
+            lockout_s=throttle.lockout_s,
+            reason=f"{limit} wrong passwords for this {started.kind} within "
+            f"{throttle.window_s:g} s",
+            security_alert=True,
+        )
+    return None
+
+
 def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if not origin or origin == "null":
@@ -89,7 +143,8 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
             user = check_token(db, value.strip(), TokenKind.API, "bearer")
         elif scheme == "basic" and (pair := _basic(value)) is not None:
             attempted = pair[0][:64]
-            user = check_password(db, *pair)
+            throttle = request.app.state.login_throttle
+            user = _check_password(db, audit, throttle, request, *pair, method="basic")
         if user is None:
             audit.record(
                 "user.login_failed",
@@ -106,7 +161,7 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
         if user is None:
             raise unauthorized()
         if request.method not in _SAFE_METHODS and not _same_origin(request):
-            raise HTTPException(403, "Cross-site request refused: the Origin is not this host.")
+            raise _cross_site()
     request.state.user = user
     return user
 
@@ -154,11 +209,15 @@ def login(
     db: DbDep,
     audit: AuditDep,
     settings: SettingsDep,
+    throttle: ThrottleDep,
     next: Annotated[str | None, Form()] = None,  # noqa: A002 - the conventional form field
 ) -> Response:
     """Start a browser session: sets the ``medvision_session`` cookie (HttpOnly,
-    SameSite=Lax, Secure over HTTPS). With a local ``next`` path, answers 303 to it."""
-    user = check_password(db, username, password)
+    SameSite=Lax, Secure over HTTPS). With a local ``next`` path, answers 303 to it.
+    403 when the ``Origin`` names another site, 429 while locked out."""
+    if not _same_origin(request):
+        raise _cross_site()
+    user = _check_password(db, audit, throttle, request, username, password, method="form")
     host = client_host(request)
     if user is None:
         audit.record(
@@ -195,7 +254,10 @@ def logout(
     audit: AuditDep,
     next: Annotated[str | None, Form()] = None,  # noqa: A002
 ) -> Response:
-    """End the browser session (harmless without one)."""
+    """End the browser session (harmless without one); 403 when the ``Origin`` names
+    another site."""
+    if not _same_origin(request):
+        raise _cross_site()
     cookie = request.cookies.get(SESSION_COOKIE, "")
     user = check_token(db, cookie, TokenKind.SESSION, "session") if cookie else None
     if user is not None:

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from medvision.api._throttle import LoginThrottle
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
@@ -29,6 +30,10 @@ def get_audit(request: Request) -> DbAuditLog:
     return request.app.state.audit
 
 
+def get_throttle(request: Request) -> LoginThrottle:
+    return request.app.state.login_throttle
+
+
 def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error.
 
@@ -44,6 +49,7 @@ def get_session(db: Annotated[Database, Depends(get_db)]) -> Iterator[Session]:
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 AuditDep = Annotated[DbAuditLog, Depends(get_audit)]
+ThrottleDep = Annotated[LoginThrottle, Depends(get_throttle)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -75,10 +81,12 @@ __all__ = [
     "DbDep",
     "SessionDep",
     "SettingsDep",
+    "ThrottleDep",
     "client_host",
     "record_read",
     "get_audit",
     "get_db",
     "get_session",
     "get_settings",
+    "get_throttle",
 ]

@@ -509,6 +509,7 @@ EVENT_MAP: dict[str, Builder | None] = {
     # API users (recorded by the API once it has users)
     "user.login": _user_authentication(LOGIN),
     "user.login_failed": _user_authentication(LOGIN),
+    "user.locked_out": _user_authentication(LOGIN),
     "user.logout": _user_authentication(LOGOUT),
     "user.added": _user_security_change(SECURITY_ROLES_CHANGED),
     "user.disabled": _user_security_change(USER_SECURITY_ATTRIBUTES_CHANGED),

@@ -13,6 +13,7 @@ of the C-STORE path without weakening what an acknowledgement promises.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
@@ -52,6 +53,11 @@ class Received:
 
 LOG = logging.getLogger("medvision.ingest")
 
+#: Where the index holds a SOP Instance UID (see :meth:`Indexer.claim`).
+_PLACE_QUERY = select(Instance.study_instance_uid, Instance.series_instance_uid).where(
+    Instance.sop_instance_uid == bindparam("sop")
+)
+
 
 def index_instance(db: Database, item: Received, stored: StoredFile) -> bool:
     """Record the instance and update its study; False when it was a duplicate."""
@@ -73,22 +79,36 @@ def index_instances(db: Database, items: list[tuple[Received, StoredFile]]) -> i
 def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> int:
     now = utcnow()
     uids = list(dict.fromkeys(item.sop_instance_uid for item, _ in items))
-    known: set[str] = set()
+    known: dict[str, tuple[str, str]] = {}
     for i in range(0, len(uids), 500):  # well below any database's parameter limit
         chunk = uids[i : i + 500]
-        known.update(
-            session.scalars(
-                select(Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(chunk))
-            )
+        rows_known = session.execute(
+            select(
+                Instance.sop_instance_uid,
+                Instance.study_instance_uid,
+                Instance.series_instance_uid,
+            ).where(Instance.sop_instance_uid.in_(chunk))
         )
+        known.update((sop, (study, series)) for sop, study, series in rows_known)
     studies: dict[str, Study | None] = {}
     rows: list[dict[str, object]] = []
     for item, stored in items:
         uid = item.study_instance_uid
+        place = known.get(item.sop_instance_uid)
+        if place is not None and place != (uid, item.series_instance_uid):
+            # The SCP refuses these (see Indexer.claim); only a file spooled by an older
+            # version can get here, at start-up. It is left out of the index and no study
+            # is opened for it, rather than counted in a study it is not part of.
+            LOG.error(
+                "not indexed: SOP Instance UID %s at %s is indexed in another study/series",
+                item.sop_instance_uid,
+                stored.relpath,
+            )
+            continue
         if uid not in studies:
             studies[uid] = session.scalar(select(Study).where(Study.study_instance_uid == uid))
         study = studies[uid]
-        exists = item.sop_instance_uid in known
+        exists = place is not None
         if exists and study is not None:
             continue  # a second copy: the first one is kept, as in the spool
         if study is None:
@@ -123,7 +143,7 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
         study.calling_host = item.calling_host or study.calling_host
         if not exists:
             study.instance_count += 1
-            known.add(item.sop_instance_uid)
+            known[item.sop_instance_uid] = (uid, item.series_instance_uid)
             rows.append(
                 {
                     "sop_instance_uid": item.sop_instance_uid,
@@ -171,6 +191,71 @@ class Indexer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        #: SOP Instance UID -> [(study, series), stores in flight or waiting for the index].
+        self._claims: dict[str, list] = {}
+        self._claims_lock = threading.Lock()
+        self._conn: Connection | None = None
+
+    def claim(self, item: Received) -> tuple[str, str] | None:
+        """Reserve ``item``'s SOP Instance UID for its study and series before it is spooled.
+
+        None means store it: the UID is new, or this is a second copy of an instance at the
+        same place (the spool keeps the first). Otherwise the (study, series) that already
+        holds the UID: storing it would put a file in the spool that the index (one row per
+        SOP Instance UID) cannot hold, so the SCP refuses it. The index is asked once per
+        new UID; instances acknowledged but not yet indexed are known from the claims,
+        which :meth:`_write` drops once the index has them. A failed store gives its claim
+        back with :meth:`release`. Raises what the database raises when it cannot be read.
+        """
+        place = (item.study_instance_uid, item.series_instance_uid)
+        with self._claims_lock:
+            claim = self._claims.get(item.sop_instance_uid)
+            if claim is None:
+                indexed = self._indexed_place(item.sop_instance_uid)
+                if indexed is not None and indexed != place:
+                    return indexed
+                self._claims[item.sop_instance_uid] = [place, 1]
+                return None
+            if claim[0] != place:
+                return claim[0]
+            claim[1] += 1
+            return None
+
+    def release(self, item: Received) -> None:
+        """Give back a claim whose store failed (or, from :meth:`_write`, was indexed)."""
+        with self._claims_lock:
+            claim = self._claims.get(item.sop_instance_uid)
+            if claim is not None:
+                claim[1] -= 1
+                if claim[1] <= 0:
+                    del self._claims[item.sop_instance_uid]
+
+    def _indexed_place(self, sop_uid: str) -> tuple[str, str] | None:
+        """Where the index has ``sop_uid``. Caller holds the claims lock.
+
+        A plain read on a connection of its own, kept open between calls (checking one out
+        of the pool per C-STORE cost more than the query), and outside
+        ``Database.session``: on SQLite (WAL) a reader needs no write lock, so this never
+        waits behind the indexer's batch. Each read ends its transaction at once, so the
+        next one sees what the indexer has committed since. A connection that fails is
+        dropped and the read tried once more on a new one.
+        """
+        for attempt in (1, 2):
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = self.db.engine.connect()
+            try:
+                row = conn.execute(_PLACE_QUERY, {"sop": sop_uid}).first()
+                conn.rollback()
+            except Exception:
+                self._conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+                if attempt == 2:
+                    raise
+                continue
+            return (row[0], row[1]) if row is not None else None
+        return None  # not reached
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="medvision-indexer", daemon=True)
@@ -198,6 +283,11 @@ class Indexer:
         return True
 
     def stop(self, timeout: float = 30.0) -> None:
+        with self._claims_lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
         if self._thread is None:
             return
         self.flush(timeout)
@@ -237,6 +327,8 @@ class Indexer:
                 LOG.error("cannot index %d received instances (retrying): %s", len(batch), err)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        for item, _ in batch:  # the index knows them now
+            self.release(item)
         with self._idle:
             for item, _ in batch:
                 self._pending[item.study_instance_uid] -= 1

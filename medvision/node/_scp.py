@@ -3,9 +3,11 @@
 Handlers are plain functions bound with their collaborators (pynetdicom's style). A
 C-STORE answers Success (0x0000) only after the instance is fsync'ed and renamed into the
 spool; an unwritable or full spool answers Out of Resources (0xA700) and a bad instance
-Cannot Understand (0xC000). Associations from AE titles or hosts not on the allow-lists
-are rejected with A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security
-alert in the audit trail.
+Cannot Understand (0xC000): undecodable, a UID that is not a whole UI value, or a SOP
+Instance UID the node already holds in another study or series (see ``_conflict``).
+Associations from AE titles or hosts not on the allow-lists are rejected with
+A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security alert in the audit
+trail.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from io import BytesIO
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.tag import Tag
 from pynetdicom import (
     AE,
@@ -214,7 +216,7 @@ class StorageSCP:
 
     # -- storage ------------------------------------------------------------------------
 
-    def _on_store(self, event: evt.Event) -> int:
+    def _on_store(self, event: evt.Event) -> int | Dataset:
         """Spool the instance as received (no re-encoding) and answer only once it is durable.
 
         Only the three UIDs the spool needs are parsed from the received bytes; the whole
@@ -261,17 +263,28 @@ class StorageSCP:
             )
             if uids.get("sop", "") != item.sop_instance_uid:
                 raise SpoolError("SOP Instance UID in the dataset differs from the request's")
+            # Whole-string UI checks before anything else: a UID names a spool folder.
+            self.spool.path_for(
+                item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
+            )
         except SpoolError as err:
-            return self._refuse(stats, CANNOT_UNDERSTAND, str(err))
+            return self._refuse(event, stats, CANNOT_UNDERSTAND, str(err))
         except Exception as err:  # undecodable dataset from the peer
-            return self._refuse(stats, CANNOT_UNDERSTAND, f"cannot decode dataset: {err}")
+            return self._refuse(event, stats, CANNOT_UNDERSTAND, f"cannot decode dataset: {err}")
+        try:
+            held = self.indexer.claim(item)
+        except Exception as err:  # the index cannot be read: we cannot tell, the peer retries
+            return self._refuse(event, stats, OUT_OF_RESOURCES, f"index unavailable: {err}")
+        if held is not None:
+            return self._conflict(event, stats, item, held)
         try:
             stored = self.spool.store(
                 data, item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
             )
         except SpoolError as err:
+            self.indexer.release(item)
             status = CANNOT_UNDERSTAND if "UID" in str(err) else OUT_OF_RESOURCES
-            return self._refuse(stats, status, str(err))
+            return self._refuse(event, stats, status, str(err))
         # Durable now: the index follows (and is rebuilt from the spool after a crash).
         self.indexer.put(item, stored)
         if stats is not None:
@@ -281,11 +294,78 @@ class StorageSCP:
                 stats.duplicates += 1
         return SUCCESS
 
-    def _refuse(self, stats: _AssocStats | None, status: int, reason: str) -> int:
-        LOG.warning("C-STORE refused (0x%04X): %s", status, reason)
+    def _refuse(self, event: evt.Event, stats: _AssocStats | None, status: int, reason: str) -> int:
+        """Log a refused C-STORE with what an operator needs to find it at the sender: the
+        SOP Instance UID and the calling AE and address (UIDs and AE titles are not PHI;
+        the dataset's patient attributes are never read here). Counted for the
+        association's ``instances.refused`` audit event."""
+        LOG.warning(
+            "C-STORE refused (0x%04X): SOP Instance UID %s from %s at %s: %s",
+            status,
+            _shown(str(event.request.AffectedSOPInstanceUID or "")),
+            _shown(event.assoc.requestor.ae_title.strip()),
+            event.assoc.requestor.address,
+            reason,
+        )
         if stats is not None:
             stats.failures += 1
         return status
+
+    def _conflict(
+        self,
+        event: evt.Event,
+        stats: _AssocStats | None,
+        item: Received,
+        held: tuple[str, str],
+    ) -> Dataset:
+        """Refuse an instance whose SOP Instance UID the node already holds elsewhere.
+
+        A SOP Instance UID names one instance (PS3.5 9): one arriving in another study or
+        series is either a different instance under a reused UID or the same instance
+        with contradicting study data. Storing it would leave a file the index (one row per
+        UID) cannot hold; replacing the first would change a study that may already have
+        results. So it is refused with Error: Cannot understand (PS3.4 B.2.3, Cxxx): the
+        node cannot make sense of the dataset it was given. Not Out of Resources (A7xx), which
+        tells the sender to retry, and not A9xx, since the dataset does match its SOP
+        class. The response carries the related fields Cxxx allows: Offending Element
+        (0008,0018) and an Error Comment. Audited at once as ``instances.refused`` with
+        both places, so QA can follow it up with the sending PACS.
+        """
+        reason = (
+            f"SOP Instance UID is already held in study {held[0]}, series {held[1]}"
+            if held[0] != item.study_instance_uid
+            else f"SOP Instance UID is already held in series {held[1]} of this study"
+        )
+        self._refuse(event, None, CANNOT_UNDERSTAND, reason)
+        try:
+            self._audit_conflict(item, held)
+        except Exception as err:  # the answer is the same; the log line above stays
+            LOG.error("cannot audit the refused instance %s: %s", item.sop_instance_uid, err)
+        status = Dataset()
+        status.Status = CANNOT_UNDERSTAND
+        status.OffendingElement = [_SOP_UID]
+        status.ErrorComment = "SOP Instance UID already held elsewhere"
+        return status
+
+    def _audit_conflict(self, item: Received, held: tuple[str, str]) -> None:
+        self.audit.record(
+            "instances.refused",
+            outcome="failure",
+            study_instance_uid=item.study_instance_uid,
+            series_instance_uid=item.series_instance_uid,
+            sop_instance_uid=item.sop_instance_uid,
+            held_in_study_instance_uid=held[0],
+            held_in_series_instance_uid=held[1],
+            calling_aet=item.calling_aet,
+            calling_host=item.calling_host,
+            instances=1,
+            reason="SOP Instance UID already held in another study or series",
+        )
+
+
+def _shown(value: str) -> str:
+    """A peer-supplied value fit for one log line: printable, at most 80 characters."""
+    return repr(value[:80]) if not value.isprintable() else value[:80]
 
 
 def _on_echo(event: evt.Event) -> int:

@@ -48,7 +48,11 @@ from pathlib import Path
 
 from medvision._hashing import sha256_file
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+#: The UI value representation (PS3.5 6.2): digits in dot-separated components, at most
+#: 64 characters. Matched against the whole string (``fullmatch``): ``$`` would also accept
+#: a trailing newline, and a UID names a spool folder. Leading zeros in a component
+#: (forbidden by PS3.5 9.1) are tolerated: they are harmless in a path and occur in the wild.
+_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 LOG = logging.getLogger("medvision.spool")
 
 #: Size of one journal segment. Each is written once in full before use and then recycled.
@@ -79,7 +83,8 @@ class StoredFile:
 
 
 def valid_uid(uid: str) -> bool:
-    return bool(uid) and len(uid) <= 64 and bool(_UID.match(uid))
+    """Whether ``uid`` is a whole, well-formed DICOM UID (the UI VR, <= 64 characters)."""
+    return len(uid) <= 64 and _UID.fullmatch(uid) is not None
 
 
 @dataclass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import http.cookiejar
 import json
+import ssl
 import threading
 import urllib.error
 import urllib.parse
@@ -28,7 +29,7 @@ from medvision.api import create_app
 from medvision.api._users import add_user, new_token
 from medvision.config import Settings
 from medvision.db import Database, User
-from tests.node.peers import free_port, http_json, wait_for
+from tests.node.peers import free_port, wait_for
 
 ROLE_USERS = {"rad": "radiologist", "qa": "qa", "admin": "admin"}
 
@@ -61,6 +62,8 @@ class Client:
     token: str | None = None
     basic: tuple[str, str] | None = None
     jar: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
+    #: For an HTTPS server: the context that trusts its certificate.
+    ssl_context: ssl.SSLContext | None = None
 
     def call(
         self,
@@ -85,9 +88,10 @@ class Client:
             raw = base64.b64encode(":".join(self.basic).encode()).decode()
             hdrs["Authorization"] = f"Basic {raw}"
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect
-        )
+        handlers: list[Any] = [urllib.request.HTTPCookieProcessor(self.jar), _NoRedirect]
+        if self.ssl_context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=self.ssl_context))
+        opener = urllib.request.build_opener(*handlers)
         try:
             with opener.open(req, timeout=60) as resp:
                 return Answer(resp.status, _lower(resp.headers), resp.read())
@@ -108,13 +112,15 @@ class Server:
     settings: Settings
     app: FastAPI
     tokens: dict[str, str]
+    ssl_context: ssl.SSLContext | None = None
 
     def client(self, user: str | None = None, *, basic: bool = False) -> Client:
+        tls = self.ssl_context
         if user is None:
-            return Client(self.url)
+            return Client(self.url, ssl_context=tls)
         if basic:
-            return Client(self.url, basic=(user, f"{user}-pw"))
-        return Client(self.url, token=self.tokens[user])
+            return Client(self.url, basic=(user, f"{user}-pw"), ssl_context=tls)
+        return Client(self.url, token=self.tokens[user], ssl_context=tls)
 
     def events(self, event_type: str) -> list[dict[str, Any]]:
         return [e for e in self.app.state.audit.events() if e["type"] == event_type]
@@ -132,6 +138,13 @@ def make_users(db: Database) -> dict[str, str]:
 
 
 ServerFactory = Callable[..., Server]
+
+
+def _healthy(client: Client) -> bool:
+    try:
+        return client.get("/health").status == 200
+    except OSError:  # not listening yet
+        return False
 
 
 @pytest.fixture(autouse=True)
@@ -162,15 +175,26 @@ def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
         if prepare is not None:
             prepare(app)
         port = free_port()
+        # HTTPS as `medvision serve` does it, when a certificate is configured.
+        tls = config.tls_cert is not None
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                ssl_certfile=str(config.tls_cert) if tls else None,
+                ssl_keyfile=str(config.tls_key) if tls else None,
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
-        url = f"http://127.0.0.1:{port}"
-        wait_for("the API", lambda: http_json(url + "/health"), 30)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        context = ssl.create_default_context(cafile=str(config.tls_cert)) if tls else None
+        client = Client(url, ssl_context=context)
+        wait_for("the API", lambda: _healthy(client), 30)
         started.append((server, thread, db))
-        return Server(url, db, config, app, tokens)
+        return Server(url, db, config, app, tokens, context)
 
     yield start
     for server, thread, db in started:

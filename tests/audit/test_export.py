@@ -57,7 +57,17 @@ NODE_SAMPLES: dict[str, dict] = {
         study_instance_uid=STUDY, calling_aet="ORTHANC", calling_host="10.0.0.5", instances=64
     ),
     "instances.refused": dict(
-        outcome="failure", calling_aet="ORTHANC", calling_host="10.0.0.5", instances=2
+        outcome="failure",
+        calling_aet="ORTHANC",
+        calling_host="10.0.0.5",
+        instances=2,
+        # one instance whose SOP Instance UID is already held elsewhere (node/_scp.py)
+        study_instance_uid=f"{STUDY}.2",
+        series_instance_uid=f"{SERIES}.2",
+        sop_instance_uid=f"{SERIES}.9",
+        held_in_study_instance_uid=f"{STUDY}.1",
+        held_in_series_instance_uid=f"{SERIES}.1",
+        reason="SOP Instance UID already held in another study or series",
     ),
     "study.complete": dict(
         study_instance_uid=STUDY, study_version=1, instances=64, pipelines=["lung-ct"]
@@ -143,6 +153,16 @@ NODE_SAMPLES: dict[str, dict] = {
         reason="bad password",
         method="basic",
         route="GET /studies",
+    ),
+    "user.locked_out": dict(
+        outcome="failure",
+        user="qa.reviewer",
+        client_host="10.0.0.20",
+        method="form",
+        locked="account",
+        lockout_s=300.0,
+        reason="5 wrong passwords for this account within 300 s",
+        security_alert=True,
     ),
     "user.logout": dict(user="qa.reviewer", client_host="10.0.0.20"),
     "user.added": dict(user="admin", via="cli", subject_user="dr.a", roles=["radiologist"]),
