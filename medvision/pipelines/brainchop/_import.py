@@ -81,6 +81,11 @@ KNOWN: dict[str, Known] = {
 }
 
 
+#: Version of the bundles this importer writes (before ``+brainchop.<commit>``); re-import
+#: bundles of an older version to get the current pre-processing.
+BUNDLE_VERSION = "1.1.0"
+
+
 def default_out_dir() -> Path:
     """Where imported bundles go unless ``--out`` says otherwise (the user models folder)."""
     from medvision.pipelines.bundle import user_models_dir
@@ -156,23 +161,7 @@ def _inference_config(model: TfjsModel, known: Known) -> dict[str, Any]:
             "transforms": [
                 {"_target_": "LoadImaged", "keys": key},
                 {"_target_": "EnsureChannelFirstd", "keys": key},
-                {"_target_": "Orientationd", "keys": key, "axcodes": "LIA"},
-                {
-                    "_target_": "Spacingd",
-                    "keys": key,
-                    "pixdim": [1.0, 1.0, 1.0],
-                    "mode": "bilinear",
-                },
-                {
-                    "_target_": "ScaleIntensityRangePercentilesd",
-                    "keys": key,
-                    "lower": 0,
-                    "upper": 99.9,
-                    "b_min": 0.0,
-                    "b_max": 255.0,
-                    "clip": True,
-                },
-                {"_target_": "ResizeWithPadOrCropd", "keys": key, "spatial_size": [256, 256, 256]},
+                {"_target_": "medvision.pipelines.brainchop.Conformd", "keys": key},
                 norm,
                 {
                     "_target_": "CropForegroundd",
@@ -214,8 +203,11 @@ def _inference_config(model: TfjsModel, known: Known) -> dict[str, Any]:
 def _metadata(name: str, known: Known, model: TfjsModel, commit: str) -> dict[str, Any]:
     channels = {"0": "background", **{str(v): d["name"] for v, d in known.labels.items()}}
     return {
-        "version": f"1.0.0+brainchop.{commit[:8] or 'unknown'}",
-        "changelog": {"1.0.0": f"converted from brainchop's TF.js model '{name}' by medvision"},
+        "version": f"{BUNDLE_VERSION}+brainchop.{commit[:8] or 'unknown'}",
+        "changelog": {
+            "1.1.0": "brainchop's own conform step (Conformd) replaces the approximation",
+            "1.0.0": f"converted from brainchop's TF.js model '{name}' by medvision",
+        },
         "name": f"brainchop {known.title}",
         "task": "Brain MRI segmentation",
         "description": f"brainchop's MeshNet '{name}' ({known.title}), converted to PyTorch.",
