@@ -10,6 +10,7 @@ the node's own DICOM loader and the pipeline see it exactly as a scanner's serie
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -87,13 +88,13 @@ def write_axial_series(
     stored = np.clip(np.rint(array), 0, 65535).astype(np.uint16)
     iop = [float(v) for v in (*direction[:, 0], *direction[:, 1])]
     for k in range(array.shape[0]):
-        ds = template.copy()
+        ds = copy.deepcopy(template)  # Dataset.copy() is shallow: it would edit the source
         for keyword in _DROP:
             if keyword in ds:
                 delattr(ds, keyword)
         for tag in [t for t in ds.keys() if t.is_private]:
             del ds[tag]
-        ds.file_meta = template.file_meta.copy()
+        ds.file_meta = copy.deepcopy(template.file_meta)
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         sop_uid = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid

@@ -3,14 +3,14 @@
 The conversion writes a complete bundle (configs, ``models/model.pt``, ``pipeline.yaml``,
 model card, licence) into a folder OUTSIDE the repository: the weights are derived from
 third-party files and must never be committed. The bundle's pre-processing reproduces
-brainchop's input conventions with stock MONAI transforms, so the generic bundle runtime
-runs it like any zoo bundle:
+brainchop's input conventions with MONAI transforms (stock ones and one of ours, invertible),
+so the generic bundle runtime runs it like any zoo bundle:
 
-* FreeSurfer-conformed input: 1 mm isotropic, 256^3, "LIA" axes (the volume's first array
-  axis runs to the patient's Left, the second to Inferior, the third to Anterior), which is
-  what brainchop's own conform step produces and what the models were trained on;
-* intensities robustly scaled (0..99.9th percentile, as FreeSurfer's conform does), then
-  brainchop's per-model normalisation (min-max, or 5th..95th quantile for mindgrab);
+* brainchop's conform step (:class:`~medvision.pipelines.brainchop.Conformd`, FreeSurfer's
+  ``mri_convert --conform``): a 256^3 1 mm grid with axes exactly Left, Inferior, Anterior
+  ("LIA") centred on the input, one trilinear resampling, and intensities mapped from
+  FreeSurfer's robust range to 0..255 levels; what the models were trained on;
+* brainchop's per-model normalisation (min-max, or 5th..95th quantile for mindgrab);
 * brainchop's crop to the head before inference (a threshold on the normalised intensity
   plus a margin), undone by ``Invertd`` afterwards together with the conform step.
 """
@@ -302,8 +302,9 @@ part of medvision and must not be committed to its repository.
 Keras channels-last Conv3D (kernel D,H,W,in,out -> PyTorch out,in,D,H,W); layers named
 `*_gn` get brainchop's per-channel volume normalisation.
 
-**Input**: one 3-D T1-weighted brain MR, conformed as brainchop does: LIA axes, 1 mm,
-256^3, intensities scaled to 0..255 (99.9th percentile), then {norm} normalisation;
+**Input**: one 3-D T1-weighted brain MR of any orientation, conformed as brainchop does
+(FreeSurfer's conform: 256^3 1 mm LIA grid centred on the input, trilinear, robust
+intensity range to 0..255 levels), then {norm} normalisation;
 cropped to voxels above {threshold} x max (margin {margin} voxels) before inference.
 
 **Intended use**: research and demonstration; not a medical device, not for diagnosis.
