@@ -59,7 +59,9 @@ def robust_range(data: np.ndarray, f_high: float = 0.999, bins: int = 1000) -> t
     FastSurfer's ``getscale`` and niivue's ``conform`` both place it). Returns (low, high);
     high == low for a constant image.
     """
-    values = np.asarray(data, dtype=np.float64).ravel()
+    values = np.asarray(data).ravel()
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)  # float32 volumes stay as they are (memory)
     low, high = float(values.min()), float(values.max())
     if high <= low:
         return low, low
