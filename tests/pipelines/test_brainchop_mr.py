@@ -109,6 +109,7 @@ def _on_grid(mask, source, target):
 def test_axial_acquisition_gives_the_same_volumes(tissue, axial_tissue, t1, axial_t1):
     sagittal, axial = _by_name(tissue), _by_name(axial_tissue)
     assert set(axial) == {"White matter", "Grey matter"}
+    assert axial_tissue.quality_flags == ()  # an axial 3-D T1 is within intended use
     for name in sagittal:
         s, a = sagittal[name].measurements.volume_ml, axial[name].measurements.volume_ml
         print(f"{name}: sagittal {s:.0f} mL, axial {a:.0f} mL")
