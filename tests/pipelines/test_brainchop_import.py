@@ -100,7 +100,13 @@ def test_import_writes_complete_bundles_outside_the_repo(brainchop_dir, tmp_path
         assert spec.inputs[0].modality == "MR"
         config = json.loads((bundle / "configs" / "inference.json").read_text())
         targets = [t["_target_"] for t in config["preprocessing"]["transforms"]]
-        assert targets[:3] == ["LoadImaged", "EnsureChannelFirstd", "Orientationd"]
+        assert targets[:3] == [
+            "LoadImaged",
+            "EnsureChannelFirstd",
+            "medvision.pipelines.brainchop.Conformd",
+        ]
+        metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+        assert metadata["version"].startswith("1.1.0+brainchop.4c87885f")
     gwm = yaml.safe_load((tmp_path / "brainchop-gwm-light" / "pipeline.yaml").read_text())
     assert {v["name"] for v in gwm["labels"].values()} == {"White matter", "Grey matter"}
     pipe = BundlePipeline(tmp_path / "brainchop-mindgrab")

@@ -1,9 +1,10 @@
 """brainchop's real MeshNet weights on a real Philips 3 T MPRAGE, end to end to a DICOM SEG.
 
-The grey/white model (5 channels) runs on the whole conformed head once per module, in
-well under a minute on CPU. mindgrab (15 channels, 25 layers) needs ~10 minutes of CPU at
-1 mm, so it runs only with a GPU or when MEDVISION_SLOW_TESTS=1; its conversion is checked
-numerically in test_brainchop_import.py either way.
+The grey/white model (5 channels) runs on the whole conformed head once per module and
+acquisition (the real sagittal series, and the same head rewritten as a tilted axial DICOM
+series), each in about a minute on CPU. mindgrab (15 channels, 25 layers) needs ~10
+minutes of CPU at 1 mm, so it runs only with a GPU or when MEDVISION_SLOW_TESTS=1; its
+conversion is checked numerically in test_brainchop_import.py either way.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from medvision.pipelines.brainchop import import_brainchop
 from medvision.pipelines.bundle import BundlePipeline
 from medvision.results import write_results
 from tests.pipelines.bundle_helpers import dciodvfy_errors
+from tests.pipelines.mr_rewrite import write_axial_series
 
 RUN_SLOW = bool(os.environ.get("MEDVISION_SLOW_TESTS")) or torch.cuda.is_available()
 
@@ -53,6 +55,24 @@ def tissue(bundles, t1):
     return findings
 
 
+@pytest.fixture(scope="module")
+def axial_t1(t1, tmp_path_factory):
+    """The real T1 rewritten as a 12-degree tilted axial DICOM series (as an AC-PC axial 3-D T1)."""
+    folder = write_axial_series(t1, tmp_path_factory.mktemp("axial-t1"), tilt_deg=12.0)
+    (study,) = scan(folder)
+    (series,) = study.series
+    assert series.orientation == "AXIAL"
+    return load_series(series)
+
+
+@pytest.fixture(scope="module")
+def axial_tissue(bundles, axial_t1):
+    start = time.perf_counter()
+    findings = BundlePipeline(bundles / "brainchop-gwm-light", tta_passes=0).run(axial_t1)
+    print(f"brainchop-gwm-light on {axial_t1.shape}: {time.perf_counter() - start:.1f} s")
+    return findings
+
+
 def _assert_dciodvfy_clean(path):
     assert dciodvfy_errors(path) == []
 
@@ -72,6 +92,38 @@ def test_grey_and_white_matter_volumes_are_adult(tissue):
     assert tissue.quality_flags == ()
     for item in items.values():
         assert 0.7 < item.confidence < 1.0
+
+
+def _on_grid(mask, source, target):
+    """``mask`` on ``source``'s grid, sampled (nearest) at ``target``'s voxel centres."""
+    values = mask.astype(np.uint8)
+    out = np.zeros(target.shape, dtype=bool)
+    j, i = np.meshgrid(np.arange(target.shape[1]), np.arange(target.shape[2]), indexing="ij")
+    for k in range(target.shape[0]):  # slice by slice: a few MB at a time
+        kji = np.stack([np.full_like(j, k), j, i], axis=-1)
+        coords = np.moveaxis(source.lps_to_index(target.index_to_lps(kji)), -1, 0)
+        out[k] = ndimage.map_coordinates(values, coords, order=0, cval=0) > 0
+    return out
+
+
+def test_axial_acquisition_gives_the_same_volumes(tissue, axial_tissue, t1, axial_t1):
+    sagittal, axial = _by_name(tissue), _by_name(axial_tissue)
+    assert set(axial) == {"White matter", "Grey matter"}
+    assert axial_tissue.quality_flags == ()  # an axial 3-D T1 is within intended use
+    for name in sagittal:
+        s, a = sagittal[name].measurements.volume_ml, axial[name].measurements.volume_ml
+        print(f"{name}: sagittal {s:.0f} mL, axial {a:.0f} mL")
+        assert abs(a - s) / s < 0.05, name
+    total_s = sum(f.measurements.volume_ml for f in sagittal.values())
+    total_a = sum(f.measurements.volume_ml for f in axial.values())
+    assert abs(total_a - total_s) / total_s < 0.05
+    assert 1000 <= total_a <= 1800  # an adult's grey + white matter (about 1.0-1.4 L)
+    # Not only the totals: the same voxels of the head are brain in both acquisitions.
+    brain_s = sagittal["White matter"].mask | sagittal["Grey matter"].mask
+    brain_a = _on_grid(axial["White matter"].mask | axial["Grey matter"].mask, axial_t1, t1)
+    dice = 2 * (brain_s & brain_a).sum() / (brain_s.sum() + brain_a.sum())
+    print(f"GM+WM Dice sagittal vs axial: {dice:.3f}")
+    assert dice > 0.9
 
 
 def test_grey_matter_lies_outside_white_matter(tissue):

@@ -1,5 +1,6 @@
 """brainchop's MeshNet brain-MR models: a PyTorch MeshNet and a TF.js -> MONAI bundle importer."""
 
+from medvision.pipelines.brainchop._conform import Conformd, conform_affine, robust_range
 from medvision.pipelines.brainchop._import import (
     KNOWN,
     available_models,
@@ -11,10 +12,13 @@ from medvision.pipelines.brainchop._tfjs import TfjsModel, read_tfjs_meshnet
 
 __all__ = [
     "KNOWN",
+    "Conformd",
     "MeshNet",
     "TfjsModel",
     "available_models",
+    "conform_affine",
     "default_out_dir",
     "import_brainchop",
     "read_tfjs_meshnet",
+    "robust_range",
 ]

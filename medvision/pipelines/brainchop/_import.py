@@ -3,14 +3,14 @@
 The conversion writes a complete bundle (configs, ``models/model.pt``, ``pipeline.yaml``,
 model card, licence) into a folder OUTSIDE the repository: the weights are derived from
 third-party files and must never be committed. The bundle's pre-processing reproduces
-brainchop's input conventions with stock MONAI transforms, so the generic bundle runtime
-runs it like any zoo bundle:
+brainchop's input conventions with MONAI transforms (stock ones and one of ours, invertible),
+so the generic bundle runtime runs it like any zoo bundle:
 
-* FreeSurfer-conformed input: 1 mm isotropic, 256^3, "LIA" axes (the volume's first array
-  axis runs to the patient's Left, the second to Inferior, the third to Anterior), which is
-  what brainchop's own conform step produces and what the models were trained on;
-* intensities robustly scaled (0..99.9th percentile, as FreeSurfer's conform does), then
-  brainchop's per-model normalisation (min-max, or 5th..95th quantile for mindgrab);
+* brainchop's conform step (:class:`~medvision.pipelines.brainchop.Conformd`, FreeSurfer's
+  ``mri_convert --conform``): a 256^3 1 mm grid with axes exactly Left, Inferior, Anterior
+  ("LIA") centred on the input, one trilinear resampling, and intensities mapped from
+  FreeSurfer's robust range to 0..255 levels; what the models were trained on;
+* brainchop's per-model normalisation (min-max, or 5th..95th quantile for mindgrab);
 * brainchop's crop to the head before inference (a threshold on the normalised intensity
   plus a margin), undone by ``Invertd`` afterwards together with the conform step.
 """
@@ -79,6 +79,11 @@ KNOWN: dict[str, Known] = {
         "brainchop-mindgrab", "Omnimodal skull stripping (mindgrab)", {1: BRAIN}, True, 0.5, 20
     ),
 }
+
+
+#: Version of the bundles this importer writes (before ``+brainchop.<commit>``); re-import
+#: bundles of an older version to get the current pre-processing.
+BUNDLE_VERSION = "1.1.0"
 
 
 def default_out_dir() -> Path:
@@ -156,23 +161,7 @@ def _inference_config(model: TfjsModel, known: Known) -> dict[str, Any]:
             "transforms": [
                 {"_target_": "LoadImaged", "keys": key},
                 {"_target_": "EnsureChannelFirstd", "keys": key},
-                {"_target_": "Orientationd", "keys": key, "axcodes": "LIA"},
-                {
-                    "_target_": "Spacingd",
-                    "keys": key,
-                    "pixdim": [1.0, 1.0, 1.0],
-                    "mode": "bilinear",
-                },
-                {
-                    "_target_": "ScaleIntensityRangePercentilesd",
-                    "keys": key,
-                    "lower": 0,
-                    "upper": 99.9,
-                    "b_min": 0.0,
-                    "b_max": 255.0,
-                    "clip": True,
-                },
-                {"_target_": "ResizeWithPadOrCropd", "keys": key, "spatial_size": [256, 256, 256]},
+                {"_target_": "medvision.pipelines.brainchop.Conformd", "keys": key},
                 norm,
                 {
                     "_target_": "CropForegroundd",
@@ -214,8 +203,11 @@ def _inference_config(model: TfjsModel, known: Known) -> dict[str, Any]:
 def _metadata(name: str, known: Known, model: TfjsModel, commit: str) -> dict[str, Any]:
     channels = {"0": "background", **{str(v): d["name"] for v, d in known.labels.items()}}
     return {
-        "version": f"1.0.0+brainchop.{commit[:8] or 'unknown'}",
-        "changelog": {"1.0.0": f"converted from brainchop's TF.js model '{name}' by medvision"},
+        "version": f"{BUNDLE_VERSION}+brainchop.{commit[:8] or 'unknown'}",
+        "changelog": {
+            "1.1.0": "brainchop's own conform step (Conformd) replaces the approximation",
+            "1.0.0": f"converted from brainchop's TF.js model '{name}' by medvision",
+        },
         "name": f"brainchop {known.title}",
         "task": "Brain MRI segmentation",
         "description": f"brainchop's MeshNet '{name}' ({known.title}), converted to PyTorch.",
@@ -310,8 +302,9 @@ part of medvision and must not be committed to its repository.
 Keras channels-last Conv3D (kernel D,H,W,in,out -> PyTorch out,in,D,H,W); layers named
 `*_gn` get brainchop's per-channel volume normalisation.
 
-**Input**: one 3-D T1-weighted brain MR, conformed as brainchop does: LIA axes, 1 mm,
-256^3, intensities scaled to 0..255 (99.9th percentile), then {norm} normalisation;
+**Input**: one 3-D T1-weighted brain MR of any orientation, conformed as brainchop does
+(FreeSurfer's conform: 256^3 1 mm LIA grid centred on the input, trilinear, robust
+intensity range to 0..255 levels), then {norm} normalisation;
 cropped to voxels above {threshold} x max (margin {margin} voxels) before inference.
 
 **Intended use**: research and demonstration; not a medical device, not for diagnosis.
