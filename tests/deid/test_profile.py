@@ -16,7 +16,7 @@ import pytest
 from pydicom import Dataset, dcmread
 from pydicom.dataelem import DataElement
 
-from medvision.deid import DeidOptions, Deidentifier, listed_action, pseudonym
+from medvision.deid import Deidentifier, DeidOptions, listed_action, pseudonym
 from medvision.deid._tables import CLEAN_DESCRIPTORS, SAFE_PRIVATE
 from tests.tools import dciodvfy_errors
 
@@ -74,7 +74,10 @@ def _check_profile(original: Dataset, out: Dataset, options: DeidOptions) -> int
 @pytest.mark.parametrize("name", [CT, MR])
 @pytest.mark.parametrize(
     "options",
-    [DeidOptions(), DeidOptions(retain_safe_private=True, retain_uids=True, clean_descriptors=True)],
+    [
+        DeidOptions(),
+        DeidOptions(retain_safe_private=True, retain_uids=True, clean_descriptors=True),
+    ],
     ids=["basic", "all-options"],
 )
 def test_table_e1_1_on_real_dicom(
@@ -90,9 +93,7 @@ def test_table_e1_1_on_real_dicom(
     assert _check_profile(original, written, options) >= 15  # the files carry many listed tags
     assert written.PatientIdentityRemoved == "YES"
     codes = [item.CodeValue for item in written.DeidentificationMethodCodeSequence]
-    expected = ["113100"] + (
-        ["113111", "113110", "113105"] if options.retain_safe_private else []
-    )
+    expected = ["113100"] + (["113111", "113110", "113105"] if options.retain_safe_private else [])
     assert codes == expected
     assert written.file_meta.MediaStorageSOPInstanceUID == written.SOPInstanceUID
     assert written.PatientID == written.PatientName == pseudonym(SECRET, original.PatientID)
