@@ -63,9 +63,7 @@ def export_cases(settings: Settings, out: Path, reviewed_only: bool) -> list[Exp
             results = sorted(Path(job.result_dir).rglob("*.dcm")) if job.result_dir else []
             cases.append(_export_one(deid, out, images, results))
         out.mkdir(parents=True, exist_ok=True)
-        (out / "manifest.json").write_text(
-            json.dumps([c.__dict__ for c in cases], indent=2) + "\n"
-        )
+        (out / "manifest.json").write_text(json.dumps([c.__dict__ for c in cases], indent=2) + "\n")
         DbAuditLog(db).record(
             "export.deidentified",
             cases=len(cases),
