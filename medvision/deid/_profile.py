@@ -98,14 +98,18 @@ def _actions() -> dict[tuple[int, ...], str]:
 
 def listed_action(tag: BaseTag) -> str | None:
     """The basic profile's action for ``tag`` in Table E.1-1, or None if it is not listed."""
-    actions = _actions()
-    code = actions.get((tag.group, tag.element))
+    code = _actions().get((tag.group, tag.element))
     if code is not None:
         return code
-    for key, code in actions.items():  # the few masked rows (curves, overlay data/comments)
-        if len(key) == 4 and (tag.group & key[2]) == key[0] and (tag.element & key[3]) == key[1]:
+    for key, code in _masked():  # the few masked rows (curves, overlay data/comments)
+        if (tag.group & key[2]) == key[0] and (tag.element & key[3]) == key[1]:
             return code
     return None
+
+
+@cache
+def _masked() -> list[tuple[tuple[int, ...], str]]:
+    return [(key, code) for key, code in _actions().items() if len(key) == 4]
 
 
 def listed_tags() -> list[tuple[int, ...]]:
