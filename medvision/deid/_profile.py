@@ -153,8 +153,11 @@ def deidentify(ds: Dataset, secret: bytes, options: DeidOptions = DeidOptions())
     """
     if len(secret) < 16:
         raise ValueError("the de-identification secret must be at least 16 bytes")
-    patient_id = str(ds.get("PatientID", "") or "")
-    ctx = _Context(secret, options, _identifiers(ds), pseudonym(secret, patient_id))
+    patient_id = str(ds.get("PatientID", "") or "").strip()
+    # No Patient ID: key the pseudonym on the study, so that patients without an ID are
+    # never merged into one pseudonym (their studies are then not linked either).
+    key = patient_id or "study:" + str(ds.get("StudyInstanceUID", "") or "")
+    ctx = _Context(secret, options, _identifiers(ds), pseudonym(secret, key))
     _walk(ds, ctx)
     ds.PatientID = ctx.pseudonym
     ds.PatientName = ctx.pseudonym

@@ -147,6 +147,12 @@ def test_same_patient_same_pseudonym_across_studies(shared_data: Path) -> None:
     elsewhere = Deidentifier(b"another-site-secret-0123456789ab").file(shared_data / CT)
     assert elsewhere.PatientID != a.PatientID
     assert elsewhere.SOPInstanceUID != a.SOPInstanceUID
+    # Patients without an ID are not merged into one pseudonym.
+    blank = [dcmread(shared_data / CT) for _ in range(2)]
+    for i, ds in enumerate(blank):
+        ds.PatientID = ""
+        ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.9{i}"
+    assert deid.dataset(blank[0]).PatientID != deid.dataset(blank[1]).PatientID
     # And the mapping is deterministic: the same input gives the same output every time.
     again = Deidentifier(SECRET).file(shared_data / CT)
     assert (again.PatientID, again.SOPInstanceUID) == (a.PatientID, a.SOPInstanceUID)
