@@ -10,7 +10,9 @@ patient pseudonym) every time, for every study, from any process: keyed HMACs.
 How the combined actions are resolved without knowing each IOD's attribute types (every
 choice is allowed by the action and keeps the IOD valid whatever the type):
 
-* ``Z/D``, ``X/D``, ``X/Z/D``: D, a dummy value (a Type 1 attribute stays present).
+* ``X/D``, ``X/Z/D``: D, a dummy value (a Type 1 attribute stays present).
+* ``Z/D``: D for dates and times (Content Date and Time are Type 1 in SEG and SR), Z for
+  the others (Contrast/Bolus Agent, Content Creator's Name: Type 2 wherever used).
 * ``X/Z``: Z, an empty value (a Type 2 attribute stays present; a Type 3 one may be empty),
   except for a sequence, which is removed (a present Type 3 sequence must have items).
 * ``X/Z/U*`` and sequences under ``D``: the sequence is kept and the profile applied to
@@ -303,7 +305,11 @@ def _apply(ds: Dataset, elem: DataElement, action: str, clean: bool, ctx: _Conte
         del ds[tag]
     elif action in ("Z", "X/Z"):
         elem.value = None if elem.VR not in ("OB", "OW", "UN") else b""
-    else:  # D, Z/D, X/D, X/Z/D
+    elif action == "Z/D" and elem.VR not in ("DA", "TM", "DT"):
+        # Contrast/Bolus Agent, Content Creator's Name: Type 2 wherever used; a dummy
+        # ("ANONYMIZED" contrast agent) would tell a model a contrast agent was given.
+        elem.value = None
+    else:  # D, X/D, X/Z/D, and Z/D dates and times (Content Date/Time: Type 1 in SEG, SR)
         elem.value = _dummy(elem, ctx)
 
 
