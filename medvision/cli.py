@@ -94,6 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_cmd_status)
 
+    export = sub.add_parser(
+        "export",
+        help="write de-identified copies of finished cases (images, SEG, SR) for training",
+        description="De-identify (PS3.15 Annex E basic profile and the [deid] options, keyed "
+        "pseudonyms and UIDs) every finished study, or with --reviewed every study a "
+        "reviewer has given feedback on, into OUT/<pseudonym>/<study>/{images,results}/.",
+    )
+    export.add_argument("--config", type=Path, help="medvision.toml (optional)")
+    export.add_argument("--out", type=Path, required=True, help="folder to write into")
+    export.add_argument(
+        "--reviewed", action="store_true", help="only studies with reviewer feedback"
+    )
+    export.set_defaults(func=_cmd_export)
+
     db = sub.add_parser("db", help="database schema: upgrade, current revision")
     db_sub = db.add_subparsers(metavar="ACTION")
     upgrade = db_sub.add_parser(
@@ -437,6 +451,19 @@ def _open_db(args: argparse.Namespace):  # noqa: ANN202 - Database | None, impor
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from medvision.deid._export import export_cases
+
+    cases = export_cases(_settings(args), args.out, args.reviewed)
+    images = sum(c.images for c in cases)
+    results = sum(c.results for c in cases)
+    print(
+        f"exported {len(cases)} case(s), {images} image(s) and {results} result(s), "
+        f"de-identified, to {args.out}"
+    )
+    return 0
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -32,6 +32,37 @@ class Modality(BaseModel):
     #: ``http://pacs:8042/dicom-web/studies``) instead of C-STORE; the AE title, host and
     #: port still name the destination in the outbox and the audit trail.
     stow_url: str = ""
+    #: A destination for anything but the source PACS (research, model training): every
+    #: result sent to it is de-identified first (PS3.15 Annex E; docs/deidentification.md).
+    deidentify: bool = False
+
+
+class DeidSettings(BaseModel):
+    """How data is de-identified for destinations marked ``deidentify`` and for
+    ``medvision export`` (PS3.15 Annex E basic profile plus these options)."""
+
+    #: File holding the site secret (at least 16 bytes) that keys patient pseudonyms and
+    #: UID mapping: the same secret gives the same pseudonym for a patient in every study.
+    secret_file: Path | None = None
+    #: Retain Safe Private Option: keep the private attributes of PS3.15 Table E.3.10-1.
+    retain_safe_private: bool = False
+    #: Retain UIDs Option: keep UIDs; otherwise they are replaced by a keyed HMAC mapping.
+    retain_uids: bool = False
+    #: Clean Descriptors Option: keep descriptions (series, protocol...) cleaned of
+    #: identifying values instead of removing them.
+    clean_descriptors: bool = False
+
+    def load_secret(self) -> bytes:
+        """The site secret's bytes; a usage error if it is not configured or too short."""
+        if self.secret_file is None:
+            raise ConfigError("de-identification needs deid.secret_file (the site secret)")
+        try:
+            secret = self.secret_file.read_bytes().strip()
+        except OSError as err:
+            raise ConfigError(f"deid.secret_file {self.secret_file}: {err.strerror}") from None
+        if len(secret) < 16:
+            raise ConfigError(f"deid.secret_file {self.secret_file} holds under 16 bytes")
+        return secret
 
 
 class Settings(BaseSettings):
@@ -64,6 +95,8 @@ class Settings(BaseSettings):
     #: unless ``destinations`` names others.
     modalities: dict[str, Modality] = Field(default_factory=dict)
     destinations: list[str] = Field(default_factory=list)
+    #: De-identification for ``deidentify`` destinations and ``medvision export``.
+    deid: DeidSettings = Field(default_factory=DeidSettings)
     #: Optional DICOMweb STOW-RS endpoint (e.g. http://pacs:8042/dicom-web) for results.
     stow_url: str = ""
     #: Sender retries: first retry after ``retry_initial_s``, doubling, capped.
@@ -121,6 +154,15 @@ class Settings(BaseSettings):
     def _check_tls(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together (PEM file paths)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_deid(self) -> Settings:
+        marked = sorted(name for name, m in self.modalities.items() if m.deidentify)
+        if marked and self.deid.secret_file is None:
+            raise ValueError(
+                f"modalities {', '.join(marked)} are marked deidentify: set deid.secret_file"
+            )
         return self
 
     @model_validator(mode="after")
@@ -188,4 +230,4 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     return settings
 
 
-__all__ = ["ConfigError", "Modality", "Settings", "load_settings"]
+__all__ = ["ConfigError", "DeidSettings", "Modality", "Settings", "load_settings"]

@@ -38,6 +38,7 @@ NODE_COMMANDS = [
     ("audit", "verify"),
     ("audit", "export", "--out", "x.xml"),
     ("audit", "send-syslog", "--host", "127.0.0.1"),
+    ("export", "--out", "x"),
 ]
 #: Commands that never touch a node: offline analysis, the model folders, training.
 OFFLINE_COMMANDS = {"run", "pipelines", "models", "train", "evaluate"}

@@ -9,6 +9,11 @@ them pending (and the study visibly ``send-failed``), and they go when it return
 marked sent in the same transaction that records the success, so a result is sent again only
 if the node dies between the PACS's answer and that commit (the PACS then receives the same
 SOP Instance UID again, which it stores once).
+
+A destination marked ``deidentify`` (research, model training: anything but the source
+PACS) gets each result de-identified on the way out (:mod:`medvision.deid`, PS3.15 Annex E
+with keyed pseudonyms and UIDs); the file in the results folder stays as it is, so the
+source PACS still gets the original.
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ import urllib.request
 import uuid
 from collections import Counter
 from datetime import timedelta
+from io import BytesIO
 from itertools import groupby
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from sqlalchemy import select
 
 from medvision.audit import DbAuditLog
-from medvision.config import Settings
+from medvision.config import ConfigError, Settings
 from medvision.db import Database, Outbox, OutboxState, utcnow
+from medvision.deid import Deidentifier
 from medvision.jobs._queue import _refresh_study_state, as_utc, log_pass_failure
 from medvision.node._net import set_nodelay
 
@@ -45,6 +52,7 @@ class Sender:
         self.audit = audit
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._deid: Deidentifier | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="medvision-sender", daemon=True)
@@ -92,6 +100,21 @@ class Sender:
         modality = self.settings.modalities.get(row.destination)
         return modality.stow_url if modality is not None else ""
 
+    def _deidentifies(self, row: Outbox) -> bool:
+        modality = self.settings.modalities.get(row.destination)
+        return modality is not None and modality.deidentify
+
+    def _outgoing(self, row: Outbox) -> Dataset:
+        """The dataset to send for ``row``: the result file, de-identified where the
+        destination is marked ``deidentify`` (a missing secret fails the row, never
+        sends the original)."""
+        ds = dcmread(row.path)
+        if self._deidentifies(row):
+            if self._deid is None:
+                self._deid = Deidentifier.from_settings(self.settings)
+            self._deid.dataset(ds)
+        return ds
+
     def _send_started(self, rows: list[Outbox], **where: object) -> None:
         # Per study and SOP class, for the DICOM audit message (PS3.15 A.5.3.3 Study object).
         counts = Counter((r.study_instance_uid, r.sop_class_uid) for r in rows)
@@ -118,10 +141,18 @@ class Sender:
         sent = 0
         for i, row in enumerate(rows):
             try:
-                ok, reason = _stow_one(url, Path(row.path), row.sop_instance_uid)
+                if self._deidentifies(row):
+                    ds = self._outgoing(row)
+                    data, uid = _encode(ds), str(ds.SOPInstanceUID)
+                else:  # the stored bytes as they are
+                    data, uid = Path(row.path).read_bytes(), row.sop_instance_uid
+                ok, reason = _stow_one(url, data, uid)
             except urllib.error.HTTPError as err:
                 detail = err.read(500).decode(errors="replace").strip()
                 ok, reason = False, f"STOW-RS to {url} answered HTTP {err.code}: {detail}"
+            except ConfigError as err:
+                self._failed(row, str(err))
+                continue
             except (OSError, ValueError) as err:  # unreachable: so is every row after it
                 for rest in rows[i:]:
                     self._failed(rest, f"STOW-RS to {url} failed: {err}")
@@ -150,7 +181,7 @@ class Sender:
         try:
             for row in rows:
                 try:
-                    status = assoc.send_c_store(dcmread(row.path))
+                    status = assoc.send_c_store(self._outgoing(row))
                     code = int(getattr(status, "Status", 0xFFFF))
                 except Exception as err:
                     self._failed(row, f"C-STORE to {aet} failed: {err}")
@@ -184,6 +215,7 @@ class Sender:
             host=row.host,
             sop_instance_uid=row.sop_instance_uid,
             sop_class_uid=row.sop_class_uid,
+            deidentified=self._deidentifies(row),
         )
 
     def _failed(self, row: Outbox, reason: str) -> None:
@@ -213,7 +245,14 @@ class Sender:
         )
 
 
-def _stow_one(url: str, path: Path, sop_instance_uid: str) -> tuple[bool, str]:
+def _encode(ds: Dataset) -> bytes:
+    """``ds`` as a DICOM file (Part 10), as STOW-RS wants it."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _stow_one(url: str, data: bytes, sop_instance_uid: str) -> tuple[bool, str]:
     """POST one instance (PS3.18 10.5); (stored?, reason when not).
 
     HTTP 200 with the instance in the Referenced SOP Sequence (0008,1199) is success; 202
@@ -224,7 +263,7 @@ def _stow_one(url: str, path: Path, sop_instance_uid: str) -> tuple[bool, str]:
     body = b"".join(
         (
             f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(),
-            path.read_bytes(),
+            data,
             f"\r\n--{boundary}--\r\n".encode(),
         )
     )
