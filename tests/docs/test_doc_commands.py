@@ -58,6 +58,10 @@ NOT_RUN: dict[str, str] = {
         "node.md names the subcommand in its title and prose; the command lines that start "
         "the node are the fenced ones, which run"
     ),
+    "medvision node MEDVISION listening on DICOM port 11112, HTTP port 8080, data in ...": (
+        "serve's start-up line quoted in node.md's prose, not a command; tests/test_cli_config.py "
+        "checks that serve prints that one line"
+    ),
     "medvision status": "node.md names the subcommand in prose; the fenced forms run",
     "medvision run": (
         "node.md names the offline subcommand in prose; its command lines are in "
@@ -585,3 +589,15 @@ def test_audit_verify(site: Site, pushed: str) -> None:
     """reviewing.md: the node's hash chain checks out (exit 0, "intact")."""
     done = site.sh("medvision audit verify --config medvision.toml")
     assert "intact" in done.stdout
+
+
+def test_node_md_config_commands(site: Site, pushed: str) -> None:
+    """node.md: the node's data commands with a trailing --config act on the node's files."""
+    site.sh(
+        "medvision users add alice --role admin --password-stdin --config medvision.toml",
+        stdin="a long enough passphrase\n",
+    )
+    listed = site.sh("medvision users list --config medvision.toml").stdout
+    assert "alice" in listed and "admin" in listed
+    current = site.sh("medvision db current --config medvision.toml")
+    assert current.stdout.strip(), "db current printed no revision"
