@@ -296,8 +296,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         print("error: --metrics-port must be 0 (off) to 65535", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from medvision.jobs import _metrics as worker_metrics
+    from medvision._extras import ExtraMissing
 
+    try:
+        from medvision.jobs import _metrics as worker_metrics
+    except ExtraMissing as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if port:  # multiprocess mode before any worker metric is made (medvision.jobs._metrics)
         worker_metrics.enable()
     from medvision.jobs._celery import device_name, run_worker
