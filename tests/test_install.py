@@ -52,8 +52,10 @@ def _fake_torch_wheel(folder: Path) -> None:
     folder.mkdir()
     info = "torch-2.13.0+cpu.dist-info"
     with zipfile.ZipFile(folder / "torch-2.13.0+cpu-py3-none-any.whl", "w") as whl:
-        whl.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0+cpu\n")
-        whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        metadata = "Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0+cpu\n"
+        whl.writestr(f"{info}/METADATA", metadata)
+        wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        whl.writestr(f"{info}/WHEEL", wheel)
         whl.writestr(f"{info}/RECORD", "")
 
 
