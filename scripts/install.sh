@@ -13,7 +13,14 @@
 #   3. Linux x86_64: PyTorch's CPU index, https://download.pytorch.org/whl/cpu;
 #   4. anywhere else (macOS, Windows, Linux aarch64): PyPI, whose torch there is CPU-only.
 # Then medvision itself, editable, with the extras the tests need ('.[test]', which pulls
-# in [postgres], [scale] and [training]); MEDVISION_EXTRAS overrides that list.
+# in [postgres], [scale] and [training]).
+#
+# Settings (environment), for other uses of the same steps:
+#   MEDVISION_VENV=DIR        the virtual environment (default ./.venv; made if missing)
+#   MEDVISION_EXTRAS=a,b      the extras (default test; empty: the core only)
+#   MEDVISION_EDITABLE=0      install a copy, as a user's `pip install .` does (the container
+#                             image, tests/test_packaging.py); default 1, editable
+#   PYTHON=python3.11         the interpreter the venv is made from
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +28,8 @@ TORCH_VERSION=2.13.0
 CPU_INDEX=https://download.pytorch.org/whl/cpu
 PYTHON="${PYTHON:-python3}"
 VENV="${MEDVISION_VENV:-.venv}"
-EXTRAS="${MEDVISION_EXTRAS:-test}"
+EXTRAS="${MEDVISION_EXTRAS-test}"
+EDITABLE="${MEDVISION_EDITABLE:-1}"
 DRY_RUN=0
 if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; fi
 
@@ -57,7 +65,13 @@ fi
 mapfile -t TORCH_ARGS < <(torch_source)
 run "$VENV/bin/python" -m pip install -q --upgrade pip
 run "$VENV/bin/python" -m pip install -q "torch==$TORCH_VERSION" "${TORCH_ARGS[@]}"
-run "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+TARGET="."
+if [ -n "$EXTRAS" ]; then TARGET=".[$EXTRAS]"; fi
+if [ "$EDITABLE" = 1 ]; then
+    run "$VENV/bin/python" -m pip install -q -e "$TARGET"
+else
+    run "$VENV/bin/python" -m pip install -q "$TARGET"
+fi
 if [ "$DRY_RUN" = 0 ]; then
     echo "medvision installed in $(pwd)/$VENV"
 fi
