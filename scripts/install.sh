@@ -73,5 +73,5 @@ else
     run "$VENV/bin/python" -m pip install -q "$TARGET"
 fi
 if [ "$DRY_RUN" = 0 ]; then
-    echo "medvision installed in $(pwd)/$VENV"
+    echo "medvision installed in $(cd "$VENV" && pwd)"
 fi
