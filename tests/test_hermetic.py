@@ -89,3 +89,8 @@ def test_probe_sees_a_clean_environment(tmp_path) -> None:
     assert user_models_dir().is_relative_to(home) and not user_models_dir().exists()
     assert "user-home" not in str(home) and home.is_dir() and list(home.iterdir()) == []
     assert not any(k in os.environ for k in ("MEDVISION_MODELS_DIR", "MEDVISION_DATA_DIR"))
+    # The one deliberate exception: the OHIF download cache stays where the user's is.
+    from tests.conftest import OHIF_CACHE
+    from tests.viewer.ohif import ohif_cache_dir
+
+    assert ohif_cache_dir() == OHIF_CACHE and not OHIF_CACHE.is_relative_to(home)
