@@ -5,8 +5,8 @@ imported models live), ``./medvision-data`` or anything else in the working fold
 ``MEDVISION_*`` setting of the user's shell may reach them (a user's imported brainchop
 models once changed three test outcomes). :func:`_hermetic_session` and
 :func:`_hermetic_test` give the whole session, and then each test, its own empty home,
-cache and working folder, and drop the user's ``MEDVISION_*`` settings except the
-test-run inputs in :data:`KEPT_SETTINGS`.
+cache and working folder, and drop the user's medvision settings (:data:`USER_SETTINGS`);
+the variables that configure the test run itself are kept.
 """
 
 from __future__ import annotations
@@ -17,13 +17,24 @@ from pathlib import Path
 
 import pytest
 
+from medvision.config import Settings
 from tests.viewer.ohif import ohif_cache_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-#: ``MEDVISION_*`` variables that configure the test run itself, not medvision: the
-#: read-only shared data, the throw-away PostgreSQL, slow tests; ``MEDVISION_TEST_*``.
-KEPT_SETTINGS = ("MEDVISION_SHARED_DATA", "MEDVISION_OHIF_CACHE", "MEDVISION_SLOW_TESTS")
+#: The ``MEDVISION_*`` variables medvision itself reads: every setting (``Settings``), the
+#: user's model folder and the training knobs. A user's values for them are dropped; other
+#: ``MEDVISION_*`` variables configure the test run (``MEDVISION_SHARED_DATA``, the read-only
+#: input; ``MEDVISION_TEST_POSTGRES_URL``, ``MEDVISION_CHROMIUM``, ``MEDVISION_OHIF_SHOTS``,
+#: ``MEDVISION_SLOW_TESTS`` ...) and are kept.
+USER_SETTINGS = frozenset(f"MEDVISION_{name.upper()}" for name in Settings.model_fields) | {
+    "MEDVISION_MODELS_DIR"
+}
+
+
+def _is_user_setting(name: str) -> bool:
+    return name in USER_SETTINGS or name.startswith("MEDVISION_TRAIN_")
+
 
 #: The OHIF build cache, resolved from the user's real environment before any test runs.
 #: It is a deliberate download cache (a pinned, sha256-checked npm tarball that no test
@@ -35,9 +46,7 @@ OHIF_CACHE = ohif_cache_dir()
 def _isolate(mp: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:
     """Point home, the XDG folders and the working folder at ``home`` / ``cwd``."""
     for name in list(os.environ):
-        if name.startswith("MEDVISION_") and not (
-            name in KEPT_SETTINGS or name.startswith("MEDVISION_TEST_")
-        ):
+        if _is_user_setting(name):
             mp.delenv(name)
     mp.setenv("MEDVISION_OHIF_CACHE", str(OHIF_CACHE))
     mp.setenv("HOME", str(home))

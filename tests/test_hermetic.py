@@ -40,6 +40,10 @@ def _user(tmp_path: Path, shared_data: Path) -> tuple[dict[str, str], Path]:
         "MEDVISION_MODELS_DIR": str(bundle.parent),
         "MEDVISION_DATA_DIR": str(cwd / "medvision-data"),
         "MEDVISION_PIPELINES": f'["{LEAKED}"]',
+        "MEDVISION_TRAIN_DEVICE": "cuda",
+        # A variable of the test run itself (like MEDVISION_CHROMIUM): kept.
+        "MEDVISION_OHIF_SHOTS": str(tmp_path / "shots"),
+        "PROBE_EXPECTS_SHOTS": str(tmp_path / "shots"),
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
@@ -89,6 +93,9 @@ def test_probe_sees_a_clean_environment(tmp_path) -> None:
     assert user_models_dir().is_relative_to(home) and not user_models_dir().exists()
     assert "user-home" not in str(home) and home.is_dir() and list(home.iterdir()) == []
     assert not any(k in os.environ for k in ("MEDVISION_MODELS_DIR", "MEDVISION_DATA_DIR"))
+    assert not any(k.startswith("MEDVISION_TRAIN_") for k in os.environ)
+    # A variable of the test run itself is kept (the test above says what to expect).
+    assert os.environ.get("MEDVISION_OHIF_SHOTS") == os.environ.get("PROBE_EXPECTS_SHOTS")
     # The one deliberate exception: the OHIF download cache stays where the user's is.
     from tests.conftest import OHIF_CACHE
     from tests.viewer.ohif import ohif_cache_dir
