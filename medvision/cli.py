@@ -288,6 +288,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         print("error: medvision worker needs broker_url (MEDVISION_BROKER_URL)", file=sys.stderr)
         return 2
+    from medvision._extras import ExtraMissing, require
+
+    try:
+        require("celery", "scale")
+    except ExtraMissing as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2
@@ -296,13 +303,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         print("error: --metrics-port must be 0 (off) to 65535", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from medvision._extras import ExtraMissing
+    from medvision.jobs import _metrics as worker_metrics
 
-    try:
-        from medvision.jobs import _metrics as worker_metrics
-    except ExtraMissing as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     if port:  # multiprocess mode before any worker metric is made (medvision.jobs._metrics)
         worker_metrics.enable()
     from medvision.jobs._celery import device_name, run_worker
