@@ -1,33 +1,59 @@
-# medvision on a GPU host. The CUDA runtime comes from the base image; torch's CUDA wheel
-# is pinned to the same release as the CPU build used in development and CI.
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# medvision node image: `docker build -t medvision .`, then
+#   docker run -d --gpus all -p 11112:11112 -p 8080:8080 -v medvision-data:/data medvision
+#
+# One CUDA copy: the base is a plain Debian Python (the same Python 3.11 as CI, Debian 12),
+# with no CUDA of its own; torch's CUDA wheel brings its CUDA libraries as pip packages
+# (nvidia-*), so nothing is installed twice and the host needs only the NVIDIA driver
+# (NVIDIA Container Toolkit). Without a GPU the same image runs on CPU. For a CPU-only image
+# (about 2 GB smaller): --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+#
+# The install steps are the project's own: scripts/install.sh, the README's first command,
+# here non-editable into /opt/medvision with the node's extras (PostgreSQL, scale-out).
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE}
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG MEDVISION_EXTRAS=postgres,scale
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1
 
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
- && rm -rf /var/lib/apt/lists/* \
- && python3.12 -m venv /opt/medvision
+# A base without Python 3.11 and its venv module (a plain Debian 12 image) gets Debian's.
+RUN if ! python3.11 -m venv --help >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3.11 python3.11-venv ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 
-ENV PATH=/opt/medvision/bin:$PATH
-WORKDIR /app
-
-# torch first and pinned, so that nothing below can pull another build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128
-
-COPY pyproject.toml README.md ./
-COPY medvision ./medvision
+# What `pip install .` needs, and nothing else of the repository (no tests, no samples).
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY scripts/install.sh ./scripts/install.sh
 COPY models ./models
-RUN pip install .
+COPY medvision ./medvision
+RUN PYTHON=python3.11 MEDVISION_VENV=/opt/medvision MEDVISION_EDITABLE=0 \
+        MEDVISION_EXTRAS="$MEDVISION_EXTRAS" TORCH_INDEX_URL="$TORCH_INDEX_URL" \
+        bash scripts/install.sh \
+    && rm -rf /src
 
-RUN useradd --system --home /data medvision && mkdir -p /data && chown medvision /data
+ENV PATH=/opt/medvision/bin:$PATH \
+    MEDVISION_DATA_DIR=/data \
+    MEDVISION_MODELS_DIR=/data/models
+
+# Not root: the node needs no privilege (its ports are above 1024).
+RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home medvision \
+    && mkdir -p /data \
+    && chown medvision:medvision /data
 USER medvision
 WORKDIR /data
+# Spool, results, the SQLite database and imported models: keep them on a volume.
 VOLUME ["/data"]
-# DICOM (C-STORE SCP) and HTTP (API and viewer).
+# DICOM (C-STORE SCP) and HTTP (API, viewer, /health, /metrics).
 EXPOSE 11112 8080
+# /health over HTTP, or HTTPS when MEDVISION_TLS_CERT is set (the node's own certificate).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, ssl, urllib.request as r; tls = bool(os.environ.get('MEDVISION_TLS_CERT')); url = ('https' if tls else 'http') + '://127.0.0.1:' + os.environ.get('MEDVISION_HTTP_PORT', '8080') + '/health'; r.urlopen(url, timeout=5, context=ssl._create_unverified_context() if tls else None)"]
 ENTRYPOINT ["medvision"]
-CMD ["--help"]
+CMD ["serve"]

@@ -362,6 +362,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if not settings.broker_url:
         print("error: medvision worker needs broker_url (MEDVISION_BROKER_URL)", file=sys.stderr)
         return 2
+    from medvision._extras import ExtraMissing, require
+
+    try:
+        require("celery", "scale")
+    except ExtraMissing as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.concurrency < 1:
         print("error: --concurrency must be at least 1", file=sys.stderr)
         return 2

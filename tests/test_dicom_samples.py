@@ -197,14 +197,10 @@ def test_nodule_touching_the_chest_wall_is_refused(tmp_path: Path) -> None:
         NoduleSpec((0.0, 0.0, 0.0), 60.0)
 
 
-def test_benchmark_size_is_fast_enough(tmp_path: Path) -> None:
-    """The benchmark's call: 300 slices of 512 x 512 (about 150 MB written)."""
-    import time
-
-    start = time.perf_counter()
+def test_benchmark_size(tmp_path: Path) -> None:
+    """The benchmarks' call: 300 slices of 512 x 512 (about 150 MB written). How long it
+    takes is printed by bench/inference.py and bench/load_series.py, not asserted here."""
     truth = generate_study(tmp_path, n_slices=300, rows=512)
-    elapsed = time.perf_counter() - start
     assert len(list(tmp_path.glob("IM-*.dcm"))) == 300
     assert truth.slice_spacing_mm == pytest.approx(0.8)
     assert len(truth.nodules) == 3
-    assert elapsed < 60, f"{elapsed:.1f} s"

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
 from sqlalchemy import select, update
 
 from medvision import pipelines
+from medvision._extras import require
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
 from medvision.db import Database, Job, JobState, Worker, utcnow
@@ -38,6 +38,9 @@ from medvision.jobs import _metrics as metrics
 from medvision.jobs._queue import claim_job, requeue_stale, retry_db, take_due_for_publish
 from medvision.jobs._worker import execute_job, worker_id
 from medvision.pipelines import Pipeline
+
+Celery = require("celery", "scale").Celery
+signals = require("celery.signals", "scale")
 
 LOG = logging.getLogger("medvision.celery")
 

@@ -48,9 +48,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from celery import signals
-
 import medvision
+from medvision._extras import require
+
+signals = require("celery.signals", "scale")
 
 if TYPE_CHECKING:
     from medvision.db import Database, Job

@@ -13,8 +13,8 @@ DICOM volume. Training and inference therefore see the same geometry by construc
 
 Case kinds (see :func:`lung_recipes`):
 
-* ``synthetic``: the chest phantom of ``dicom_samples`` drawn in memory (no DICOM written),
-  varied by seed, matrix, slice thickness, scan position, noise, lung density, plus
+* ``synthetic``: the chest phantom of :mod:`medvision.synthetic` drawn in memory (no DICOM
+  written), varied by seed, matrix, slice thickness, scan position, noise, lung density, plus
   synthesised vessels inside the lungs (labelled lung, as TotalSegmentator's lobes include
   them) and bowel-gas pockets below and beside them (labelled background: the test CTs are
   abdominal scans with only the lung bases in view).
@@ -51,13 +51,10 @@ def cache_root() -> Path:
 
 
 def shared_data() -> Path:
-    """``$MEDVISION_SHARED_DATA`` or ``../shared/data`` from the repository root."""
-    import os
-
-    env = os.environ.get("MEDVISION_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    """``$MEDVISION_SHARED_DATA``, else ``../shared/data`` from the working folder (a source
+    checkout run from its root, as the docs' commands are). Never derived from where the
+    package lies: an installed medvision has no ``../shared`` beside it."""
+    return Path(os.environ.get("MEDVISION_SHARED_DATA") or "../shared/data")
 
 
 @dataclass(frozen=True)
@@ -229,26 +226,15 @@ def add_lesions(
     return mask
 
 
-def _import_dicom_samples() -> None:
-    """``dicom_samples`` lives at the repository root, beside the package, and is not
-    installed: make it importable when medvision runs from a source checkout."""
-    import importlib.util
-    import sys
-
-    if importlib.util.find_spec("dicom_samples") is None:
-        sys.path.append(str(Path(__file__).resolve().parents[2]))
-
-
 def synthetic_chest(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw one varied phantom: HU ``(k, j, i)``, labels (1 right lung, 2 left), LPS affine.
 
-    Uses ``dicom_samples``' anatomy directly (slice by slice, as its generator does) so that
-    no DICOM needs writing; its ground-truth rule is kept (a voxel is lung when the lung
-    covers at least half of it).
+    Uses :mod:`medvision.synthetic`'s anatomy directly (slice by slice, as its generator
+    does) so that no DICOM needs writing; its ground-truth rule is kept (a voxel is lung when
+    the lung covers at least half of it).
     """
-    _import_dicom_samples()
-    from dicom_samples.anatomy import SCAN_CENTER_Z_MM, ChestPhantom, Grid
-    from dicom_samples.texture import add_noise
+    from medvision.synthetic.anatomy import SCAN_CENTER_Z_MM, ChestPhantom, Grid
+    from medvision.synthetic.texture import add_noise
 
     seed = int(params["seed"])
     rng = np.random.default_rng([seed, 7])

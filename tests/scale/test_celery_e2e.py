@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +102,18 @@ def _wait_sent(node: NodeProcess, uid: str, timeout: float = 600) -> None:
     wait_for(f"study {uid} to be sent", probe, timeout, 0.2)
 
 
+def _freeze(pid: int) -> None:
+    """SIGSTOP ``pid`` and wait until the kernel shows it stopped (state T)."""
+    os.kill(pid, signal.SIGSTOP)
+    stat = Path(f"/proc/{pid}/stat")
+    wait_for(
+        f"process {pid} to stop",
+        lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T",
+        10,
+        0.01,
+    )
+
+
 def test_receiver_and_two_workers_deliver_once_and_survive_sigkill(cluster: dict) -> None:
     node: NodeProcess = cluster["node"]
     db: Database = cluster["db"]
@@ -135,20 +146,30 @@ def test_receiver_and_two_workers_deliver_once_and_survive_sigkill(cluster: dict
     assert all(w.models.get("lung-ct") for w in reported), [w.models for w in reported]
     assert sum(w.jobs_done for w in reported) == 3
 
-    # 2. SIGKILL the worker running a job: the other one finishes it, once.
-    uid, files = _study(cluster["tmp"], 4)
-    _push(node, files)
-
-    def running() -> Job | None:
+    # 2. SIGKILL the worker running a job: the other one finishes it, once. The victim is
+    # frozen (SIGSTOP) the moment its job is seen running, and the job is read again while
+    # it is frozen: still running means the kill lands mid-job, whatever the machine's
+    # speed. (Sleeping 1 s before the kill let a fast run finish first: attempts 1, not 2.)
+    # A job finished before the freeze (its whole run inside one poll) is no kill test:
+    # the victim is thawed and the next study tried.
+    def job_of(uid: str) -> Job | None:
         with db.session() as s:
-            return s.scalar(
-                select(Job).where(Job.study_instance_uid == uid, Job.state == "running")
-            )
+            return s.scalar(select(Job).where(Job.study_instance_uid == uid, Job.state != "queued"))
 
-    job = wait_for("the fourth study's job to run", running, 300, 0.05)
-    victim = next(w for w in workers if job.worker.endswith(f":{w.pid}"))
-    survivor = next(w for w in workers if w is not victim)
-    time.sleep(1.0)  # well inside the pipeline (it runs for several seconds)
+    for seed in (4, 5, 6):
+        uid, files = _study(cluster["tmp"], seed)
+        _push(node, files)
+        job = wait_for(f"study {seed}'s job to run", lambda u=uid: job_of(u), 300, 0.05)
+        victim = next(w for w in workers if job.worker.endswith(f":{w.pid}"))
+        survivor = next(w for w in workers if w is not victim)
+        _freeze(victim.pid)
+        frozen = job_of(uid)
+        if frozen is not None and frozen.state == "running" and frozen.attempts == 1:
+            break
+        os.kill(victim.pid, signal.SIGCONT)
+        _wait_sent(node, uid)
+    else:
+        pytest.fail("every job finished before its worker could be frozen")
     victim.stop(signal.SIGKILL)
     _wait_sent(node, uid)
     with db.session() as s:

@@ -110,11 +110,13 @@ def import_brainchop(src: Path, out_dir: Path, model: str | None = None) -> list
     """Convert ``model`` (default: every known model found) into bundles under ``out_dir``."""
     src, out_dir = Path(src), Path(out_dir)
     root = _models_root(src)
-    repo = Path(__file__).resolve().parents[3]
-    if out_dir.resolve().is_relative_to(repo):
+    from medvision.pipelines.bundle import bundled_models_dir
+
+    if out_dir.resolve().is_relative_to(bundled_models_dir().resolve()):
         raise ValueError(
-            f"Refusing to write converted weights into the repository ({out_dir}); "
-            "choose a folder outside it (default ~/.cache/medvision/models)."
+            f"Refusing to write converted weights into the bundled models ({out_dir}: the "
+            "repository's models/, which ships with medvision; derived weights are never "
+            "committed); choose a folder outside it (default ~/.cache/medvision/models)."
         )
     names = [model] if model else available_models(src)
     unknown = [n for n in names if n not in KNOWN]

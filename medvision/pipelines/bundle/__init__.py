@@ -4,7 +4,12 @@ See docs/models.md. Importing this package does not import torch or MONAI; runni
 bundle does.
 """
 
-from medvision.pipelines.bundle._discover import find_bundles, model_dirs, user_models_dir
+from medvision.pipelines.bundle._discover import (
+    bundled_models_dir,
+    find_bundles,
+    model_dirs,
+    user_models_dir,
+)
 from medvision.pipelines.bundle._pipeline import BundlePipeline, resample_to
 from medvision.pipelines.bundle._quality import (
     UNTRAINED_FLAG,
@@ -28,6 +33,7 @@ __all__ = [
     "LabelSpec",
     "PipelineSpec",
     "SpecError",
+    "bundled_models_dir",
     "find_bundles",
     "check_series",
     "match_series",

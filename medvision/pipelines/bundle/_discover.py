@@ -1,4 +1,9 @@
-"""Where bundle folders are found: the repository's ``models/`` and the user's model folder.
+"""Where bundle folders are found: the bundled models and the user's model folder.
+
+The bundled models are the repository's top-level ``models/``, shipped inside the package as
+its data folder ``medvision/bundled_models`` (a link to ``../models`` in a source checkout,
+copied into the wheel by ``pip install``), and found through :mod:`importlib.resources`,
+never through the layout of a checkout: an installed medvision finds the same bundles.
 
 A bundle folder is one with ``configs/inference.json`` and a ``pipeline.yaml`` (its own, or
 one medvision ships for a known zoo bundle). The user folder is ``MEDVISION_MODELS_DIR``,
@@ -10,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
+from importlib.resources import files
 from pathlib import Path
 
 from medvision.pipelines.bundle._spec import SpecError, read_spec, spec_path_for
 
 logger = logging.getLogger(__name__)
 
-REPO_MODELS = Path(__file__).resolve().parents[3] / "models"
 DEFAULT_USER_MODELS = Path("~/.cache/medvision/models")
 
 
@@ -25,9 +30,14 @@ def user_models_dir() -> Path:
     return Path(os.environ.get("MEDVISION_MODELS_DIR") or DEFAULT_USER_MODELS).expanduser()
 
 
+def bundled_models_dir() -> Path:
+    """The models that ship with medvision (package data ``medvision/bundled_models``)."""
+    return Path(str(files("medvision") / "bundled_models"))
+
+
 def model_dirs() -> list[Path]:
-    """The folders searched for bundles, repository first."""
-    return [REPO_MODELS, user_models_dir()]
+    """The folders searched for bundles, the bundled ones first."""
+    return [bundled_models_dir(), user_models_dir()]
 
 
 def find_bundles(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path]]:
@@ -56,4 +66,10 @@ def find_bundles(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path]]
     return found
 
 
-__all__ = ["DEFAULT_USER_MODELS", "REPO_MODELS", "find_bundles", "model_dirs", "user_models_dir"]
+__all__ = [
+    "DEFAULT_USER_MODELS",
+    "bundled_models_dir",
+    "find_bundles",
+    "model_dirs",
+    "user_models_dir",
+]

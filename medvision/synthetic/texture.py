@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from dicom_samples.anatomy import Grid, Window
+    from medvision.synthetic.anatomy import Grid, Window
 
 
 class LungTexture:

@@ -30,7 +30,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicom_samples.anatomy import FIELD_OF_VIEW_MM, Grid
+from medvision.synthetic.anatomy import FIELD_OF_VIEW_MM, Grid
 
 PATIENT_NAME = "SYNTHETIC^CHEST"
 PATIENT_ID = "MV-SYN-0001"

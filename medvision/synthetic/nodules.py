@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dicom_samples.anatomy import SCAN_CENTER_Z_MM, Grid, Window
+from medvision.synthetic.anatomy import SCAN_CENTER_Z_MM, Grid, Window
 
 #: Supersampling points per voxel edge.
 SUBSAMPLES = 5

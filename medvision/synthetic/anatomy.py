@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dicom_samples.texture import LungTexture
+from medvision.synthetic.texture import LungTexture
 
 #: Table position (z, mm) of the middle of the default scan; real scanners report table
 #: coordinates like this rather than 0 at the chest.
