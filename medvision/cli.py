@@ -137,6 +137,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("file", type=Path, nargs="*", help="audit.jsonl file(s)")
     _audit_source_args(verify)
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file (default with --config: audit_anchor_file, "
+        "DATA_DIR/audit-anchors.jsonl)",
+    )
+    verify.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint key (default with --config: audit_key_file, DATA_DIR/audit-anchor.key)",
+    )
+    verify.add_argument(
+        "--syslog-copy",
+        type=Path,
+        metavar="FILE",
+        help="a collector's saved syslog file: its checkpoints must all be in the anchor file",
+    )
     verify.set_defaults(func=_cmd_audit_verify)
 
     export = audit_sub.add_parser(
@@ -184,6 +203,13 @@ def _parser() -> argparse.ArgumentParser:
         "--state",
         type=Path,
         help="watermark file (default: DATA_DIR/audit-syslog.<host>-<port>.json)",
+    )
+    syslog.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file whose signed lines are forwarded too (default with --config: "
+        "audit_anchor_file)",
     )
     syslog.add_argument("--follow", action="store_true", help="keep forwarding new events")
     syslog.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
@@ -553,6 +579,9 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     if args.config or args.db:
         print("error: give audit.jsonl files or --config/--db, not both", file=sys.stderr)
         return 2
+    if args.anchors or args.key or args.syslog_copy:
+        print("error: --anchors/--key/--syslog-copy check the node's database", file=sys.stderr)
+        return 2
     status = 0
     for path in args.file:
         try:
@@ -570,9 +599,20 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _audit_verify_db(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sqlalchemy.exc import SQLAlchemyError
 
-    from medvision.audit import NoDatabase, head, open_existing, safe_url, verify_database
+    from medvision.audit import (
+        AnchorKeyError,
+        NoDatabase,
+        db_events,
+        head,
+        open_existing,
+        safe_url,
+        verify_database,
+        verify_with_anchors,
+    )
 
     url = _audit_db_url(args)
     shown = safe_url(url)
@@ -582,20 +622,82 @@ def _audit_verify_db(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = verify_database(db)
+        anchors = _anchor_sources(args)
+    except (AnchorKeyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        db.dispose()
+        return 2
+    try:
+        if anchors is None:
+            result = verify_database(db)
+            problem, summary = "", ""
+        else:
+            report = verify_with_anchors(db_events(db), *anchors)
+            result, problem, summary = report.chain, report.problem, _anchor_summary(report)
         last = head(db) if result.ok else None
     except SQLAlchemyError as err:
         print(f"{shown}: cannot read the audit table: {err}", file=sys.stderr)
         db.dispose()
         return 1
-    if result.ok:
-        tip = f", head {last['hash']} (seq {last['seq']})" if last else ""
-        print(f"{shown}: OK, {result.count} events, chain intact{tip}")
-    else:
+    except OSError as err:
+        print(f"error: cannot read: {err}", file=sys.stderr)
+        db.dispose()
+        return 2
+    if not result.ok:
         print(f"{shown}: BROKEN at {result.reason}", file=sys.stderr)
+    elif problem:
+        print(f"{shown}: BROKEN: {problem}", file=sys.stderr)
+        result = replace(result, ok=False, reason=problem)
+    else:
+        tip = f", head {last['hash']} (seq {last['seq']})" if last else ""
+        print(f"{shown}: OK, {result.count} events, chain intact{tip}{summary}")
     _record_log_used(db, "verify", shown, "success" if result.ok else "failure", chain_ok=result.ok)
     db.dispose()
     return 0 if result.ok else 1
+
+
+def _anchor_sources(args: argparse.Namespace):  # noqa: ANN202 - tuple or None
+    """(anchor file, key, node, syslog copy) for :func:`verify_with_anchors`, or None
+    when this database was never anchored (no key, no file, nothing given)."""
+    from medvision.audit import AnchorKeyError, load_key, read_anchor_node
+
+    settings = None if args.db else _settings(args)
+    anchor_file = args.anchors or (settings.anchor_file if settings else None)
+    key_file = args.key or (settings.anchor_key_file if settings else None)
+    given = args.anchors or args.key or args.syslog_copy
+    if anchor_file is None and key_file is None:
+        return None
+    if not given and key_file is not None and not key_file.exists():
+        if anchor_file is None or not anchor_file.exists():
+            # Never anchored: no key was ever made. verify_with_anchors is still what says
+            # whether the chain declares checkpoints; without a key it cannot, so refuse
+            # only if it does (checked by the caller's chain pass through a dummy key).
+            return _never_anchored(anchor_file)
+    if key_file is None:
+        raise AnchorKeyError("give --key with --anchors (the checkpoint key file)")
+    if anchor_file is None:
+        raise AnchorKeyError("give --anchors with --key (the checkpoint file)")
+    key = load_key(key_file)
+    node = settings.ae_title if settings else read_anchor_node(anchor_file)
+    return anchor_file, key, node, args.syslog_copy
+
+
+def _never_anchored(anchor_file: Path | None):  # noqa: ANN202
+    """No key and no checkpoint file: check with a throw-away key, so that a chain that
+    does declare checkpoints (whose key and file were removed) is still reported."""
+    import secrets
+
+    return anchor_file or Path("audit-anchors.jsonl.absent"), secrets.token_bytes(32), "", None
+
+
+def _anchor_summary(report) -> str:  # noqa: ANN001 - AnchorReport
+    last = report.last_anchor
+    if last is None:
+        return "; no checkpoint yet (the end of the chain is not anchored)"
+    text = f"; {report.anchors} checkpoints, the last (n {last['n']}, {last['time']}) matches"
+    if report.syslog_anchors:
+        text += f"; {report.syslog_anchors} in the syslog copy, all in the file"
+    return text
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
@@ -692,6 +794,7 @@ def _cmd_audit_send_syslog(args: argparse.Namespace) -> int:
         Watermark,
         db_events,
         forward,
+        line_reader,
         open_existing,
     )
 
@@ -713,20 +816,38 @@ def _cmd_audit_send_syslog(args: argparse.Namespace) -> int:
         server_name=args.server_name,
     )
     ctx = _audit_context(args)
+    anchor_file = args.anchors or (None if args.db else _settings(args).anchor_file)
+    anchor_line = line_reader(anchor_file) if anchor_file else None
     delay = args.interval
     while True:
         sender = SyslogSender(target)
         try:
             mark = Watermark.load(state)
-            result = forward(db_events(db, after_seq=mark.seq - 1), sender, state, ctx)
+            result = forward(
+                db_events(db, after_seq=mark.seq - 1),
+                sender,
+                state,
+                ctx,
+                anchor_line=anchor_line,
+            )
             delay = args.interval
-            if result.sent or not args.follow:
+            if result.sent or result.checkpoints or not args.follow:
                 print(
-                    f"forwarded {result.sent} messages to {args.host}:{args.port} "
-                    f"({result.skipped} internal events passed over); "
-                    f"delivered up to event {result.last_seq}",
+                    f"forwarded {result.sent} messages and {result.checkpoints} checkpoints "
+                    f"to {args.host}:{args.port} ({result.skipped} internal events passed "
+                    f"over); delivered up to event {result.last_seq}",
                     flush=True,
                 )
+            if result.waiting_for is not None:
+                print(
+                    f"warning: checkpoint {result.waiting_for} is in the chain but not in "
+                    f"{anchor_file}; waiting for it (if it stays missing, the file was cut: "
+                    "run `medvision audit verify`)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if not args.follow:
+                    return 1
         except ChainMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

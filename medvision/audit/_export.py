@@ -525,6 +525,8 @@ EVENT_MAP: dict[str, Builder | None] = {
 
 #: Why each unmapped event stays in the hash chain only.
 INTERNAL_EVENTS: dict[str, str] = {
+    "audit.checkpoint": "the chain's own checkpoint (its head anchored outside the database); "
+    "forwarded over syslog as the signed checkpoint line, MSGID MEDVISION-ANCHOR",
     "association.accepted": "an association alone moves no data; the transfer it carries is "
     "reported as instances.received (110104)",
     "study.complete": "workflow state (quiet period over); no instance is accessed",
