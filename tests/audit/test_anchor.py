@@ -6,15 +6,18 @@ file as an attacker would (plain SQL, plain file edits) and reads what the CLI s
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from medvision.audit import (
+    ANCHOR_MSGID,
     CHECKPOINT_EVENT,
     Anchorer,
     DbAuditLog,
@@ -25,6 +28,7 @@ from medvision.audit import (
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node import Node
+from tests.audit.test_syslog import Collector
 from tests.conftest import REPO_ROOT
 from tests.node.peers import free_port
 
@@ -51,11 +55,11 @@ def _settings(data: Path) -> Settings:
     )
 
 
-@pytest.fixture
-def node_data(tmp_path: Path) -> tuple[Settings, Path]:
+@pytest.fixture(scope="module")
+def node_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real node started and stopped twice, with 600 received-instances events between:
     its database, key and checkpoint file as they are on disk afterwards."""
-    settings = _settings(tmp_path / "data")
+    settings = _settings(tmp_path_factory.mktemp("anchored") / "data")
     for run in range(2):
         node = Node(settings)
         node.start()
@@ -68,9 +72,30 @@ def node_data(tmp_path: Path) -> tuple[Settings, Path]:
                 instances=1,
             )
         node.stop()
+    return settings.data_dir
+
+
+@pytest.fixture
+def node_data(node_template: Path, tmp_path: Path) -> tuple[Settings, Path]:
+    """A copy of that node's data for one test to tamper with, and a config naming it."""
+    settings = _settings(tmp_path / "data")
+    shutil.copytree(node_template, settings.data_dir)
     config = tmp_path / "medvision.toml"
     config.write_text(f'data_dir = "{settings.data_dir}"\nae_title = "ANCHORNODE"\n')
     return settings, config
+
+
+def _verify(settings: Settings) -> str:
+    """The library's verdict (the same text the CLI prints after ``BROKEN:``)."""
+    db = Database(settings.db_url)
+    try:
+        report = verify_with_anchors(
+            db_events(db), settings.anchor_file, load_key(settings.anchor_key_file), "ANCHORNODE"
+        )
+    finally:
+        db.dispose()
+    assert report.chain.ok
+    return report.problem
 
 
 def _sql(db_path: Path, statement: str) -> None:
@@ -161,7 +186,7 @@ def test_a_rewritten_history_with_recomputed_hashes_is_found(
 def test_truncating_the_checkpoint_file_is_found(
     node_data: tuple[Settings, Path], cut: str, expected: str
 ) -> None:
-    settings, config = node_data
+    settings, _ = node_data
     path = settings.anchor_file
     text = path.read_text()
     lines = text.splitlines(keepends=True)
@@ -177,9 +202,16 @@ def test_truncating_the_checkpoint_file_is_found(
         path.write_text("".join(lines[:1] + lines[2:]))
     else:
         path.write_text(text[: len(text) - len(lines[-1]) // 2])
+    assert expected in _verify(settings)
+
+
+def test_the_cli_reports_a_truncated_checkpoint_file(node_data: tuple[Settings, Path]) -> None:
+    settings, config = node_data
+    settings.anchor_file.write_text("")
     result = _cli("verify", "--config", str(config))
     assert result.returncode == 1, result.stdout
-    assert expected in result.stderr, result.stderr
+    assert "BROKEN: the chain records checkpoint 3" in result.stderr
+    assert "the checkpoint file was truncated or replaced" in result.stderr
 
 
 def test_an_edited_checkpoint_line_is_found(node_data: tuple[Settings, Path]) -> None:
@@ -196,15 +228,13 @@ def test_an_edited_checkpoint_line_is_found(node_data: tuple[Settings, Path]) ->
 def test_another_nodes_checkpoint_file_does_not_fit(
     node_data: tuple[Settings, Path], tmp_path: Path
 ) -> None:
-    settings, config = node_data
+    settings, _ = node_data
     other = _settings(tmp_path / "other")
     node = Node(other)
     node.start()
     node.stop()
     settings.anchor_file.write_bytes(other.anchor_file.read_bytes())
-    result = _cli("verify", "--config", str(config))
-    assert result.returncode == 1
-    assert "was signed with another key" in result.stderr
+    assert "was signed with another key" in _verify(settings)
 
 
 def test_a_crash_between_the_checkpoint_event_and_its_line_is_completed_at_start(
@@ -257,3 +287,45 @@ def test_a_chain_never_anchored_verifies_with_a_note(tmp_path: Path) -> None:
     result = _cli("verify", "--config", str(config))
     assert result.returncode == 0, result.stderr
     assert "no checkpoint yet (the end of the chain is not anchored)" in result.stdout
+
+
+def test_checkpoints_go_over_syslog_and_the_saved_copy_reveals_a_consistent_cut(
+    node_data: tuple[Settings, Path], tmp_path: Path
+) -> None:
+    """An attacker who controls this host but not the collector cuts the database and the
+    checkpoint file back to the same point: the two agree, so only the collector's copy of
+    the checkpoints can show it, and verify with --syslog-copy does."""
+    settings, config = node_data
+    collector = Collector()
+    try:
+        sent = _cli(
+            "send-syslog", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(collector.port),
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        assert "and 4 checkpoints" in sent.stdout
+        for _ in range(200):
+            if sum(ANCHOR_MSGID.encode() in f for f in collector.frames) == 4:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        collector.close()
+    anchors = [f for f in collector.frames if b" MEDVISION-ANCHOR - " in f]
+    assert [json.loads(f.split(b" - ", 1)[1])["n"] for f in anchors] == [0, 1, 2, 3]
+    assert all(f.startswith(b"<85>1 ") and b" medvision " in f for f in anchors)
+    copy = tmp_path / "collector.log"  # one message per line, as a collector's file keeps
+    copy.write_bytes(b"".join(f.replace(b"\n", b" ") + b"\n" for f in collector.frames))
+    intact = _cli("verify", "--config", str(config), "--syslog-copy", str(copy))
+    assert intact.returncode == 0, intact.stderr
+    assert "4 in the syslog copy, all in the file" in intact.stdout
+
+    lines = settings.anchor_file.read_text().splitlines(keepends=True)
+    settings.anchor_file.write_text("".join(lines[:2]))
+    keep = json.loads(lines[1])["seq"]
+    _sql(settings.data_dir / "medvision.db", f"DELETE FROM audit_events WHERE seq > {keep}")
+    alone = _cli("verify", "--config", str(config))
+    assert alone.returncode == 0, alone.stderr  # the documented limit (docs/audit.md)
+    found = _cli("verify", "--config", str(config), "--syslog-copy", str(copy))
+    assert found.returncode == 1
+    assert "the syslog copy has checkpoint 2" in found.stderr
+    assert "that the checkpoint file lacks: the file was truncated or replaced" in found.stderr
