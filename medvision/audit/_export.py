@@ -485,6 +485,7 @@ EVENT_MAP: dict[str, Builder | None] = {
     "application.start": _application_activity(APPLICATION_START),
     "application.stop": _application_activity(APPLICATION_STOP),
     "association.accepted": None,
+    "audit.checkpoint": None,
     "association.rejected": _association_rejected,
     "instances.received": _instances_received,
     "instances.refused": _instances_received,
