@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write Secondary Capture overlays and a KOS (viewers without SEG support)",
     )
+    run.add_argument(
+        "--audit-anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file that each audit.jsonl's last event is signed into at the end "
+        "(default: OUT/audit-anchors.jsonl)",
+    )
+    run.add_argument(
+        "--audit-key",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint key, made (mode 0600) if absent; keep it outside OUT "
+        "(default: OUT/audit-anchor.key)",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run the DICOM node and its REST API")
@@ -244,7 +258,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     finally:
         bars.close()
-    return _report_runs(runs, quiet=args.quiet)
+    status = _report_runs(runs, quiet=args.quiet)
+    return _anchor_run_logs(runs, args) or status
+
+
+def _anchor_run_logs(runs: list, args: argparse.Namespace) -> int:
+    """Sign each audit.jsonl's head into the checkpoint file (docs/audit.md); 0, or 1 when
+    that cannot be done (the results stand, but say so)."""
+    from medvision.audit import AnchorKeyError, anchor_jsonl, load_or_create_key
+
+    logs = [r.out_dir / "audit.jsonl" for r in runs if r.out_dir is not None]
+    logs = [p for p in logs if p.is_file()]
+    if not logs:
+        return 0
+    anchors = args.audit_anchors or args.out / "audit-anchors.jsonl"
+    try:
+        key = load_or_create_key(args.audit_key or args.out / "audit-anchor.key")
+        anchor_jsonl(logs, anchors, key)
+    except (AnchorKeyError, OSError) as err:
+        print(f"error: could not write the audit checkpoint: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _report_runs(runs: list, *, quiet: bool) -> int:  # list[PipelineRun], imported lazily
@@ -572,29 +606,44 @@ def _record_log_used(db, action: str, url: str, outcome: str = "success", **fiel
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from medvision.audit import verify_file
+    from medvision.audit import AnchorKeyError, load_key, verify_file, verify_jsonl_anchor
 
     if not args.file:
         return _audit_verify_db(args)
     if args.config or args.db:
         print("error: give audit.jsonl files or --config/--db, not both", file=sys.stderr)
         return 2
-    if args.anchors or args.key or args.syslog_copy:
-        print("error: --anchors/--key/--syslog-copy check the node's database", file=sys.stderr)
+    if args.syslog_copy:
+        print("error: --syslog-copy checks the node's database", file=sys.stderr)
         return 2
+    if bool(args.anchors) != bool(args.key):
+        print("error: give --anchors and --key together", file=sys.stderr)
+        return 2
+    key = None
+    if args.key:
+        try:
+            key = load_key(args.key)
+        except AnchorKeyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     status = 0
     for path in args.file:
         try:
             result = verify_file(path)
+            problem = verify_jsonl_anchor(path, args.anchors, key) if key and result.ok else ""
         except (OSError, ValueError) as err:
             print(f"{path}: cannot read: {err}", file=sys.stderr)
             status = 1
             continue
-        if result.ok:
-            print(f"{path}: OK, {result.count} events, chain intact")
-        else:
+        if not result.ok:
             print(f"{path}: BROKEN at {result.reason}", file=sys.stderr)
             status = 1
+        elif problem:
+            print(f"{path}: BROKEN: {problem}", file=sys.stderr)
+            status = 1
+        else:
+            anchored = ", reaches its last checkpoint" if key else ""
+            print(f"{path}: OK, {result.count} events, chain intact{anchored}")
     return status
 
 

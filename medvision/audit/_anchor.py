@@ -143,6 +143,24 @@ def read_lines(path: Path) -> list[dict[str, Any] | str]:
     return out
 
 
+def _file_tail(path: Path) -> dict[str, Any] | None:
+    if not Path(path).exists():
+        return None
+    lines = [x for x in read_lines(path) if isinstance(x, dict)]
+    return lines[-1] if lines else None
+
+
+def _append(path: Path, line: Mapping[str, Any]) -> None:
+    """One line, appended with O_APPEND (never over what is there) and fsync'ed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        os.write(fd, (line_text(line) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_anchor_node(path: Path) -> str:
     """The node named by the file's first checkpoint (for a check without the config)."""
     if not Path(path).exists():
@@ -181,10 +199,7 @@ class Anchorer:
         self._lock = threading.Lock()
 
     def _file_tail(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        lines = [x for x in read_lines(self.path) if isinstance(x, dict)]
-        return lines[-1] if lines else None
+        return _file_tail(self.path)
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Anchor the chain's head if anything was recorded since the last checkpoint.
@@ -223,17 +238,75 @@ class Anchorer:
         return line
 
     def _append(self, line: Mapping[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
-            os.write(fd, (line_text(line) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _append(self.path, line)
 
     def line(self, n: int) -> dict[str, Any] | None:
         """Line ``n`` of the file, if it is there (the syslog forwarder sends it)."""
         return line_reader(self.path)(n)
+
+
+def log_id(events: list[Mapping[str, Any]]) -> str:
+    """The name of one audit.jsonl in a checkpoint file: its first event's hash, which no
+    other log shares and which survives moving or renaming the results folder."""
+    return "run:" + str(events[0].get("hash", ""))[:32]
+
+
+def anchor_jsonl(paths: Iterable[Path], anchor_file: Path, key: bytes) -> list[dict[str, Any]]:
+    """``medvision run``'s checkpoint at its end: one signed line per audit.jsonl, naming
+    the log (:func:`log_id`) and its last event, appended to ``anchor_file``."""
+    from medvision.audit._chain import read_jsonl, utc_now
+
+    tail = _file_tail(anchor_file)
+    n = int(tail["n"]) + 1 if tail else 0
+    prev = str(tail["mac"]) if tail else GENESIS
+    written = []
+    for path in paths:
+        events = read_jsonl(path)
+        if not events:
+            continue
+        last = events[-1]
+        line = make_line(key, n, log_id(events), last["seq"], last["hash"], utc_now(), prev)
+        _append(anchor_file, line)
+        written.append(line)
+        n, prev = n + 1, line["mac"]
+    return written
+
+
+def verify_jsonl_anchor(path: Path, anchor_file: Path, key: bytes) -> str:
+    """The first problem between one audit.jsonl and the checkpoint file, or ``""``.
+
+    The chain itself is :func:`verify_file`'s business; this says whether the log still
+    reaches the last checkpoint that names it, and whether the file is whole.
+    """
+    from medvision.audit._chain import read_jsonl
+
+    problem, anchors = _check_file(
+        read_lines(anchor_file) if anchor_file.exists() else [], key, None, str(anchor_file)
+    )
+    if problem:
+        return problem
+    events = read_jsonl(path)
+    if not events:
+        return "the log is empty, yet a checkpoint file was given"
+    mine = [a for a in anchors if a["node"] == log_id(events)]
+    if not mine:
+        return f"no checkpoint in {anchor_file} names this log"
+    last = mine[-1]
+    by_seq = {int(e["seq"]): e for e in events if isinstance(e.get("seq"), int)}
+    end = int(events[-1].get("seq", -1))
+    if int(last["seq"]) > end:
+        return (
+            f"the log ends at event {end} but checkpoint {last['n']} of {last['time']} "
+            f"anchored event {last['seq']}: {int(last['seq']) - end} event(s) at the end "
+            "were deleted"
+        )
+    event = by_seq.get(int(last["seq"]))
+    if event is None or event.get("hash") != last["hash"]:
+        return (
+            f"event {last['seq']} is not the one checkpoint {last['n']} anchored "
+            "(its hash differs): the log was rewritten"
+        )
+    return ""
 
 
 def line_reader(path: Path) -> Callable[[int], dict[str, Any] | None]:
@@ -288,9 +361,10 @@ class AnchorReport:
 
 
 def _check_file(
-    lines: list[dict[str, Any] | str], key: bytes, node: str, where: str
+    lines: list[dict[str, Any] | str], key: bytes, node: str | None, where: str
 ) -> tuple[str, list[dict[str, Any]]]:
-    """Signatures, numbering, links and identity of the anchor file's lines."""
+    """Signatures, numbering, links and identity (unless ``node`` is None: a ``run``
+    checkpoint file, whose lines each name their log) of the anchor file's lines."""
     good: list[dict[str, Any]] = []
     prev = GENESIS
     for i, line in enumerate(lines):
@@ -305,7 +379,7 @@ def _check_file(
             )
         if not hmac.compare_digest(str(line.get("mac", "")), sign(key, line)):
             return f"{where} checkpoint {n}: signature does not match (the line was edited)", good
-        if line.get("node") != node:
+        if node is not None and line.get("node") != node:
             return (
                 f"{where} checkpoint {n} belongs to node {line.get('node')!r}, not {node!r}",
                 good,
@@ -385,6 +459,13 @@ def verify_with_anchors(
         )
         return report
     file_n = int(last["n"]) if last else -1
+    if max_declared is not None and max_declared["checkpoint"] > file_n and anchor_file.exists():
+        # The file was read before the chain: a running node may have added a checkpoint
+        # (event, then line) meanwhile. Lines only ever follow their event, so a second
+        # read now holds every line whose event was in the chain just read.
+        again, later = _check_file(read_lines(anchor_file), key, node, str(anchor_file))
+        if not again and later:
+            file_n = max(file_n, int(later[-1]["n"]))
     if max_declared is not None and max_declared["checkpoint"] > file_n:
         report.problem = (
             f"the chain records checkpoint {max_declared['checkpoint']} (event "
@@ -432,15 +513,18 @@ __all__ = [
     "AnchorKeyError",
     "AnchorReport",
     "Anchorer",
+    "anchor_jsonl",
     "key_id",
     "last_declared",
     "line_reader",
     "line_text",
     "load_key",
     "load_or_create_key",
+    "log_id",
     "make_line",
     "parse_syslog_copy",
     "read_anchor_node",
     "read_lines",
+    "verify_jsonl_anchor",
     "verify_with_anchors",
 ]

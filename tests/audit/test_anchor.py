@@ -30,7 +30,9 @@ from medvision.db import Database
 from medvision.node import Node
 from tests.audit.test_syslog import Collector
 from tests.conftest import REPO_ROOT
+from tests.edge_studies import build_edge_studies
 from tests.node.peers import free_port
+from tests.test_cli import medvision
 
 EVENTS = 600
 
@@ -329,3 +331,72 @@ def test_checkpoints_go_over_syslog_and_the_saved_copy_reveals_a_consistent_cut(
     assert found.returncode == 1
     assert "the syslog copy has checkpoint 2" in found.stderr
     assert "that the checkpoint file lacks: the file was truncated or replaced" in found.stderr
+
+
+@pytest.fixture(scope="module")
+def run_logs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``medvision run`` on a real one-slice CT (refused at once: a single slice is not a
+    volume), with the key kept outside the results folder as docs/audit.md advises."""
+    base = tmp_path_factory.mktemp("run")
+    study = build_edge_studies(shared_data, base / "edge")["single-slice"]
+    result = medvision(
+        "run", str(study), "--out", str(base / "out"), "--quiet",
+        "--audit-key", str(base / "keys" / "run.key"), models=base / "models",
+    )  # fmt: skip
+    assert result.returncode == 1 and "refused" in result.stderr, result.stderr
+    assert "audit checkpoint key" in result.stderr  # it says it made one
+    return base
+
+
+@pytest.mark.parametrize("cut", ["none", "last event", "all but the first", "checkpoint file"])
+def test_an_offline_runs_log_is_checked_against_its_checkpoint(
+    run_logs: Path, tmp_path: Path, cut: str
+) -> None:
+    base = tmp_path / "copy"
+    shutil.copytree(run_logs, base)
+    [log] = (base / "out").rglob("audit.jsonl")
+    anchors = base / "out" / "audit-anchors.jsonl"
+    key = base / "keys" / "run.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    [line] = _lines(anchors)
+    events = log.read_text().splitlines(keepends=True)
+    assert line["seq"] == len(events) - 1 and line["node"].startswith("run:")
+    if cut == "last event":
+        log.write_text("".join(events[:-1]))
+    elif cut == "all but the first":
+        log.write_text(events[0])
+    elif cut == "checkpoint file":
+        anchors.write_text("")
+    result = _cli("verify", str(log), "--anchors", str(anchors), "--key", str(key))
+    if cut == "none":
+        assert result.returncode == 0, result.stderr
+        assert "chain intact, reaches its last checkpoint" in result.stdout
+        return
+    assert result.returncode == 1, result.stdout
+    if cut == "checkpoint file":
+        assert "no checkpoint in" in result.stderr and "names this log" in result.stderr
+    else:
+        gone = 1 if cut == "last event" else len(events) - 1
+        assert f"{gone} event(s) at the end were deleted" in result.stderr, result.stderr
+
+
+def test_a_checkpoint_written_while_verify_reads_is_no_false_alarm(
+    node_data: tuple[Settings, Path],
+) -> None:
+    """Verify reads the file, then the chain; a running node may anchor in between (its
+    event is then in the chain read, its line not in the file read)."""
+    settings, _ = node_data
+    db = Database(settings.db_url)
+    key = load_key(settings.anchor_key_file)
+    anchorer = Anchorer(db, settings.anchor_file, key, "ANCHORNODE")
+    DbAuditLog(db).record("user.logout", user="qa", method="session", client_ip="127.0.0.1")
+
+    def chain_read_while_the_node_anchors():  # noqa: ANN202 - a generator of events
+        assert anchorer.checkpoint() is not None  # after verify has read the file
+        yield from db_events(db)
+
+    report = verify_with_anchors(
+        chain_read_while_the_node_anchors(), settings.anchor_file, key, "ANCHORNODE"
+    )
+    db.dispose()
+    assert report.ok, report.problem
