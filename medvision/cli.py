@@ -707,7 +707,9 @@ def _audit_verify_db(args: argparse.Namespace) -> int:
 
 def _anchor_sources(args: argparse.Namespace):  # noqa: ANN202 - tuple or None
     """(anchor file, key, node, syslog copy) for :func:`verify_with_anchors`, or None
-    when this database was never anchored (no key, no file, nothing given)."""
+    with ``--db`` and no checkpoint file named (the chain alone is checked)."""
+    import secrets
+
     from medvision.audit import AnchorKeyError, load_key, read_anchor_node
 
     settings = None if args.db else _settings(args)
@@ -715,13 +717,15 @@ def _anchor_sources(args: argparse.Namespace):  # noqa: ANN202 - tuple or None
     key_file = args.key or (settings.anchor_key_file if settings else None)
     given = args.anchors or args.key or args.syslog_copy
     if anchor_file is None and key_file is None:
+        if args.syslog_copy:
+            raise AnchorKeyError("--syslog-copy with --db needs --anchors and --key")
         return None
-    if not given and key_file is not None and not key_file.exists():
-        if anchor_file is None or not anchor_file.exists():
-            # Never anchored: no key was ever made. verify_with_anchors is still what says
-            # whether the chain declares checkpoints; without a key it cannot, so refuse
-            # only if it does (checked by the caller's chain pass through a dummy key).
-            return _never_anchored(anchor_file)
+    if not given and anchor_file and key_file and not key_file.exists():
+        if not anchor_file.exists():
+            # No key and no file: never anchored, or both were removed. Checking with a
+            # throw-away key still reports a chain that declares checkpoints (their file is
+            # gone); a chain that declares none verifies, with a note.
+            return anchor_file, secrets.token_bytes(32), "", None
     if key_file is None:
         raise AnchorKeyError("give --key with --anchors (the checkpoint key file)")
     if anchor_file is None:
@@ -729,14 +733,6 @@ def _anchor_sources(args: argparse.Namespace):  # noqa: ANN202 - tuple or None
     key = load_key(key_file)
     node = settings.ae_title if settings else read_anchor_node(anchor_file)
     return anchor_file, key, node, args.syslog_copy
-
-
-def _never_anchored(anchor_file: Path | None):  # noqa: ANN202
-    """No key and no checkpoint file: check with a throw-away key, so that a chain that
-    does declare checkpoints (whose key and file were removed) is still reported."""
-    import secrets
-
-    return anchor_file or Path("audit-anchors.jsonl.absent"), secrets.token_bytes(32), "", None
 
 
 def _anchor_summary(report) -> str:  # noqa: ANN001 - AnchorReport

@@ -197,6 +197,7 @@ class Anchorer:
         self.key = key
         self.node = node
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
 
     def _file_tail(self) -> dict[str, Any] | None:
         return _file_tail(self.path)
@@ -218,6 +219,7 @@ class Anchorer:
         declared = last_declared(self.db)
         file_n = int(tail["n"]) if tail else -1
         prev = str(tail["mac"]) if tail else GENESIS
+        self._warn_if_cut(tail, declared, file_n)
         if declared is not None and declared[0] == file_n + 1:
             event = declared[1]  # a crash between the event and the line: finish it
             line = make_line(
@@ -239,6 +241,34 @@ class Anchorer:
 
     def _append(self, line: Mapping[str, Any]) -> None:
         _append(self.path, line)
+
+    def _warn_if_cut(
+        self,
+        tail: dict[str, Any] | None,
+        declared: tuple[int, dict[str, Any]] | None,
+        file_n: int,
+    ) -> None:
+        """Say in the log (once per finding) when the file and the chain disagree: the
+        node goes on anchoring, and ``medvision audit verify`` names the problem."""
+        problems = []
+        if declared is not None and declared[0] > file_n + 1:
+            problems.append(
+                f"the audit checkpoint file {self.path} ends at checkpoint {file_n} but the "
+                f"chain records checkpoint {declared[0]}: the file was cut"
+            )
+        if tail is not None:
+            with self.db.session() as session:
+                row = session.get(AuditEvent, int(tail["seq"]))
+                found = row.hash if row is not None else None
+            if found != tail["hash"]:
+                problems.append(
+                    f"the audit chain no longer holds event {tail['seq']} as checkpoint "
+                    f"{tail['n']} anchored it: events were deleted or rewritten"
+                )
+        for problem in problems:
+            if problem not in self._warned:
+                self._warned.add(problem)
+                LOG.error("%s; run `medvision audit verify`", problem)
 
     def line(self, n: int) -> dict[str, Any] | None:
         """Line ``n`` of the file, if it is there (the syslog forwarder sends it)."""

@@ -6,6 +6,7 @@ file as an attacker would (plain SQL, plain file edits) and reads what the CLI s
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sqlite3
 import stat
@@ -400,3 +401,29 @@ def test_a_checkpoint_written_while_verify_reads_is_no_false_alarm(
     )
     db.dispose()
     assert report.ok, report.problem
+
+
+def test_the_node_anchors_periodically_and_logs_a_cut_it_finds(
+    node_data: tuple[Settings, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With ``audit_anchor_interval_s`` set the running node anchors new events without
+    being stopped; finding events gone since its last checkpoint, it says so in its log."""
+    settings, _ = node_data
+    db_path = settings.data_dir / "medvision.db"
+    last = _last_seq(db_path)
+    _sql(db_path, f"DELETE FROM audit_events WHERE seq > {last - 3}")
+    settings = settings.model_copy(update={"audit_anchor_interval_s": 0.1})
+    node = Node(settings)
+    with caplog.at_level(logging.ERROR, logger="medvision.audit"):
+        node.start()
+    try:
+        event = node.audit.record("user.login", user="qa", method="password", client_ip="::1")
+        for _ in range(600):  # the thread's next pass; bounded, not a timing assertion
+            if any(x["seq"] > event["seq"] for x in _lines(settings.anchor_file)):
+                break
+            threading.Event().wait(0.05)
+        anchored = [x for x in _lines(settings.anchor_file) if x["seq"] > event["seq"]]
+    finally:
+        node.stop()
+    assert anchored, "no checkpoint after the new event while the node ran"
+    assert f"no longer holds event {last} as checkpoint 3 anchored it" in caplog.text
