@@ -146,8 +146,10 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="check the hash chain of audit.jsonl files, or of the node's database",
         description="With FILE arguments, check those audit.jsonl files; without, check the "
-        "node's database (from --db, or the database_url/data_dir of --config). Exit 0: "
-        "intact; 1: broken or unreadable (the first bad event is named); 2: no such database.",
+        "node's database (from --db, or the database_url/data_dir of --config), then the "
+        "chain against its signed checkpoints (the checkpoint file, and a collector's syslog "
+        "copy when given), which shows events deleted at the end. Exit 0: intact; 1: broken "
+        "or unreadable (the first problem is named); 2: no such database or key.",
     )
     verify.add_argument("file", type=Path, nargs="*", help="audit.jsonl file(s)")
     _audit_source_args(verify)
