@@ -143,19 +143,37 @@ def read_lines(path: Path) -> list[dict[str, Any] | str]:
     return out
 
 
-def _file_tail(path: Path) -> dict[str, Any] | None:
-    if not Path(path).exists():
+def _file_tail(path: Path, window: int = 64 * 1024) -> dict[str, Any] | None:
+    """The last checkpoint line, read from the end (the file grows by a line a minute for
+    years; the node must not read it all each time)."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return None
-    lines = [x for x in read_lines(path) if isinstance(x, dict)]
-    return lines[-1] if lines else None
+    with fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - window))
+        chunk = fh.read()
+    for raw in reversed(chunk.splitlines()):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "mac" in value:
+            return value
+    return None
 
 
 def _append(path: Path, line: Mapping[str, Any]) -> None:
     """One line, appended with O_APPEND (never over what is there) and fsync'ed."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
     try:
-        os.write(fd, (line_text(line) + "\n").encode())
+        data = (line_text(line) + "\n").encode()
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a torn last line stays visible, but never swallows this one
+        os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -340,12 +358,36 @@ def verify_jsonl_anchor(path: Path, anchor_file: Path, key: bytes) -> str:
 
 
 def line_reader(path: Path) -> Callable[[int], dict[str, Any] | None]:
-    """``n`` -> line ``n`` of the anchor file, or None (for the syslog forwarder)."""
+    """``n`` -> line ``n`` of the anchor file, or None (for the syslog forwarder).
+
+    The file is read once and then only what was appended since, so that a forwarder
+    running for years does not reread it for every checkpoint.
+    """
+    lines: dict[int, dict[str, Any]] = {}
+    offset = 0
 
     def line(n: int) -> dict[str, Any] | None:
-        if not Path(path).exists():
-            return None
-        return next((x for x in read_lines(path) if isinstance(x, dict) and x.get("n") == n), None)
+        nonlocal offset
+        if n not in lines:
+            try:
+                with open(path, "rb") as fh:
+                    if fh.seek(0, os.SEEK_END) < offset:  # replaced by a shorter file
+                        lines.clear()
+                        offset = 0
+                    fh.seek(offset)
+                    data = fh.read()
+            except FileNotFoundError:
+                return None
+            complete = data[: data.rfind(b"\n") + 1]
+            offset += len(complete)
+            for raw in complete.splitlines():
+                try:
+                    value = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(value, dict) and isinstance(value.get("n"), int):
+                    lines[value["n"]] = value
+        return lines.get(n)
 
     return line
 

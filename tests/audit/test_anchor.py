@@ -427,3 +427,31 @@ def test_the_node_anchors_periodically_and_logs_a_cut_it_finds(
         node.stop()
     assert anchored, "no checkpoint after the new event while the node ran"
     assert f"no longer holds event {last} as checkpoint 3 anchored it" in caplog.text
+
+
+def test_a_torn_last_line_is_reported_and_the_next_checkpoint_is_whole(
+    node_data: tuple[Settings, Path],
+) -> None:
+    """Half a line (a crash mid-write, or an edit) never merges with the next checkpoint:
+    verify names the damaged line, and the lines after it still parse."""
+    settings, _ = node_data
+    text = settings.anchor_file.read_text()
+    settings.anchor_file.write_text(text + text.splitlines()[-1][:40])
+    db = Database(settings.db_url)
+    DbAuditLog(db).record("user.logout", user="qa", method="session", client_ip="::1")
+    anchorer = Anchorer(db, settings.anchor_file, load_key(settings.anchor_key_file), "ANCHORNODE")
+    line = anchorer.checkpoint()
+    db.dispose()
+    assert line is not None and line["n"] == 4
+    assert _lines_raw(settings.anchor_file)[-1] == json.loads(json.dumps(line))
+    assert "line 5 is not a checkpoint (edited or damaged)" in _verify(settings)
+
+
+def _lines_raw(path: Path) -> list:
+    out = []
+    for raw in path.read_text().splitlines():
+        try:
+            out.append(json.loads(raw))
+        except ValueError:
+            out.append(raw)
+    return out
