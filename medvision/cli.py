@@ -59,6 +59,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write Secondary Capture overlays and a KOS (viewers without SEG support)",
     )
+    run.add_argument(
+        "--audit-anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file that each audit.jsonl's last event is signed into at the end "
+        "(default: OUT/audit-anchors.jsonl)",
+    )
+    run.add_argument(
+        "--audit-key",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint key, made (mode 0600) if absent; keep it outside OUT "
+        "(default: OUT/audit-anchor.key)",
+    )
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run the DICOM node and its REST API")
@@ -146,11 +160,32 @@ def _parser() -> argparse.ArgumentParser:
         "verify",
         help="check the hash chain of audit.jsonl files, or of the node's database",
         description="With FILE arguments, check those audit.jsonl files; without, check the "
-        "node's database (from --db, or the database_url/data_dir of --config). Exit 0: "
-        "intact; 1: broken or unreadable (the first bad event is named); 2: no such database.",
+        "node's database (from --db, or the database_url/data_dir of --config), then the "
+        "chain against its signed checkpoints (the checkpoint file, and a collector's syslog "
+        "copy when given), which shows events deleted at the end. Exit 0: intact; 1: broken "
+        "or unreadable (the first problem is named); 2: no such database or key.",
     )
     verify.add_argument("file", type=Path, nargs="*", help="audit.jsonl file(s)")
     _audit_source_args(verify)
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file (default with --config: audit_anchor_file, "
+        "DATA_DIR/audit-anchors.jsonl)",
+    )
+    verify.add_argument(
+        "--key",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint key (default with --config: audit_key_file, DATA_DIR/audit-anchor.key)",
+    )
+    verify.add_argument(
+        "--syslog-copy",
+        type=Path,
+        metavar="FILE",
+        help="a collector's saved syslog file: its checkpoints must all be in the anchor file",
+    )
     verify.set_defaults(func=_cmd_audit_verify)
 
     export = audit_sub.add_parser(
@@ -199,6 +234,13 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="watermark file (default: DATA_DIR/audit-syslog.<host>-<port>.json)",
     )
+    syslog.add_argument(
+        "--anchors",
+        type=Path,
+        metavar="FILE",
+        help="checkpoint file whose signed lines are forwarded too (default with --config: "
+        "audit_anchor_file)",
+    )
     syslog.add_argument("--follow", action="store_true", help="keep forwarding new events")
     syslog.add_argument("--interval", type=float, default=5.0, help="seconds between polls")
     _audit_context_args(syslog)
@@ -232,7 +274,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     finally:
         bars.close()
-    return _report_runs(runs, quiet=args.quiet)
+    status = _report_runs(runs, quiet=args.quiet)
+    return _anchor_run_logs(runs, args) or status
+
+
+def _anchor_run_logs(runs: list, args: argparse.Namespace) -> int:
+    """Sign each audit.jsonl's head into the checkpoint file (docs/audit.md); 0, or 1 when
+    that cannot be done (the results stand, but say so)."""
+    from medvision.audit import AnchorKeyError, anchor_jsonl, load_or_create_key
+
+    logs = [r.out_dir / "audit.jsonl" for r in runs if r.out_dir is not None]
+    logs = [p for p in logs if p.is_file()]
+    if not logs:
+        return 0
+    anchors = args.audit_anchors or args.out / "audit-anchors.jsonl"
+    try:
+        key = load_or_create_key(args.audit_key or args.out / "audit-anchor.key")
+        anchor_jsonl(logs, anchors, key)
+    except (AnchorKeyError, OSError) as err:
+        print(f"error: could not write the audit checkpoint: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _report_runs(runs: list, *, quiet: bool) -> int:  # list[PipelineRun], imported lazily
@@ -580,33 +642,62 @@ def _record_log_used(db, action: str, url: str, outcome: str = "success", **fiel
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from medvision.audit import verify_file
+    from medvision.audit import AnchorKeyError, load_key, verify_file, verify_jsonl_anchor
 
     if not args.file:
         return _audit_verify_db(args)
     if args.config or args.db:
         print("error: give audit.jsonl files or --config/--db, not both", file=sys.stderr)
         return 2
+    if args.syslog_copy:
+        print("error: --syslog-copy checks the node's database", file=sys.stderr)
+        return 2
+    if bool(args.anchors) != bool(args.key):
+        print("error: give --anchors and --key together", file=sys.stderr)
+        return 2
+    key = None
+    if args.key:
+        try:
+            key = load_key(args.key)
+        except AnchorKeyError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     status = 0
     for path in args.file:
         try:
             result = verify_file(path)
+            problem = verify_jsonl_anchor(path, args.anchors, key) if key and result.ok else ""
         except (OSError, ValueError) as err:
             print(f"{path}: cannot read: {err}", file=sys.stderr)
             status = 1
             continue
-        if result.ok:
-            print(f"{path}: OK, {result.count} events, chain intact")
-        else:
+        if not result.ok:
             print(f"{path}: BROKEN at {result.reason}", file=sys.stderr)
             status = 1
+        elif problem:
+            print(f"{path}: BROKEN: {problem}", file=sys.stderr)
+            status = 1
+        else:
+            anchored = ", reaches its last checkpoint" if key else ""
+            print(f"{path}: OK, {result.count} events, chain intact{anchored}")
     return status
 
 
 def _audit_verify_db(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sqlalchemy.exc import SQLAlchemyError
 
-    from medvision.audit import NoDatabase, head, open_existing, safe_url, verify_database
+    from medvision.audit import (
+        AnchorKeyError,
+        NoDatabase,
+        db_events,
+        head,
+        open_existing,
+        safe_url,
+        verify_database,
+        verify_with_anchors,
+    )
 
     url = _audit_db_url(args)
     shown = safe_url(url)
@@ -616,20 +707,78 @@ def _audit_verify_db(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        result = verify_database(db)
+        anchors = _anchor_sources(args)
+    except (AnchorKeyError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        db.dispose()
+        return 2
+    try:
+        if anchors is None:
+            result = verify_database(db)
+            problem, summary = "", ""
+        else:
+            report = verify_with_anchors(db_events(db), *anchors)
+            result, problem, summary = report.chain, report.problem, _anchor_summary(report)
         last = head(db) if result.ok else None
     except SQLAlchemyError as err:
         print(f"{shown}: cannot read the audit table: {err}", file=sys.stderr)
         db.dispose()
         return 1
-    if result.ok:
-        tip = f", head {last['hash']} (seq {last['seq']})" if last else ""
-        print(f"{shown}: OK, {result.count} events, chain intact{tip}")
-    else:
+    except OSError as err:
+        print(f"error: cannot read: {err}", file=sys.stderr)
+        db.dispose()
+        return 2
+    if not result.ok:
         print(f"{shown}: BROKEN at {result.reason}", file=sys.stderr)
+    elif problem:
+        print(f"{shown}: BROKEN: {problem}", file=sys.stderr)
+        result = replace(result, ok=False, reason=problem)
+    else:
+        tip = f", head {last['hash']} (seq {last['seq']})" if last else ""
+        print(f"{shown}: OK, {result.count} events, chain intact{tip}{summary}")
     _record_log_used(db, "verify", shown, "success" if result.ok else "failure", chain_ok=result.ok)
     db.dispose()
     return 0 if result.ok else 1
+
+
+def _anchor_sources(args: argparse.Namespace):  # noqa: ANN202 - tuple or None
+    """(anchor file, key, node, syslog copy) for :func:`verify_with_anchors`, or None
+    with ``--db`` and no checkpoint file named (the chain alone is checked)."""
+    import secrets
+
+    from medvision.audit import AnchorKeyError, load_key, read_anchor_node
+
+    settings = None if args.db else _settings(args)
+    anchor_file = args.anchors or (settings.anchor_file if settings else None)
+    key_file = args.key or (settings.anchor_key_file if settings else None)
+    given = args.anchors or args.key or args.syslog_copy
+    if anchor_file is None and key_file is None:
+        if args.syslog_copy:
+            raise AnchorKeyError("--syslog-copy with --db needs --anchors and --key")
+        return None
+    if not given and anchor_file and key_file and not key_file.exists():
+        if not anchor_file.exists():
+            # No key and no file: never anchored, or both were removed. Checking with a
+            # throw-away key still reports a chain that declares checkpoints (their file is
+            # gone); a chain that declares none verifies, with a note.
+            return anchor_file, secrets.token_bytes(32), "", None
+    if key_file is None:
+        raise AnchorKeyError("give --key with --anchors (the checkpoint key file)")
+    if anchor_file is None:
+        raise AnchorKeyError("give --anchors with --key (the checkpoint file)")
+    key = load_key(key_file)
+    node = settings.ae_title if settings else read_anchor_node(anchor_file)
+    return anchor_file, key, node, args.syslog_copy
+
+
+def _anchor_summary(report) -> str:  # noqa: ANN001 - AnchorReport
+    last = report.last_anchor
+    if last is None:
+        return "; no checkpoint yet (the end of the chain is not anchored)"
+    text = f"; {report.anchors} checkpoints, the last (n {last['n']}, {last['time']}) matches"
+    if report.syslog_anchors:
+        text += f"; {report.syslog_anchors} in the syslog copy, all in the file"
+    return text
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
@@ -726,6 +875,7 @@ def _cmd_audit_send_syslog(args: argparse.Namespace) -> int:
         Watermark,
         db_events,
         forward,
+        line_reader,
         open_existing,
     )
 
@@ -747,20 +897,38 @@ def _cmd_audit_send_syslog(args: argparse.Namespace) -> int:
         server_name=args.server_name,
     )
     ctx = _audit_context(args)
+    anchor_file = args.anchors or (None if args.db else _settings(args).anchor_file)
+    anchor_line = line_reader(anchor_file) if anchor_file else None
     delay = args.interval
     while True:
         sender = SyslogSender(target)
         try:
             mark = Watermark.load(state)
-            result = forward(db_events(db, after_seq=mark.seq - 1), sender, state, ctx)
+            result = forward(
+                db_events(db, after_seq=mark.seq - 1),
+                sender,
+                state,
+                ctx,
+                anchor_line=anchor_line,
+            )
             delay = args.interval
-            if result.sent or not args.follow:
+            if result.sent or result.checkpoints or not args.follow:
                 print(
-                    f"forwarded {result.sent} messages to {args.host}:{args.port} "
-                    f"({result.skipped} internal events passed over); "
-                    f"delivered up to event {result.last_seq}",
+                    f"forwarded {result.sent} messages and {result.checkpoints} checkpoints "
+                    f"to {args.host}:{args.port} ({result.skipped} internal events passed "
+                    f"over); delivered up to event {result.last_seq}",
                     flush=True,
                 )
+            if result.waiting_for is not None:
+                print(
+                    f"warning: checkpoint {result.waiting_for} is in the chain but not in "
+                    f"{anchor_file}; waiting for it (if it stays missing, the file was cut: "
+                    "run `medvision audit verify`)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if not args.follow:
+                    return 1
         except ChainMismatch as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

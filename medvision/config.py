@@ -142,6 +142,14 @@ class Settings(BaseSettings):
     #: worker process: two workers on one host need two values (a port in use is logged
     #: and the worker runs on without metrics).
     worker_metrics_port: int = Field(default=9811, ge=0, le=65535)
+    #: Audit checkpoints (docs/audit.md): the signed head of the chain is appended to this
+    #: file every ``audit_anchor_interval_s`` (0: only at stop) and when the node stops.
+    #: Empty paths mean ``DATA_DIR/audit-anchors.jsonl`` and ``DATA_DIR/audit-anchor.key``
+    #: (the HMAC key, made with mode 0600 at first start if absent). Put the anchor file on
+    #: another disk or host mount than the database where you can.
+    audit_anchor_file: Path | None = None
+    audit_key_file: Path | None = None
+    audit_anchor_interval_s: float = Field(default=60.0, ge=0)
 
     @field_validator("ae_title")
     @classmethod
@@ -182,6 +190,14 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'medvision.db').resolve()}"
+
+    @property
+    def anchor_file(self) -> Path:
+        return self.audit_anchor_file or self.data_dir / "audit-anchors.jsonl"
+
+    @property
+    def anchor_key_file(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit-anchor.key"
 
     def modality_for_aet(self, ae_title: str) -> Modality | None:
         return next((m for m in self.modalities.values() if m.ae_title == ae_title), None)

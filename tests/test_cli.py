@@ -144,7 +144,8 @@ def test_unknown_pipeline_is_a_usage_error(chest_ct_dir: Path, tmp_path: Path) -
 
 def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     """systemd, Kubernetes and docker stop a service with SIGTERM: the node must close its
-    listener, exit 0 and leave `application.stop` as the last event of its audit trail."""
+    listener, exit 0 and leave `application.stop` as the last event of its audit trail,
+    anchored by the checkpoint written at stop (docs/audit.md)."""
     import signal
 
     from medvision.audit import DbAuditLog
@@ -160,8 +161,15 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{node.data_dir / 'medvision.db'}")
     try:
         audit = DbAuditLog(db)
-        types = [e["type"] for e in audit.events()]
-        assert types[-1] == "application.stop", types
+        events = audit.events()
+        types = [e["type"] for e in events]
+        assert types[-2:] == ["application.stop", "audit.checkpoint"], types
         assert audit.verify().ok
+        anchors = (node.data_dir / "audit-anchors.jsonl").read_text().splitlines()
+        last_anchor = json.loads(anchors[-1])
+        assert (last_anchor["seq"], last_anchor["hash"]) == (
+            events[-1]["seq"],
+            events[-1]["hash"],
+        )
     finally:
         db.dispose()

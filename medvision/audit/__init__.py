@@ -1,6 +1,21 @@
 """Audit trail: append-only, hash-chained events, their verification, and their export
 as DICOM PS3.15 A.5 audit messages over syslog (see docs/audit.md)."""
 
+from medvision.audit._anchor import (
+    ANCHOR_MSGID,
+    CHECKPOINT_EVENT,
+    Anchorer,
+    AnchorKeyError,
+    AnchorReport,
+    anchor_jsonl,
+    line_reader,
+    load_key,
+    load_or_create_key,
+    parse_syslog_copy,
+    read_anchor_node,
+    verify_jsonl_anchor,
+    verify_with_anchors,
+)
 from medvision.audit._chain import (
     JsonlAuditLog,
     Verification,
@@ -40,6 +55,19 @@ from medvision.audit._verify import (
 )
 
 __all__ = [
+    "ANCHOR_MSGID",
+    "CHECKPOINT_EVENT",
+    "AnchorKeyError",
+    "AnchorReport",
+    "Anchorer",
+    "anchor_jsonl",
+    "line_reader",
+    "load_key",
+    "load_or_create_key",
+    "parse_syslog_copy",
+    "read_anchor_node",
+    "verify_jsonl_anchor",
+    "verify_with_anchors",
     "EVENT_MAP",
     "INTERNAL_EVENTS",
     "AuditMessage",

@@ -485,6 +485,7 @@ EVENT_MAP: dict[str, Builder | None] = {
     "application.start": _application_activity(APPLICATION_START),
     "application.stop": _application_activity(APPLICATION_STOP),
     "association.accepted": None,
+    "audit.checkpoint": None,
     "association.rejected": _association_rejected,
     "instances.received": _instances_received,
     "instances.refused": _instances_received,
@@ -526,6 +527,8 @@ EVENT_MAP: dict[str, Builder | None] = {
 
 #: Why each unmapped event stays in the hash chain only.
 INTERNAL_EVENTS: dict[str, str] = {
+    "audit.checkpoint": "the chain's own checkpoint (its head anchored outside the database); "
+    "forwarded over syslog as the signed checkpoint line, MSGID MEDVISION-ANCHOR",
     "association.accepted": "an association alone moves no data; the transfer it carries is "
     "reported as instances.received (110104)",
     "study.complete": "workflow state (quiet period over); no instance is accessed",

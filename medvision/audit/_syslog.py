@@ -22,11 +22,12 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medvision.audit._anchor import ANCHOR_MSGID, CHECKPOINT_EVENT, line_text
 from medvision.audit._chain import GENESIS, chain_hash
 from medvision.audit._export import ExportContext, to_message, to_xml, with_study_context
 
@@ -42,6 +43,7 @@ def syslog_message(
     timestamp: str,
     hostname: str | None = None,
     procid: str | None = None,
+    msgid: str = MSGID,
 ) -> bytes:
     """One RFC 5424 SYSLOG-MSG carrying an audit message.
 
@@ -50,7 +52,7 @@ def syslog_message(
     """
     host = _printable(hostname or socket.gethostname(), 255)
     pid = _printable(procid or str(os.getpid()), 128)
-    header = f"<{PRI}>1 {timestamp} {host} {APP_NAME} {pid} {MSGID} -"
+    header = f"<{PRI}>1 {timestamp} {host} {APP_NAME} {pid} {msgid} -"
     return header.encode("ascii") + b" " + BOM + xml
 
 
@@ -173,6 +175,11 @@ class ForwardResult:
     #: Events that have no DICOM audit message (internal types), passed over.
     skipped: int = 0
     last_seq: int = -1
+    #: Signed checkpoint lines sent (MSGID ``MEDVISION-ANCHOR``).
+    checkpoints: int = 0
+    #: A checkpoint the chain declares but the anchor file does not hold (yet): forwarding
+    #: stopped before it, to resume once the node has written the line.
+    waiting_for: int | None = None
 
 
 def forward(
@@ -181,12 +188,17 @@ def forward(
     state_path: Path,
     ctx: ExportContext | None = None,
     hostname: str | None = None,
+    anchor_line: Callable[[int], Mapping[str, Any] | None] | None = None,
 ) -> ForwardResult:
     """Send every event after the watermark, in chain order, checking the chain as it goes.
 
     ``events`` may start anywhere at or before the watermark (e.g. ``db_events(db,
     after_seq=mark.seq - 1)``, so the watermark's own event is re-read and its hash
     compared); each later event must link to the one before it.
+
+    With ``anchor_line`` (``Anchorer.line``), each ``audit.checkpoint`` event is followed
+    by its signed checkpoint line as a message of its own, so that the collector keeps a
+    copy of every anchor (docs/audit.md, "Checkpoints").
     """
     ctx = ctx or ExportContext()
     mark = Watermark.load(state_path)
@@ -211,7 +223,21 @@ def forward(
         if chain_hash(prev, event) != event.get("hash"):
             raise ChainMismatch(f"event {seq}: content does not match its hash (altered)")
         msg = to_message(event, ctx)
-        if msg is None:
+        if anchor_line is not None and event.get("type") == CHECKPOINT_EVENT:
+            line = anchor_line(int(event["checkpoint"]))
+            if line is None:
+                result.waiting_for = int(event["checkpoint"])
+                return result
+            sender.send(
+                syslog_message(
+                    line_text(line).encode(),
+                    _rfc3339(str(line["time"])),
+                    hostname,
+                    msgid=ANCHOR_MSGID,
+                )
+            )
+            result.checkpoints += 1
+        elif msg is None:
             result.skipped += 1
         else:
             sender.send(syslog_message(to_xml(msg, ctx), _rfc3339(msg.time), hostname))

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 
 import medvision
 from medvision._hashing import sha256_file
-from medvision.audit import DbAuditLog
+from medvision.audit import Anchorer, DbAuditLog, load_or_create_key
 from medvision.config import Settings
 from medvision.db import Database, Instance, Study, StudyState, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
@@ -44,7 +44,15 @@ class Node:
         self.distributed = bool(settings.broker_url)
         self.workers = None if self.distributed else WorkerPool(settings, self.db, self.audit)
         self.sender = Sender(settings, self.db, self.audit)
+        # The head of the chain is anchored outside the database (docs/audit.md).
+        self.anchorer = Anchorer(
+            self.db,
+            settings.anchor_file,
+            load_or_create_key(settings.anchor_key_file),
+            settings.ae_title,
+        )
         self._stop = threading.Event()
+        self._anchor_thread: threading.Thread | None = None
         self._assembler: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
         self.publisher = None
@@ -62,6 +70,7 @@ class Node:
             dicom_port=self.settings.dicom_port,
             **recovered,
         )
+        self._checkpoint()
         self.scp.start()
         self._assembler = threading.Thread(
             target=self._assemble_loop, name="medvision-assembler", daemon=True
@@ -75,6 +84,11 @@ class Node:
             )
             self._sweeper.start()
         self.sender.start()
+        if self.settings.audit_anchor_interval_s > 0:
+            self._anchor_thread = threading.Thread(
+                target=self._anchor_loop, name="medvision-anchor", daemon=True
+            )
+            self._anchor_thread.start()
 
     def stop(self) -> list[int]:
         """Stop every part; returns the ids of jobs interrupted (queued again), whose
@@ -84,7 +98,7 @@ class Node:
         self.scp.stop()
         interrupted = self.workers.stop() if self.workers is not None else []
         self.sender.stop()
-        for thread in (self._assembler, self._sweeper):
+        for thread in (self._assembler, self._sweeper, self._anchor_thread):
             if thread is not None:
                 thread.join(5)
         if self.publisher is not None:
@@ -93,6 +107,7 @@ class Node:
             self.audit.record("application.stop", interrupted_jobs=interrupted)
         else:
             self.audit.record("application.stop")
+        self._checkpoint()
         self.db.dispose()
         return interrupted
 
@@ -172,6 +187,20 @@ class Node:
             except Exception as err:
                 log_pass_failure(LOG, "study assembly", err)
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _checkpoint(self) -> None:
+        """Anchor the chain's head; a failure is logged, never stops the node."""
+        try:
+            line = self.anchorer.checkpoint()
+        except Exception as err:
+            log_pass_failure(LOG, "audit checkpoint", err)
+            return
+        if line is not None:
+            LOG.debug("audit checkpoint %d: event %d", line["n"], line["seq"])
+
+    def _anchor_loop(self) -> None:
+        while not self._stop.wait(self.settings.audit_anchor_interval_s):
+            self._checkpoint()
 
     def _sweep_loop(self) -> None:
         from medvision.jobs._celery import Sweeper

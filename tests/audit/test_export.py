@@ -44,7 +44,8 @@ CTX = ExportContext(
 #: One realistic event per type, with the fields the code records (see test below).
 NODE_SAMPLES: dict[str, dict] = {
     "application.start": dict(medvision_version="0.1.0", ae_title="MEDVISION", dicom_port=11112),
-    "application.stop": {},
+    "application.stop": dict(interrupted_jobs=[3]),
+    "audit.checkpoint": dict(checkpoint=3, anchor_file="/var/lib/medvision/audit-anchors.jsonl"),
     "association.accepted": dict(calling_aet="ORTHANC", calling_host="10.0.0.5"),
     "association.rejected": dict(
         outcome="failure",

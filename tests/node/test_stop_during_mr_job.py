@@ -64,8 +64,8 @@ def test_sigterm_during_an_mr_job_exits_0_and_queues_the_job_again(
             assert (job.state, job.pipeline) == ("queued", PIPELINE)
             assert job.reason == "requeued: the node stopped while it was running"
         audit = DbAuditLog(db)
-        last = list(audit.events())[-1]
-        assert last["type"] == "application.stop"
+        *_, last, checkpoint = audit.events()
+        assert (last["type"], checkpoint["type"]) == ("application.stop", "audit.checkpoint")
         assert last["interrupted_jobs"] == [job.id], last
         assert audit.verify().ok
     finally:
