@@ -51,6 +51,7 @@ def _dcm(code: str, meaning: str) -> Code:
 APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
 AUDIT_LOG_USED = _dcm("110101", "Audit Log Used")
 BEGIN_TRANSFERRING = _dcm("110102", "Begin Transferring DICOM Instances")
+EXPORT = _dcm("110106", "Export")
 INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
 INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
 QUERY = _dcm("110112", "Query")
@@ -69,6 +70,7 @@ ROLE_APPLICATION = _dcm("110150", "Application")
 ROLE_LAUNCHER = _dcm("110151", "Application Launcher")
 ROLE_DESTINATION = _dcm("110152", "Destination Role ID")
 ROLE_SOURCE = _dcm("110153", "Source Role ID")
+ROLE_DESTINATION_MEDIA = _dcm("110154", "Destination Media")
 # ParticipantObjectIDTypeCode (DCID 404 and RFC 3881)
 ID_STUDY = _dcm("110180", "Study Instance UID")
 ID_SOP_CLASS = _dcm("110181", "SOP Class UID")
@@ -330,6 +332,21 @@ def _results_sent(event: Event, ctx: ExportContext) -> AuditMessage:
     return _message(event, INSTANCES_TRANSFERRED, "C", [source, dest], objects)
 
 
+def _exported(event: Event, ctx: ExportContext) -> AuditMessage:
+    """A.5.3.5: ``medvision export`` wrote de-identified copies of these studies to a folder
+    (the media); the node is the source and the requestor (a user ran it on the node)."""
+    source = _node(ctx, True, ROLE_SOURCE)
+    media = Participant(
+        user_id=str(event.get("destination") or "export folder"),
+        requestor=False,
+        role=ROLE_DESTINATION_MEDIA,
+    )
+    objects = [
+        _study(str(uid), details=[("deidentified", "true")]) for uid in event.get("studies") or []
+    ]
+    return _message(event, EXPORT, "R", [source, media], objects)
+
+
 def _job_accessed(action: str) -> Callable[[Event, ExportContext], AuditMessage]:
     """A.5.3.6: inference reads the source images (R) or creates SEG and SR (C)."""
 
@@ -498,6 +515,7 @@ EVENT_MAP: dict[str, Builder | None] = {
     "results.send_started": _results_send_started,
     "results.sent": _results_sent,
     "results.send_failed": _results_sent,
+    "export.deidentified": _exported,
     # offline run (and each node job's own audit.jsonl)
     "run.started": _application_activity(APPLICATION_START),
     "series.selected": None,

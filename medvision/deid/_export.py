@@ -66,6 +66,10 @@ def export_cases(settings: Settings, out: Path, reviewed_only: bool) -> list[Exp
         (out / "manifest.json").write_text(json.dumps([c.__dict__ for c in cases], indent=2) + "\n")
         DbAuditLog(db).record(
             "export.deidentified",
+            # The source studies (UIDs are not PHI here; the pseudonymised copies' UIDs are
+            # in manifest.json): A.5.3.5 names what left, and QA can trace each one back.
+            studies=sorted(latest),
+            destination=str(out),
             cases=len(cases),
             reviewed_only=reviewed_only,
             instances=sum(c.images + c.results for c in cases),

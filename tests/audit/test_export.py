@@ -133,6 +133,14 @@ NODE_SAMPLES: dict[str, dict] = {
         host="10.0.0.5",
         sop_instance_uid=SEG_UID,
         sop_class_uid=SEG_CLASS,
+        deidentified=False,
+    ),
+    "export.deidentified": dict(
+        studies=[STUDY],
+        destination="/srv/research-export",
+        cases=1,
+        reviewed_only=True,
+        instances=66,
     ),
     "results.send_failed": dict(
         outcome="failure",
