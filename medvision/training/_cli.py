@@ -49,9 +49,31 @@ def add_training_parsers(sub: Any) -> None:
     )
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="measure a trained bundle on the shared test data")
+    ev = sub.add_parser(
+        "evaluate",
+        help="measure a pipeline or bundle on the real test data in ../shared/data",
+        description="lungs: a bundle's Dice on TotalSegmentator's example CTs. lesions: any "
+        "pipeline (default lung-ct) or bundle on the three real chest CTs with expert marks "
+        "(LIDC-IDRI-0001, LIDC-IDRI-0002, A0001); prints one row per patient.",
+    )
     ev.add_argument("task", choices=TASK_CHOICES)
-    ev.add_argument("--bundle", type=Path, required=True, help="bundle folder")
+    ev.add_argument("--bundle", type=Path, default=None, help="bundle folder")
+    ev.add_argument(
+        "--pipeline",
+        default=None,
+        help="lesions: a registered pipeline by name (default lung-ct; see medvision pipelines)",
+    )
+    ev.add_argument(
+        "--case",
+        action="append",
+        default=None,
+        help="lesions: only this patient (repeatable; default all three)",
+    )
+    ev.add_argument(
+        "--run-refused",
+        action="store_true",
+        help="lesions: run the pipeline on a series it refuses too (the row says so)",
+    )
     ev.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     ev.add_argument(
         "--write-card",
@@ -84,9 +106,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvision.training._evaluate import evaluate
 
+    if args.task == "lesions" and args.bundle is None:
+        return cmd_evaluate_lesions(args)
+    if args.bundle is None:
+        print(f"medvision evaluate {args.task}: --bundle is required", file=sys.stderr)
+        return 2
     if not (args.bundle / "configs" / "inference.json").is_file():
         print(f"medvision evaluate: {args.bundle} is not a bundle folder", file=sys.stderr)
         return 2
+    if args.task == "lesions":
+        return cmd_evaluate_lesions(args)
     try:
         figures = evaluate(args.task, args.bundle)
     except NotImplementedError as exc:
@@ -102,4 +131,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         card = lung_card if args.task == "lungs" else lesion_card
         (args.bundle / "docs").mkdir(exist_ok=True)
         (args.bundle / "docs" / "README.md").write_text(card(args.bundle, figures))
+    return 0
+
+
+def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
+    """``evaluate lesions``: the per-patient table of any pipeline, or of a bundle folder."""
+    from medvision.pipelines import Pipeline, get
+    from medvision.training._lesion_cases import CASES, get_case
+    from medvision.training._lesion_eval import HEADER, evaluate_lesions, format_row, format_table
+
+    pipeline: Pipeline
+    try:
+        if args.bundle is not None:
+            from medvision.pipelines.bundle import BundlePipeline
+
+            pipeline = BundlePipeline(args.bundle, device=None)
+        else:
+            pipeline = get(args.pipeline or "lung-ct")
+        cases = [get_case(c) for c in args.case] if args.case else list(CASES)
+    except KeyError as exc:
+        print(f"medvision evaluate: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(f"lesions: {pipeline.name} {pipeline.version}; one row per patient as it ends")
+    print(HEADER)
+    figures = evaluate_lesions(
+        pipeline,
+        cases,
+        on_row=lambda row: print(format_row(row), flush=True),
+        run_refused=args.run_refused,
+    )
+    print()
+    print(format_table(figures))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
+    if args.write_card and args.bundle is not None:
+        from medvision.training._card import lesion_card
+
+        (args.bundle / "docs").mkdir(exist_ok=True)
+        (args.bundle / "docs" / "README.md").write_text(lesion_card(args.bundle, figures))
     return 0
