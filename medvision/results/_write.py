@@ -106,12 +106,16 @@ def findings_json(
         item["seg_segment_number"] = item["number"] if seg is not None else None
     if overlays is not None:
         doc["overlays"] = [_overlay_entry(findings, o, n) for n, o in enumerate(overlays, 1)]
-        doc["kos"] = None if kos is None else {
-            "file": KOS_NAME,
-            "sop_class_uid": str(kos.SOPClassUID),
-            "sop_instance_uid": str(kos.SOPInstanceUID),
-            "series_instance_uid": str(kos.SeriesInstanceUID),
-        }
+        doc["kos"] = (
+            None
+            if kos is None
+            else {
+                "file": KOS_NAME,
+                "sop_class_uid": str(kos.SOPClassUID),
+                "sop_instance_uid": str(kos.SOPInstanceUID),
+                "series_instance_uid": str(kos.SeriesInstanceUID),
+            }
+        )
     return doc
 
 
@@ -169,8 +173,12 @@ def write_results(
     images = build_overlays(findings, device=device) if overlays and findings.items else []
     kos = build_kos(findings, images, device=device) if images else None
     doc = findings_json(
-        findings, seg, sr, seg_file=SEG_NAME if seg is not None else None,
-        overlays=images if overlays else None, kos=kos,
+        findings,
+        seg,
+        sr,
+        seg_file=SEG_NAME if seg is not None else None,
+        overlays=images if overlays else None,
+        kos=kos,
     )
     try:
         payload = json.dumps(doc, indent=2, allow_nan=False).encode("utf-8")
@@ -191,7 +199,9 @@ def write_results(
         raise ResultError(f"Could not write results to {out_dir}: {exc.strerror or exc}") from exc
     logger.info(
         "Wrote %s results and %d overlay image(s) to %s",
-        "SEG, SR and JSON" if seg else "SR and JSON", len(images), out_dir,
+        "SEG, SR and JSON" if seg else "SR and JSON",
+        len(images),
+        out_dir,
     )
     return ResultFiles(
         seg_path=seg_path,

@@ -13,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 TASK_CHOICES = ("lungs", "lesions")
+#: ``lesions``: the learned false-positive filter; ``lesions-unet``: the first, voxel-wise
+#: lesion UNet on synthetic chests (kept so that its card's command still runs).
+TRAIN_CHOICES = ("lungs", "lesions", "lesions-unet")
 
 
 def add_training_parsers(sub: Any) -> None:
     """Add ``train`` and ``evaluate`` to the ``medvision`` sub-parsers ``sub``."""
-    train = sub.add_parser("train", help="train a default CT model into a MONAI bundle")
-    train.add_argument("task", choices=TASK_CHOICES)
+    train = sub.add_parser(
+        "train",
+        help="train a default CT model into a MONAI bundle",
+        description="lesions: the learned false-positive filter of lung-ct, by "
+        "leave-one-patient-out over the three real chest CTs (folds, calibration, then the "
+        "final bundle; see docs/accuracy.md). lungs, lesions-unet: voxel-wise UNets.",
+    )
+    train.add_argument("task", choices=TRAIN_CHOICES)
     train.add_argument("--steps", type=int, default=None, help="training steps (default 1500)")
     train.add_argument(
         "--out",
@@ -46,6 +55,24 @@ def add_training_parsers(sub: Any) -> None:
         default=None,
         metavar="SECONDS",
         help="bound the training loop: after 20 steps, cut the step count to what fits",
+    )
+    train.add_argument("--seed", type=int, default=None, help="lesions: seed (default 12)")
+    train.add_argument(
+        "--variants",
+        type=int,
+        default=None,
+        help="lesions: copies per patient, the first as acquired (default 6)",
+    )
+    train.add_argument(
+        "--fold",
+        action="append",
+        default=None,
+        help="lesions: run only this held-out patient's fold (repeatable)",
+    )
+    train.add_argument(
+        "--no-final",
+        action="store_true",
+        help="lesions: stop after the folds (no bundle trained on all three)",
     )
     train.set_defaults(func=cmd_train)
 
@@ -86,6 +113,8 @@ def add_training_parsers(sub: Any) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from medvision.training._train import train
 
+    if args.task == "lesions":
+        return cmd_train_lesions(args)
     try:
         bundle = train(
             args.task,
@@ -169,4 +198,28 @@ def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
 
         (args.bundle / "docs").mkdir(exist_ok=True)
         (args.bundle / "docs" / "README.md").write_text(lesion_card(args.bundle, figures))
+    return 0
+
+
+def cmd_train_lesions(args: argparse.Namespace) -> int:
+    """``train lesions``: folds, calibration and the final filter bundle."""
+    from dataclasses import replace
+
+    from medvision.training._data import cache_root
+    from medvision.training._lesion_filter_train import FilterHP, train_lesions
+
+    hp = FilterHP()
+    changes = {
+        k: v
+        for k, v in (("steps", args.steps), ("seed", args.seed), ("variants", args.variants))
+        if v is not None
+    }
+    hp = replace(hp, **changes)
+    work = args.work_dir or cache_root() / "lesion-filter"
+    try:
+        bundle = train_lesions(work, hp, args.out, folds=args.fold, final=not args.no_final)
+    except KeyError as exc:
+        print(f"medvision train lesions: {exc.args[0]}", file=sys.stderr)
+        return 2
+    print(bundle or work / "folds")
     return 0

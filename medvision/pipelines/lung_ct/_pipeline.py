@@ -18,9 +18,9 @@ from medvision.findings import (
 )
 from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
 from medvision.pipelines.lung_ct._accept import accept_series
-from medvision.pipelines.lung_ct._lesions import CONFIDENCE_METHOD, find_lesions
 from medvision.pipelines.lung_ct._lungs import segment_lungs
 from medvision.pipelines.lung_ct._params import LungParams
+from medvision.pipelines.lung_ct._stage import find_lesion_findings, stage_info
 
 # SNOMED CT codes. pydicom's codedict has Lung, Anatomical Structure, Morphologically
 # Abnormal Structure and Lesion; it lacks the lateral lungs, whose concept ids are those of
@@ -72,12 +72,18 @@ class LungCT(Pipeline):
 
     @property
     def algorithm(self) -> AlgorithmInfo:
+        # With the learned lesion filter installed, its bundle and weights' digest are part
+        # of the parameters (and the family is AI); without it, the rules alone.
+        info = stage_info()
+        parameters = self.params.as_strings()
+        if info is not None:
+            parameters["lesion_filter"] = f"{info.name} {info.version} sha256:{info.sha256}"
         return AlgorithmInfo(
             name=self.name,
             version=self.version,
             weights_sha256=self.params.sha256(),
-            parameters=self.params.as_strings(),
-            family="classical",
+            parameters=parameters,
+            family="classical" if info is None else "AI",
         )
 
     def accepts(self, series: SeriesInfo) -> Acceptance:
@@ -96,7 +102,7 @@ class LungCT(Pipeline):
                 f"at least {p.min_lungs_total_ml:g} mL needed; is this a chest CT?"
             )
         progress("lesions", 0.4)
-        candidates = find_lesions(volume, lungs, p)
+        candidates, lesion_method = find_lesion_findings(volume, lungs, p)
         progress("measurements", 0.85)
 
         items: list[Finding] = []
@@ -105,12 +111,30 @@ class LungCT(Pipeline):
             (RIGHT_LUNG_LABEL, lungs.right, "Right lung"),
         ):
             if mask.any():
-                items.append(self._finding(len(items) + 1, label, mask, name, volume, 1.0, None))
+                items.append(
+                    self._finding(
+                        len(items) + 1,
+                        label,
+                        mask,
+                        name,
+                        volume,
+                        1.0,
+                        None,
+                        ORGAN_CONFIDENCE_METHOD,
+                    )
+                )
         for n, c in enumerate(candidates, start=1):
             side = LEFT_LUNG if c.left else RIGHT_LUNG
             items.append(
                 self._finding(
-                    len(items) + 1, LESION_LABEL, c.mask, f"Lesion {n}", volume, c.confidence, side
+                    len(items) + 1,
+                    LESION_LABEL,
+                    c.mask,
+                    f"Lesion {n}",
+                    volume,
+                    c.confidence,
+                    side,
+                    lesion_method,
                 )
             )
         progress("done", 1.0)
@@ -132,6 +156,7 @@ class LungCT(Pipeline):
         volume: Volume,
         confidence: float,
         site: Code | None,
+        confidence_method: str,
     ) -> Finding:
         lesion = label.kind is FindingKind.LESION
         return Finding(
@@ -145,7 +170,7 @@ class LungCT(Pipeline):
             ),
             measurements=measure(mask, volume, lesion=lesion),
             confidence=confidence,
-            confidence_method=CONFIDENCE_METHOD if lesion else ORGAN_CONFIDENCE_METHOD,
+            confidence_method=confidence_method,
             site=site,
         )
 
