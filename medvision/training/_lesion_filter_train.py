@@ -41,7 +41,7 @@ BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)
 
 @dataclass(frozen=True)
 class FilterHP:
-    steps: int = 600
+    steps: int = 400
     batch: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -203,12 +203,14 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(res.x[1])
 
 
-def _cases_paths(work: Path, cases: list[RealCase], hp: FilterHP, log: Any) -> list[Path]:
+def _cases_paths(
+    work: Path, cases: list[RealCase], hp: FilterHP, log: Any, variants: int | None = None
+) -> list[Path]:
     from medvision.training._lesion_filter_data import build_patient
 
     paths = []
     for case in cases:
-        paths += build_patient(case, work, hp.variants, hp.seed, log)
+        paths += build_patient(case, work, variants or hp.variants, hp.seed, log)
     return paths
 
 
@@ -232,7 +234,7 @@ def run_fold(work: Path, held_out: RealCase, hp: FilterHP, log: Callable[[str], 
         f"{len(y)} candidates, {int(y.sum())} positive"
     )
     net = train_network(x, y, hp, work / f"fold-{held_out.name}.ckpt.pt", log)
-    test_paths = _cases_paths(work, [held_out], hp, log)[:1]  # variant 0: as acquired
+    test_paths = _cases_paths(work, [held_out], hp, log, variants=1)  # as acquired only
     xt, yt, meta = load_variants(test_paths)
     logits = logits_of(net, xt)
     raw = sigmoid(logits)
