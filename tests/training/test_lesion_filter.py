@@ -131,3 +131,11 @@ def test_platt_and_reliability() -> None:
     rows = reliability(np.array([0.05, 0.2, 0.2, 0.95]), np.array([0, 0, 1, 1]))
     assert [r["n"] for r in rows] == [1, 2, 0, 0, 0, 1]
     assert rows[1]["fraction_lesion"] == 0.5 and rows[1]["mean_score"] == 0.2
+
+
+def test_train_lesions_refuses_an_unknown_patient(tmp_path: Path, capsys) -> None:
+    from medvision.cli import main
+
+    args = ["train", "lesions", "--fold", "LIDC-IDRI-9999", "--work-dir", str(tmp_path)]
+    assert main(args) == 2
+    assert "Unknown case" in capsys.readouterr().err
