@@ -131,11 +131,14 @@ def card(out: Path, meta: dict[str, Any]) -> str:
         "",
         f"* Weights: `models/model.pt`, {weights.stat().st_size / 1e6:.2f} MB, sha256 "
         f"`{sha256_file(weights)}`",
-        f"* Reproduce: `{info['command']}` (seeded; ~30 min on 2 CPU cores, see docs/accuracy.md)",
+        f"* Reproduce: `{info['command']}` (seeded; about 60 min on the shared 2-core "
+        "machine it was made on, one thread; see docs/accuracy.md)",
         f"* Confidence of a finding: `sigmoid({cal['a']} * logit + {cal['b']})`, Platt "
         f"scaling fitted on {cal.get('fitted_on', 0)} held-out candidates of the "
         "leave-one-patient-out folds: the fraction of candidates with that score that lay "
-        "on a reader-marked nodule or a boxed tumour. Not a probability of malignancy.",
+        "on a reader-marked nodule or a boxed tumour. A coarse calibration: the held-out "
+        "candidates of three patients held only 4 positives. Not a probability of "
+        "malignancy.",
         "",
         "## Training data (all three real chest CTs with expert marks in ../shared/data)",
         "",
