@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,13 @@ def add_training_parsers(sub: Any) -> None:
         "(LIDC-IDRI-0001, LIDC-IDRI-0002, A0001); prints one row per patient.",
     )
     ev.add_argument("task", choices=TASK_CHOICES)
-    ev.add_argument("--bundle", type=Path, default=None, help="bundle folder")
+    ev.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="bundle folder (lesions: a pipeline bundle, or a lung-ct lesion filter bundle "
+        "made by medvision train lesions, measured as lung-ct's lesion stage)",
+    )
     ev.add_argument(
         "--pipeline",
         default=None,
@@ -135,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medvision.training._evaluate import evaluate
 
-    if args.task == "lesions" and args.bundle is None:
+    if args.task == "lesions" and (args.bundle is None or is_filter_bundle(args.bundle)):
         return cmd_evaluate_lesions(args)
     if args.bundle is None:
         print(f"medvision evaluate {args.task}: --bundle is required", file=sys.stderr)
@@ -163,6 +170,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_filter_bundle(folder: Path) -> bool:
+    """A lung-ct lesion filter bundle (``medvision train lesions``), not a pipeline."""
+    meta = folder / "configs" / "metadata.json"
+    return meta.is_file() and "medvision_filter" in json.loads(meta.read_text())
+
+
 def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
     """``evaluate lesions``: the per-patient table of any pipeline, or of a bundle folder."""
     from medvision.pipelines import Pipeline, get
@@ -170,8 +183,13 @@ def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
     from medvision.training._lesion_eval import HEADER, evaluate_lesions, format_row, format_table
 
     pipeline: Pipeline
+    chosen_filter = None
     try:
-        if args.bundle is not None:
+        if args.bundle is not None and is_filter_bundle(args.bundle):
+            # A lesion filter bundle is a stage of lung-ct: measure lung-ct with it.
+            pipeline = get(args.pipeline or "lung-ct")
+            chosen_filter = str(args.bundle.resolve())
+        elif args.bundle is not None:
             from medvision.pipelines.bundle import BundlePipeline
 
             pipeline = BundlePipeline(args.bundle, device=None)
@@ -183,17 +201,26 @@ def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
         return 2
     print(f"lesions: {pipeline.name} {pipeline.version}; one row per patient as it ends")
     print(HEADER)
-    figures = evaluate_lesions(
-        pipeline,
-        cases,
-        on_row=lambda row: print(format_row(row), flush=True),
-        run_refused=args.run_refused,
-    )
+    before = os.environ.get("MEDVISION_LESION_FILTER")
+    if chosen_filter:
+        os.environ["MEDVISION_LESION_FILTER"] = chosen_filter
+    try:
+        figures = evaluate_lesions(
+            pipeline,
+            cases,
+            on_row=lambda row: print(format_row(row), flush=True),
+            run_refused=args.run_refused,
+        )
+    finally:
+        if before is None:
+            os.environ.pop("MEDVISION_LESION_FILTER", None)
+        else:
+            os.environ["MEDVISION_LESION_FILTER"] = before
     print()
     print(format_table(figures))
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
-    if args.write_card and args.bundle is not None:
+    if args.write_card and args.bundle is not None and not is_filter_bundle(args.bundle):
         from medvision.training._card import lesion_card
 
         (args.bundle / "docs").mkdir(exist_ok=True)

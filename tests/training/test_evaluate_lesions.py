@@ -58,3 +58,27 @@ def test_evaluate_classical_pipeline_on_lidc(tmp_path: Path, capsys) -> None:
 def test_evaluate_refuses_unknown_case(capsys) -> None:
     assert main(["evaluate", "lesions", "--case", "LIDC-IDRI-9999"]) == 2
     assert "Unknown case" in capsys.readouterr().err
+
+
+def test_evaluate_a_filter_bundle_that_is_not_installed(tmp_path: Path, capsys) -> None:
+    """``--bundle`` with a lesion filter bundle measures lung-ct with *that* filter: one
+    whose threshold no score reaches keeps no lesion, where the installed one hits all 11
+    boxed slices of A0001."""
+    from dataclasses import replace
+
+    from medvision.pipelines.lung_ct._filter import build_network
+    from medvision.training._lesion_bundle import write_filter_bundle
+    from medvision.training._lesion_filter_train import FilterHP
+
+    bundle = write_filter_bundle(
+        build_network(), tmp_path / "f", replace(FilterHP(), threshold=1.01), None
+    )
+    out = tmp_path / "figures.json"
+    args = ["evaluate", "lesions", "--bundle", str(bundle), "--case", "A0001"]
+    assert main([*args, "--json-out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["cases"]
+    assert (row["findings"], row["hits"], row["targets"]) == (0, 0, 11)
+    assert "lung-ct" in capsys.readouterr().out
+    import os
+
+    assert os.environ.get("MEDVISION_LESION_FILTER") != str(bundle.resolve())  # restored

@@ -7,6 +7,9 @@
 * Without it (or with ``MEDVISION_LESION_FILTER=off``): the classical rules
   (:func:`find_lesions`) and their heuristic confidence, as in lung-ct 1.1.0.
 
+``MEDVISION_LESION_FILTER=/path/to/bundle`` uses that filter bundle instead of the installed
+one (how ``medvision evaluate lesions --bundle`` measures a filter that is not installed).
+
 The filter is loaded once per process (on CUDA with AMP where present).
 """
 
@@ -46,8 +49,11 @@ class StageInfo:
 
 
 def filter_root() -> Path | None:
-    if os.environ.get("MEDVISION_LESION_FILTER", "").lower() in ("off", "0", "no"):
+    choice = os.environ.get("MEDVISION_LESION_FILTER", "")
+    if choice.lower() in ("off", "0", "no"):
         return None
+    if choice and Path(choice).is_dir():
+        return Path(choice)
     from medvision.pipelines.lung_ct._filter import find_filter
 
     return find_filter()
