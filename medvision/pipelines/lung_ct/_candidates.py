@@ -29,9 +29,15 @@ import numpy as np
 from scipy import ndimage
 
 from medvision.dicom import Volume
-from medvision.pipelines.lung_ct._lesions import Candidate, confidence, features, find_lesions
+from medvision.pipelines.lung_ct._lesions import (
+    Candidate,
+    confidence,
+    features,
+    find_lesions,
+    lung_envelopes,
+)
 from medvision.pipelines.lung_ct._lungs import LungMasks
-from medvision.pipelines.lung_ct._morph import close_fill_2d, open_2d
+from medvision.pipelines.lung_ct._morph import open_2d
 from medvision.pipelines.lung_ct._params import LungParams
 
 
@@ -86,21 +92,27 @@ def sensitive_params(p: LungParams) -> LungParams:
 
 def find_candidates(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Crop]:
     """Solid and ground-glass candidates, solid first, largest first within each."""
-    found = find_lesions(volume, lungs, sensitive_params(p))
+    envelopes = lung_envelopes(volume, lungs, p)
+    found = find_lesions(volume, lungs, sensitive_params(p), envelopes)
     taken = np.zeros(volume.shape, dtype=bool)
     solid = []
     while found:
         c = found.pop(0)
         taken |= c.mask
         solid.append(crop_of(c, "solid"))
-    return solid + ground_glass(volume, lungs, p, taken)
+    return solid + ground_glass(volume, lungs, p, taken, envelopes)
 
 
-def ground_glass(volume: Volume, lungs: LungMasks, p: LungParams, taken: np.ndarray) -> list[Crop]:
+def ground_glass(
+    volume: Volume,
+    lungs: LungMasks,
+    p: LungParams,
+    taken: np.ndarray,
+    envelopes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Crop]:
     """Ground-glass candidates that do not touch ``taken`` (the solid candidates)."""
     pixel = (volume.spacing[1], volume.spacing[0])
-    env_left = close_fill_2d(lungs.left, p.envelope_close_mm, pixel)
-    env_right = close_fill_2d(lungs.right, p.envelope_close_mm, pixel)
+    env_left, env_right = envelopes or lung_envelopes(volume, lungs, p)
     env = env_left | env_right
     if not env.any():
         return []
