@@ -139,3 +139,16 @@ def test_train_lesions_refuses_an_unknown_patient(tmp_path: Path, capsys) -> Non
     args = ["train", "lesions", "--fold", "LIDC-IDRI-9999", "--work-dir", str(tmp_path)]
     assert main(args) == 2
     assert "Unknown case" in capsys.readouterr().err
+
+
+def test_training_is_reproducible(tmp_path: Path) -> None:
+    """The same seed and data give the same weights (one CPU thread, as the recipe runs)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4, 32, 32, 32)).astype(np.float16)
+    y = np.array([1, 0] * 4, np.int8)
+    hp = replace(FilterHP(), steps=2, batch=4)
+    a = train_network(x, y, hp, tmp_path / "a.ckpt.pt", lambda m: None).state_dict()
+    b = train_network(x, y, hp, tmp_path / "b.ckpt.pt", lambda m: None).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
