@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One run on a lent GPU machine (issue #4 item 6): the brainchop tests on the GPU (mindgrab
 # included), bench/inference.py on the GPU (AMP off and on) and on the same machine's CPU,
-# then, with the time left, `medvision train lesions` on the GPU and its evaluation.
+# then, with the time left, `medvision train lesions-unet` (the first, voxel-wise lesion UNet) on the GPU and its evaluation.
 #
 # The device has torch but not MONAI, pydicom, highdicom, nibabel or pyjpegls, no internet,
 # and no ../shared/data. Before calling it, prepare in the repository root (both ignored
@@ -115,7 +115,7 @@ stage "train lesions with a loop budget of $BUDGET s"
 if [[ " $STAGES " == *" train "* ]] && { [ "$BUDGET" -ge 60 ] || [ -n "${REHEARSE:-}" ]; }; then
     W=/tmp/train-lesions
     MEDVISION_TRAIN_WORKERS=$(nproc) MEDVISION_TRAIN_THREADS=$(nproc) \
-        timeout $((BUDGET + 60)) $PY /tmp/medvision_cmd.py train lesions "${TRAIN[@]}" \
+        timeout $((BUDGET + 60)) $PY /tmp/medvision_cmd.py train lesions-unet "${TRAIN[@]}" \
         --time-budget "$BUDGET" --work-dir $W --out $W/bundle/lung_lesions_ct_unet \
         >"$OUT/train.txt" 2>&1
     echo "train rc=$?" | tee -a "$OUT/summary.txt"

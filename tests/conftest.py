@@ -28,7 +28,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 #: input; ``MEDVISION_TEST_POSTGRES_URL``, ``MEDVISION_CHROMIUM``, ``MEDVISION_OHIF_SHOTS``,
 #: ``MEDVISION_SLOW_TESTS`` ...) and are kept.
 USER_SETTINGS = frozenset(f"MEDVISION_{name.upper()}" for name in Settings.model_fields) | {
-    "MEDVISION_MODELS_DIR"
+    "MEDVISION_MODELS_DIR",
+    "MEDVISION_LESION_FILTER",
 }
 
 

@@ -47,8 +47,12 @@ def algorithm_device_uid(algorithm: AlgorithmInfo) -> str:
     """
     return generate_uid(
         prefix=_UID_PREFIX,
-        entropy_srcs=["medvision-algorithm", algorithm.name, algorithm.version,
-                      algorithm.weights_sha256],
+        entropy_srcs=[
+            "medvision-algorithm",
+            algorithm.name,
+            algorithm.version,
+            algorithm.weights_sha256,
+        ],
     )
 
 
@@ -61,7 +65,8 @@ def algorithm_equipment(algorithm: AlgorithmInfo) -> hd.ContributingEquipment:
         software_versions=truncate(algorithm.version, 64),
         contribution_description=truncate(
             f"{algorithm.family} algorithm {algorithm.name} {algorithm.version}, "
-            f"weights sha256 {algorithm.weights_sha256}", 1024
+            f"weights sha256 {algorithm.weights_sha256}",
+            1024,
         ),
     )
     item.DeviceUID = algorithm_device_uid(algorithm)

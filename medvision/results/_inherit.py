@@ -86,8 +86,10 @@ def _inherited_attribute_types(sop_class_uid: str) -> dict[str, str]:
 
 def _valid_code_item(item: Dataset) -> bool:
     value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
-    return bool(value) and bool(item.get("CodeMeaning")) and (
-        bool(item.get("CodingSchemeDesignator")) or bool(item.get("URNCodeValue"))
+    return (
+        bool(value)
+        and bool(item.get("CodeMeaning"))
+        and (bool(item.get("CodingSchemeDesignator")) or bool(item.get("URNCodeValue")))
     )
 
 

@@ -173,7 +173,8 @@ def build_seg(
         seg.InstitutionName = truncate(device.institution_name, 64)
     logger.info(
         "Built SEG with %d segment(s) and %d frame(s)",
-        len(findings.items), int(seg.NumberOfFrames),
+        len(findings.items),
+        int(seg.NumberOfFrames),
     )
     return seg
 

@@ -87,20 +87,24 @@ def _measurements(
             images = [hd.sr.SourceImageForMeasurement.from_source_image(image, frames)]
         for name, value in ((c.LONG_AXIS, m.long_axis_mm), (c.SHORT_AXIS, m.short_axis_mm)):
             if value is not None:
-                out.append(hd.sr.Measurement(
-                    name=name, value=float(value), unit=c.UNIT_MM, referenced_images=images
-                ))
+                out.append(
+                    hd.sr.Measurement(
+                        name=name, value=float(value), unit=c.UNIT_MM, referenced_images=images
+                    )
+                )
     algorithm = findings.algorithm
-    out.append(hd.sr.Measurement(
-        name=c.CONFIDENCE,
-        value=float(finding.confidence),
-        unit=c.UNIT_FRACTION,
-        algorithm_id=hd.sr.AlgorithmIdentification(
-            name=algorithm.name,
-            version=algorithm.version,
-            parameters=[f"confidence_method={finding.confidence_method}"],
-        ),
-    ))
+    out.append(
+        hd.sr.Measurement(
+            name=c.CONFIDENCE,
+            value=float(finding.confidence),
+            unit=c.UNIT_FRACTION,
+            algorithm_id=hd.sr.AlgorithmIdentification(
+                name=algorithm.name,
+                version=algorithm.version,
+                parameters=[f"confidence_method={finding.confidence_method}"],
+            ),
+        )
+    )
     return out
 
 
@@ -117,9 +121,7 @@ def _group(
             sop_class_uid=seg.SOPClassUID,
             sop_instance_uid=seg.SOPInstanceUID,
             segment_number=finding.number,
-            source_series=hd.sr.SourceSeriesForSegmentation(
-                findings.volume.series_instance_uid
-            ),
+            source_series=hd.sr.SourceSeriesForSegmentation(findings.volume.series_instance_uid),
         ),
         finding_type=c.coded(label.type),
         finding_category=c.coded(label.category),
@@ -169,10 +171,9 @@ def _no_finding_group(
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(name=concept, value=c.PRESENT if p else c.ABSENT)
             for concept, p in statements
-        ] or [hd.sr.QualitativeEvaluation(name=c.LESION, value=c.ABSENT)],
-        source_images=[
-            hd.sr.SourceImageForMeasurementGroup.from_source_image(h) for h in ordered
-        ],
+        ]
+        or [hd.sr.QualitativeEvaluation(name=c.LESION, value=c.ABSENT)],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(h) for h in ordered],
     )
 
 
@@ -189,12 +190,21 @@ def _library_images(headers: list[Dataset]) -> list[Dataset]:
 #: The header attributes behind highdicom's TID 1602-1604 descriptors other than the image
 #: position: images that agree on all of them share one Image Library Group.
 _GROUP_KEYS = (
-    "SOPClassUID", "Modality", "FrameOfReferenceUID", "Rows", "Columns", "PixelSpacing",
-    "SliceThickness", "SpacingBetweenSlices", "ImageOrientationPatient",
-    "ImagerPixelSpacing", "PatientOrientation",
+    "SOPClassUID",
+    "Modality",
+    "FrameOfReferenceUID",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "ImageOrientationPatient",
+    "ImagerPixelSpacing",
+    "PatientOrientation",
 )
 _POSITION = frozenset(
-    code.value for code in (
+    code.value
+    for code in (
         codes.DCM.ImagePositionPatientX,
         codes.DCM.ImagePositionPatientY,
         codes.DCM.ImagePositionPatientZ,
@@ -230,17 +240,22 @@ def _image_library(headers: list[Dataset]) -> hd.sr.ContainerContentItem:
             name=codes.DCM.ImageLibraryGroup,
             relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
         )
-        group.ContentSequence = hd.sr.ContentSequence([
-            item for item in hd.sr.ImageLibraryEntryDescriptors(members[0])
-            if item.name.value not in _POSITION
-        ])
+        group.ContentSequence = hd.sr.ContentSequence(
+            [
+                item
+                for item in hd.sr.ImageLibraryEntryDescriptors(members[0])
+                if item.name.value not in _POSITION
+            ]
+        )
         for header in members:
-            group.ContentSequence.append(hd.sr.ImageContentItem(
-                name=_LIBRARY_ENTRY,
-                referenced_sop_class_uid=header.SOPClassUID,
-                referenced_sop_instance_uid=header.SOPInstanceUID,
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-            ))
+            group.ContentSequence.append(
+                hd.sr.ImageContentItem(
+                    name=_LIBRARY_ENTRY,
+                    referenced_sop_class_uid=header.SOPClassUID,
+                    referenced_sop_instance_uid=header.SOPInstanceUID,
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                )
+            )
         library.ContentSequence.append(group)
     return library
 

@@ -175,10 +175,14 @@ def lesion_card(bundle: Path, figures: dict[str, Any] | None) -> str:
     if figures is None:
         lines.append("Not measured yet: run `medvision evaluate lesions --bundle <this folder>`.")
     else:
-        lines.append(
-            f"{figures['boxed_slices_hit']}/{figures['boxed_slices']} boxed slices hit "
-            f"({figures['hit_fraction']:.0%}), {figures['false_positives']} false positives "
-            f"per scan ({figures['components']} components). Target: >= 80 % at <= 3 FP. "
-            "Reproduce: `medvision evaluate lesions --bundle models/lung_lesions_ct_unet`."
-        )
+        from medvision.training._lesion_eval import format_table
+
+        lines += [
+            "Measured with `medvision evaluate lesions --bundle <this folder>` on the three "
+            "real chest CTs (per patient):",
+            "",
+            "```",
+            format_table(figures),
+            "```",
+        ]
     return "\n".join(lines) + "\n"

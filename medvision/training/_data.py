@@ -160,7 +160,12 @@ LESION_VALUE = 3
 
 
 def add_lesions(
-    hu: np.ndarray, lung: np.ndarray, sp: np.ndarray, rng: np.random.Generator, count: int
+    hu: np.ndarray,
+    lung: np.ndarray,
+    sp: np.ndarray,
+    rng: np.random.Generator,
+    count: int,
+    diameters_mm: tuple[float, float] = (5.0, 70.0),
 ) -> np.ndarray:
     """Paint ``count`` lung lesions into ``hu`` (before noise) and return their mask.
 
@@ -171,6 +176,7 @@ def add_lesions(
     with a one-voxel partial-volume ramp, a smooth internal texture, and is kept inside the
     lung dilated by 2 mm (a juxta-pleural lesion abuts the wall; beyond it, it would be
     invisible against muscle and must not be labelled). The mask is coverage >= 1/2.
+    ``sp`` is the spacing in array order (k, j, i); ``diameters_mm`` the log-uniform range.
     """
     shape = np.array(hu.shape)
     idx = np.argwhere(lung)
@@ -180,7 +186,7 @@ def add_lesions(
     grow = max(1, int(round(2.0 / float(sp.min()))))
     allowed = ndimage.binary_dilation(lung, iterations=grow)
     for _ in range(count):
-        diameter = float(np.exp(rng.uniform(np.log(5.0), np.log(70.0))))
+        diameter = float(np.exp(rng.uniform(*np.log(diameters_mm))))
         centre = idx[rng.integers(len(idx))].astype(float)
         r = diameter / 2.0
         cover = np.zeros(hu.shape, np.float32)

@@ -1,4 +1,6 @@
-"""``medvision evaluate lungs|lesions --bundle DIR``: the accuracy figures of the model cards.
+"""``medvision evaluate lungs --bundle DIR``: the accuracy figures of the lung model cards.
+
+(``evaluate lesions`` takes any pipeline: :mod:`medvision.training._lesion_eval`.)
 
 Why through the bundle runtime: the number published must be the one a user gets, so the
 test volumes go through exactly the code the node runs (``BundleRuntime.predict``: the
@@ -91,70 +93,9 @@ def evaluate_lungs(bundle: Path) -> dict[str, Any]:
     }
 
 
-def read_boxes(annotations: Path) -> dict[str, list[tuple[int, int, int, int]]]:
-    """Radiologists' boxes per SOPInstanceUID: ``(xmin, ymin, xmax, ymax)`` in pixels."""
-    import xml.etree.ElementTree as ET
-
-    boxes: dict[str, list[tuple[int, int, int, int]]] = {}
-    for xml in sorted(annotations.glob("*.xml")):
-        root = ET.parse(xml).getroot()
-        for obj in root.iter("bndbox"):
-            box = tuple(int(float(obj.findtext(t, "0"))) for t in ("xmin", "ymin", "xmax", "ymax"))
-            boxes.setdefault(xml.stem, []).append(box)  # type: ignore[arg-type]
-    return boxes
-
-
-def score_lesions(
-    mask: np.ndarray, sop_uids: tuple[str, ...], boxes: dict[str, list[tuple[int, int, int, int]]]
-) -> dict[str, Any]:
-    """Boxed slices hit (the mask overlaps a box on that slice) and false positives (3-D
-    26-connected components of the mask that overlap no box on any slice)."""
-    from scipy import ndimage
-
-    boxed = [(k, b) for k, uid in enumerate(sop_uids) for b in boxes.get(uid, [])]
-    in_box = np.zeros(mask.shape, bool)
-    for k, (x0, y0, x1, y1) in boxed:
-        in_box[k, y0 : y1 + 1, x0 : x1 + 1] = True
-    hit_slices = {k for k, (x0, y0, x1, y1) in boxed if mask[k, y0 : y1 + 1, x0 : x1 + 1].any()}
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
-    touching = set(np.unique(labels[in_box & mask]).tolist()) - {0}
-    return {
-        "boxed_slices": len({k for k, _ in boxed}),
-        "boxed_slices_hit": len(hit_slices),
-        "components": int(n),
-        "false_positives": int(n - len(touching)),
-    }
-
-
-def evaluate_lesions(bundle: Path) -> dict[str, Any]:
-    """Lesion detection on the real chest CT A0001 (the lesion *test* set)."""
-    from medvision.dicom import load_series, scan
-    from medvision.findings import FindingKind
-    from medvision.pipelines.bundle import read_spec
-    from medvision.pipelines.bundle._runtime import BundleRuntime
-
-    case = shared_data() / "ct" / "lung-pet-ct-dx-A0001"
-    series = max(
-        (s for st in scan(case / "series-5mm") for s in st.series), key=lambda s: len(s.files)
-    )
-    vol = load_series(series)
-    spec = read_spec(bundle / "pipeline.yaml")
-    values = [ls.value for ls in spec.labels if ls.label.kind == FindingKind.LESION]
-    pred = BundleRuntime(bundle, device="cpu").predict([vol]).labels
-    result = score_lesions(
-        np.isin(pred, values), vol.sop_instance_uids, read_boxes(case / "annotations")
-    )
-    result["hit_fraction"] = round(result["boxed_slices_hit"] / max(1, result["boxed_slices"]), 3)
-    return {
-        "task": "lesions",
-        "bundle": str(bundle),
-        "case": "lung-pet-ct-dx-A0001/series-5mm",
-    } | result
-
-
 def evaluate(task: str, bundle: Path) -> dict[str, Any]:
     if task == "lungs":
         return evaluate_lungs(bundle)
     if task == "lesions":
-        return evaluate_lesions(bundle)
+        raise NotImplementedError("evaluate lesions: see medvision.training._lesion_eval")
     raise NotImplementedError(f"evaluate {task}: not implemented yet (see docs/accuracy.md)")

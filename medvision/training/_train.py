@@ -108,8 +108,10 @@ LESION_LABELS: dict[int, dict[str, Any]] = {
     },
 }
 
-TASKS["lesions"] = TaskSpec(
-    task="lesions",
+#: The first lesion model (a voxel-wise UNet on synthetic chests), kept reproducible; the
+#: default lesion stage is now the learned filter (``medvision train lesions``).
+TASKS["lesions-unet"] = TaskSpec(
+    task="lesions-unet",
     bundle="lung_lesions_ct_unet",
     pipeline="lung-lesions-ct-unet",
     version="0.1.0",

@@ -91,24 +91,6 @@ def test_evaluate_refuses_non_bundle(tmp_path: Path) -> None:
     assert main(["evaluate", "lungs", "--bundle", str(tmp_path)]) == 2
 
 
-def test_lesion_score_counts_hits_and_false_positives() -> None:
-    """The A0001 lesion metric: a boxed slice is hit when the mask overlaps its box; a 3-D
-    component overlapping no box is one false positive."""
-    from medvision.training._evaluate import score_lesions
-
-    mask = np.zeros((4, 20, 20), bool)
-    mask[1:3, 2:5, 2:5] = True  # overlaps the boxes on slices 1 and 2
-    mask[0, 15:18, 15:18] = True  # elsewhere: a false positive
-    boxes = {"b": [(3, 3, 8, 8)], "c": [(3, 3, 8, 8)], "d": [(10, 10, 12, 12)]}
-    result = score_lesions(mask, ("a", "b", "c", "d"), boxes)
-    assert result == {
-        "boxed_slices": 3,
-        "boxed_slices_hit": 2,
-        "components": 2,
-        "false_positives": 1,
-    }
-
-
 def test_keep_inside_body_zeroes_lung_outside_the_patient() -> None:
     """Air outside the body is never lung: its lung probability goes to background."""
     import torch

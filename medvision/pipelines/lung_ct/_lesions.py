@@ -61,12 +61,20 @@ CONFIDENCE_METHOD = (
 )
 
 
-def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candidate]:
-    """Lesion candidates, largest first."""
+def find_lesions(
+    volume: Volume,
+    lungs: LungMasks,
+    p: LungParams,
+    envelopes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[Candidate]:
+    """Lesion candidates, largest first.
+
+    ``envelopes`` = (left, right) from :func:`lung_envelopes` when the caller already has
+    them (the learned filter's generator uses them twice); computed here otherwise.
+    """
     pixel = (volume.spacing[1], volume.spacing[0])
     lung = lungs.left | lungs.right
-    env_left = close_fill_2d(lungs.left, p.envelope_close_mm, pixel)
-    env_right = close_fill_2d(lungs.right, p.envelope_close_mm, pixel)
+    env_left, env_right = envelopes or lung_envelopes(volume, lungs, p)
     solid = volume.array >= p.solid_hu
     min_ml = p.min_lesion_ml(volume.spacing[2])
     cores = open_2d((env_left | env_right) & solid & ~lung, p.open_small_mm, pixel)
@@ -143,6 +151,17 @@ def find_lesions(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Candid
     return out
 
 
+def lung_envelopes(
+    volume: Volume, lungs: LungMasks, p: LungParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each lung closed slice by slice with a disk of ``envelope_close_mm``, holes filled."""
+    pixel = (volume.spacing[1], volume.spacing[0])
+    return (
+        close_fill_2d(lungs.left, p.envelope_close_mm, pixel),
+        close_fill_2d(lungs.right, p.envelope_close_mm, pixel),
+    )
+
+
 def features(part: np.ndarray, box: tuple[slice, ...], volume: Volume) -> dict[str, float]:
     """Size, HU and shape of a component given as a mask cropped to its bounding box."""
     si, sj, sk = volume.spacing
@@ -217,5 +236,6 @@ __all__ = [
     "features",
     "find_lesions",
     "is_diaphragm_dome",
+    "lung_envelopes",
     "passes_rules",
 ]

@@ -19,9 +19,9 @@ from medvision.findings import (
 )
 from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
 from medvision.pipelines.lung_ct._accept import accept_series
-from medvision.pipelines.lung_ct._lesions import CONFIDENCE_METHOD, find_lesions
 from medvision.pipelines.lung_ct._lungs import segment_lungs
 from medvision.pipelines.lung_ct._params import LungParams
+from medvision.pipelines.lung_ct._stage import find_lesion_findings, stage_info
 
 # SNOMED CT codes. pydicom's codedict has Lung, Anatomical Structure, Morphologically
 # Abnormal Structure and Lesion; it lacks the lateral lungs, whose concept ids are those of
@@ -82,12 +82,18 @@ class LungCT(Pipeline):
 
     @property
     def algorithm(self) -> AlgorithmInfo:
+        # With the learned lesion filter installed, its bundle and weights' digest are part
+        # of the parameters (and the family is AI); without it, the rules alone.
+        info = stage_info()
+        parameters = self.params.as_strings()
+        if info is not None:
+            parameters["lesion_filter"] = f"{info.name} {info.version} sha256:{info.sha256}"
         return AlgorithmInfo(
             name=self.name,
             version=self.version,
             weights_sha256=self.params.sha256(),
-            parameters=self.params.as_strings(),
-            family="classical",
+            parameters=parameters,
+            family="classical" if info is None else "AI",
         )
 
     def accepts(self, series: SeriesInfo) -> Acceptance:
@@ -106,7 +112,7 @@ class LungCT(Pipeline):
                 f"at least {p.min_lungs_total_ml:g} mL needed; is this a chest CT?"
             )
         progress("lesions", 0.4)
-        candidates = find_lesions(volume, lungs, p)
+        candidates, lesion_method = find_lesion_findings(volume, lungs, p)
         progress("measurements", 0.85)
 
         items: list[Finding] = []
@@ -115,7 +121,12 @@ class LungCT(Pipeline):
             (RIGHT_LUNG_LABEL, lungs.right, "Right lung"),
         ):
             if mask.any():
-                items.append(self._finding(len(items) + 1, label, mask, name, volume, 1.0, None))
+                items.append(
+                    self._finding(
+                        len(items) + 1, label, mask, name, volume, 1.0, None,
+                        ORGAN_CONFIDENCE_METHOD,
+                    )
+                )
         thickness = slice_thickness(volume)
         thick = thickness > p.full_confidence_slice_mm + 1e-3
         flags = (QualityFlag.THICK_SLICES,) if thick else ()
@@ -131,6 +142,7 @@ class LungCT(Pipeline):
                     volume,
                     confidence,
                     side,
+                    lesion_method,
                     flags,
                 )
             )
@@ -153,6 +165,7 @@ class LungCT(Pipeline):
         volume: Volume,
         confidence: float,
         site: Code | None,
+        confidence_method: str,
         flags: tuple[QualityFlag, ...] = (),
     ) -> Finding:
         lesion = label.kind is FindingKind.LESION
@@ -167,7 +180,7 @@ class LungCT(Pipeline):
             ),
             measurements=measure(mask, volume, lesion=lesion),
             confidence=confidence,
-            confidence_method=CONFIDENCE_METHOD if lesion else ORGAN_CONFIDENCE_METHOD,
+            confidence_method=confidence_method,
             site=site,
             flags=flags,
         )
