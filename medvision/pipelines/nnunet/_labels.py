@@ -17,7 +17,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 #: Mapping files shipped with medvision, tried in this order.
-SHIPPED = (HERE / "totalsegmentator_total.yaml",)
+SHIPPED = (HERE / "totalsegmentator_total.yaml", HERE / "totalsegmentator_lung.yaml")
 #: Private coding scheme of labels with no known code (DICOM: designators starting "99").
 NO_CODE_SCHEME = "99MEDVISION"
 ANATOMICAL_STRUCTURE = {"value": "91723000", "scheme": "SCT", "meaning": "Anatomical Structure"}

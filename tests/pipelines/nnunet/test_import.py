@@ -20,6 +20,7 @@ from medvision.pipelines.nnunet import (
     import_nnunet,
     shipped_mapping,
 )
+from medvision.pipelines.nnunet._labels import SHIPPED, read_mapping
 from tests.test_cli import medvision
 
 FIXTURE = (
@@ -74,8 +75,10 @@ def test_unknown_label_gets_the_flagged_no_code_default(tmp_path: Path) -> None:
 
 
 def test_shipped_totalsegmentator_mapping_is_consistent() -> None:
+    total = read_mapping(SHIPPED[0])
+    assert len(total) == 117
     mapping = shipped_mapping()
-    assert len(mapping) == 117
+    assert set(total) < set(mapping)  # the lung tasks' labels too, no name redefined
     seen: dict[tuple, str] = {}
     for name, entry in mapping.items():
         if entry.get("code") == "none":
