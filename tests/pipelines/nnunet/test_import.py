@@ -6,6 +6,7 @@ These tests need no nnU-Net install: importing copies files and writes ``pipelin
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -133,3 +134,23 @@ def test_totalsegmentator_task_imports_from_a_weights_folder(tmp_path: Path) -> 
     assert missing.returncode == 2
     assert "no weights for dataset(s) 291, 292, 293, 294, 295" in missing.stderr
     assert "totalseg_download_weights -t total" in missing.stderr
+
+
+def test_run_without_nnunet_installed_says_how_to_install(tmp_path: Path, monkeypatch) -> None:
+    from tests.pipelines.nnunet.synthetic import AXIAL, write_series
+
+    # Hide nnunetv2 whether or not it is installed: a package of that name that fails.
+    shim = tmp_path / "shim" / "nnunetv2"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    paths = [str(shim.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    models = tmp_path / "models"
+    import_nnunet(FIXTURE, models)
+    series, _, _ = write_series(AXIAL, tmp_path / "study")
+    out = tmp_path / "out"
+    result = medvision(
+        "run", str(series), "--out", str(out), "--pipeline", "nnunet-tinyspheres", models=models
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "pip install 'medvision[nnunet]'" in result.stderr

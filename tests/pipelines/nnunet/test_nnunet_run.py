@@ -14,6 +14,7 @@ Skipped only when nnU-Net v2 is not installed (``pip install 'medvision[nnunet]'
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -102,3 +103,29 @@ def test_medvision_run_equals_nnunet_predictor(layout: Layout, models: Path, tmp
     k, j, i = np.nonzero(ours == 1)
     centre = affine @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
     assert centre[0] > 5.0
+
+
+def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> None:
+    """A label missing from the mapping gets the private coding and a quality flag."""
+    mapping = tmp_path / "labels.yaml"
+    mapping.write_text("labels:\n  kidney_left: {type: [64033007, Kidney], laterality: left}\n")
+    models = tmp_path / "models"
+    imported = medvision(
+        "models", "import", "nnunet", str(FIXTURE), "--labels", str(mapping), models=models
+    )
+    assert imported.returncode == 0, imported.stderr
+    series, _, _ = write_series(AXIAL, tmp_path / "study")
+    out = tmp_path / "out"
+    result = medvision("run", str(series), "--out", str(out), "--pipeline", NAME, models=models)
+    assert result.returncode == 0, result.stderr
+    [folder] = list(out.glob(f"*/{NAME}"))
+    findings = json.loads((folder / "findings.json").read_text())
+    assert any(
+        f.startswith("kidney_right: no SNOMED CT code") for f in findings["quality_flags"]
+    ), findings["quality_flags"]
+    seg = hd.seg.segread(folder / "seg.dcm")
+    types = {
+        s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator
+        for s in seg.SegmentSequence
+    }
+    assert types == {"kidney_left": "SCT", "kidney_right": "99MEDVISION"}
