@@ -11,7 +11,9 @@ back (see ``_orient``), so the label map lies on the source grid voxel for voxel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,7 +82,19 @@ class NnunetRuntime:
             raise PipelineError(f"nnU-Net model {self.root.name}: checkpoint(s) missing: {absent}.")
         digest = hashlib.sha256("".join(sha256_file(p) for p in paths).encode()).hexdigest()
         self.weights = Weights(digest if len(paths) > 1 else sha256_file(paths[0]), False, paths)
-        self.predictor = nnUNetPredictor(
+        with contextlib.redirect_stdout(io.StringIO()):  # its CPU notice is not for our users
+            self.predictor = self._predictor(nnUNetPredictor, settings)
+        try:
+            self.predictor.initialize_from_trained_model_folder(
+                str(self.model_dir),
+                use_folds=tuple(int(f) if f.isdigit() else f for f in self.folds),
+                checkpoint_name=self.checkpoint,
+            )
+        except Exception as exc:  # nnU-Net raises many kinds; the user needs one line
+            raise PipelineError(f"nnU-Net model {self.root.name} does not load: {exc}") from exc
+
+    def _predictor(self, cls: Any, settings: Mapping[str, Any]) -> Any:
+        return cls(
             tile_step_size=float(settings.get("tile_step_size", 0.5)),
             use_gaussian=True,
             use_mirroring=bool(settings.get("use_mirroring", True)),
@@ -90,14 +104,6 @@ class NnunetRuntime:
             verbose_preprocessing=False,
             allow_tqdm=False,
         )
-        try:
-            self.predictor.initialize_from_trained_model_folder(
-                str(self.model_dir),
-                use_folds=tuple(int(f) if f.isdigit() else f for f in self.folds),
-                checkpoint_name=self.checkpoint,
-            )
-        except Exception as exc:  # nnU-Net raises many kinds; the user needs one line
-            raise PipelineError(f"nnU-Net model {self.root.name} does not load: {exc}") from exc
 
     def predict(
         self,
@@ -142,18 +148,27 @@ class NnunetRuntime:
         report("post-processing", 1.0)
         return NnunetPrediction(labels=labels, confidence=confidence)
 
-    def _confidence(self, logits: Any) -> dict[int, float]:
+    def _confidence(self, logits: Any, chunk: int = 8) -> dict[int, float]:
+        """Mean winning softmax probability per label, a few network slices at a time.
+
+        Chunked because the softmax of all logits at once would add another copy of the
+        largest array of the run (classes x network grid) in float32.
+        """
         import torch
 
         manager = self.predictor.label_manager
         if manager.has_regions:
             return {}
+        n = int(logits.shape[0])
+        sums = torch.zeros(n, dtype=torch.float64)
+        counts = torch.zeros(n, dtype=torch.float64)
         with torch.inference_mode():
-            probabilities = manager.apply_inference_nonlin(logits)
-            best, chosen = probabilities.max(dim=0)
-            sums = torch.bincount(chosen.ravel(), weights=best.ravel().double())
-            counts = torch.bincount(chosen.ravel())
-        return {int(v): float(sums[v] / counts[v]) for v in range(1, len(counts)) if counts[v] > 0}
+            for start in range(0, int(logits.shape[1]), chunk):
+                part = manager.apply_inference_nonlin(logits[:, start : start + chunk])
+                best, chosen = part.float().max(dim=0)
+                sums += torch.bincount(chosen.ravel(), weights=best.ravel().double(), minlength=n)
+                counts += torch.bincount(chosen.ravel(), minlength=n).double()
+        return {v: float(sums[v] / counts[v]) for v in range(1, n) if counts[v] > 0}
 
 
 __all__ = ["INSTALL_HINT", "NnunetPrediction", "NnunetRuntime", "Weights", "pick_device"]
