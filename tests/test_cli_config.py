@@ -163,7 +163,13 @@ def test_serve_prints_one_start_up_line(node_config: Path, tmp_path: Path) -> No
     )
     try:
         assert proc.stdout is not None
+        # At a node's very first start it also warns, once, that it made the audit
+        # checkpoint key (docs/audit.md: back it up); nothing else comes before the line.
         first = proc.stdout.readline()
+        before = []
+        while first and not first.startswith("medvision node "):
+            before.append(first)
+            first = proc.stdout.readline()
         port = tomllib.loads(node_config.read_text())["http_port"]
         # SIGTERM once uvicorn serves (its handler is installed by then).
         wait_for("/health", lambda: http_json(f"http://127.0.0.1:{port}/health"), 60)
@@ -175,6 +181,7 @@ def test_serve_prints_one_start_up_line(node_config: Path, tmp_path: Path) -> No
             proc.kill()
             proc.wait()
     assert first.startswith("medvision node MEDVISION listening on DICOM port "), first
+    assert len(before) <= 1 and all("created the audit checkpoint key" in b for b in before), before
     assert first.rstrip().endswith(f"data in {tmp_path / 'data'}")
     assert rest == "", rest
     assert (tmp_path / "data" / "medvision.db").is_file()

@@ -40,6 +40,7 @@ def _load_builtins() -> None:
     from medvision.pipelines import lung_ct  # noqa: F401
 
     _load_bundles()
+    _load_nnunet()
 
 
 def _load_bundles() -> None:
@@ -59,6 +60,21 @@ def _load_bundles() -> None:
             continue
         _BUNDLES.add(name)
         register(name, lambda r=root, s=spec_path: BundlePipeline(r, s))
+
+
+def _load_nnunet() -> None:
+    """Register every imported nnU-Net model folder (``medvision models import nnunet``).
+
+    Only ``pipeline.yaml`` is read here; nnU-Net itself (the optional extra) loads on the
+    first run, so a node without it still lists the model and refuses it with a clear error.
+    """
+    from medvision.pipelines.nnunet import NnunetPipeline, find_nnunet_pipelines
+
+    for name, (root, spec_path) in find_nnunet_pipelines().items():
+        if name in _FACTORIES and name not in _BUNDLES:
+            continue
+        _BUNDLES.add(name)
+        register(name, lambda r=root, s=spec_path: NnunetPipeline(r, s))
 
 
 __all__ = ["available", "get", "register"]

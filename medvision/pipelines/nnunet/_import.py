@@ -1,0 +1,224 @@
+"""``medvision models import nnunet RESULTS_DIR``: an nnU-Net v2 trained model as a pipeline.
+
+nnU-Net writes (and TotalSegmentator ships) a trained model as one folder:
+``dataset.json`` (label names, channels), ``plans.json`` (pre-processing, network) and
+``fold_*/checkpoint_final.pth``. The import copies exactly those files, unchanged, into
+``<models>/<name>/nnunet/`` so that nnU-Net's own predictor loads them at run time, and
+writes what nnU-Net does not say: ``pipeline.yaml`` (which DICOM series the model accepts,
+SNOMED CT codes for its labels, the array orientation it was trained on) and a model card
+with the source files' SHA-256 digests. Weights stay outside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medvision._hashing import sha256_file
+from medvision.pipelines.nnunet._labels import label_entry, read_mapping, shipped_mapping
+from medvision.pipelines.nnunet._orient import check_code
+
+CHECKPOINT = "checkpoint_final.pth"
+_MR_NAMES = re.compile(r"^(MR|MRI|T1|T2|FLAIR|ADC|DWI|T1C|T1CE|T2W|T1W|PD)", re.IGNORECASE)
+
+
+def default_out_dir() -> Path:
+    """The user's model folder (``MEDVISION_MODELS_DIR`` or ``~/.cache/medvision/models``)."""
+    from medvision.pipelines.bundle import user_models_dir
+
+    return user_models_dir()
+
+
+def available_folds(results: Path, checkpoint: str = CHECKPOINT) -> list[str]:
+    """Folds with a checkpoint: ``0``, ``1``, ... and ``all``, in nnU-Net's naming."""
+    folds = [p.name[len("fold_") :] for p in results.glob("fold_*") if (p / checkpoint).is_file()]
+    return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
+
+def _modality(dataset: dict[str, Any]) -> str:
+    channels = dataset.get("channel_names") or dataset.get("modality") or {}
+    if len(channels) != 1:
+        raise ValueError(
+            f"The model takes {len(channels)} input channels ({', '.join(channels.values())}); "
+            "only single-series nnU-Net models can be imported so far."
+        )
+    name = str(next(iter(channels.values())))
+    if name.upper() == "CT":
+        return "CT"
+    if _MR_NAMES.match(name):
+        return "MR"
+    raise ValueError(f"Cannot tell the modality of input channel {name!r}; pass --modality.")
+
+
+def _default_name(results: Path, dataset: dict[str, Any]) -> str:
+    raw = (
+        results.parent.name
+        if results.parent.name.startswith("Dataset")
+        else str(dataset.get("name") or results.name)
+    )
+    raw = re.sub(r"^Dataset\d+_", "", raw)
+    slug = re.sub(r"[^a-z0-9._-]+", "-", raw.lower()).strip("-._")
+    return f"nnunet-{slug or 'model'}"
+
+
+def _target_spacing(plans: dict[str, Any], configuration: str) -> list[float]:
+    cfg = plans.get("configurations", {}).get(configuration, {})
+    return [float(s) for s in cfg.get("spacing", [])]
+
+
+def import_nnunet(
+    results: Path,
+    out_dir: Path,
+    *,
+    name: str | None = None,
+    folds: Sequence[str] | None = None,
+    checkpoint: str = CHECKPOINT,
+    orientation: str = "RAS",
+    modality: str | None = None,
+    body_parts: Sequence[str] = (),
+    max_slice_thickness_mm: float | None = None,
+    mapping: Path | None = None,
+    licence: str | None = None,
+) -> Path:
+    """Copy the model under ``out_dir/<name>`` with its ``pipeline.yaml``; return that folder."""
+    results, out_dir = Path(results), Path(out_dir)
+    for needed in ("dataset.json", "plans.json"):
+        if not (results / needed).is_file():
+            raise FileNotFoundError(f"{results / needed} not found: not an nnU-Net results folder.")
+    repo = Path(__file__).resolve().parents[3]
+    if out_dir.resolve().is_relative_to(repo):
+        raise ValueError(
+            f"Refusing to write model weights into the repository ({out_dir}); "
+            "choose a folder outside it (default ~/.cache/medvision/models)."
+        )
+    found = available_folds(results, checkpoint)
+    chosen = [str(f) for f in folds] if folds else found
+    missing = [f for f in chosen if f not in found]
+    if not chosen or missing:
+        raise FileNotFoundError(
+            f"No {checkpoint} for fold(s) {', '.join(missing) or '(any)'} under {results}; "
+            f"found: {', '.join(found) or 'none'}."
+        )
+    dataset = json.loads((results / "dataset.json").read_text())
+    plans = json.loads((results / "plans.json").read_text())
+    name = name or _default_name(results, dataset)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
+        raise ValueError(
+            f"--name must be lower-case letters, digits, '.', '_' or '-', got {name!r}."
+        )
+    modality = (modality or _modality(dataset)).upper()
+    orientation = check_code(orientation)
+    configuration = results.name.split("__")[-1] if "__" in results.name else "3d_fullres"
+    labels = _labels(dataset, read_mapping(mapping) if mapping else shipped_mapping())
+
+    target = out_dir / name
+    model = target / "nnunet"
+    if model.exists():
+        shutil.rmtree(model)
+    model.mkdir(parents=True)
+    sources = [results / "dataset.json", results / "plans.json"]
+    for f in ("dataset.json", "plans.json"):
+        shutil.copyfile(results / f, model / f)
+    for fold in chosen:
+        (model / f"fold_{fold}").mkdir()
+        src = results / f"fold_{fold}" / checkpoint
+        shutil.copyfile(src, model / f"fold_{fold}" / checkpoint)
+        sources.append(src)
+    spacing = _target_spacing(plans, configuration)
+    thickness = max_slice_thickness_mm or max([5.0, *(2.0 * s for s in spacing)])
+    spec = {
+        "name": name,
+        "description": f"nnU-Net v2 model {results.parent.name}/{results.name} "
+        f"({len(labels)} labels), imported by medvision.",
+        "model_card": "docs/README.md",
+        "inputs": [
+            {
+                "key": "image",
+                "modality": modality,
+                **({"body_parts": [b.upper() for b in body_parts]} if body_parts else {}),
+                "min_slices": 10,
+                "max_slice_thickness_mm": round(float(thickness), 2),
+            }
+        ],
+        "labels": labels,
+        "explain": {"tta_passes": 0},
+        "nnunet": {
+            "folder": "nnunet",
+            "configuration": configuration,
+            "folds": chosen,
+            "checkpoint": checkpoint,
+            "orientation": orientation,
+            "use_mirroring": True,
+            "tile_step_size": 0.5,
+        },
+    }
+    (target / "pipeline.yaml").write_text(
+        "# Written by `medvision models import nnunet`; see docs/models.md.\n"
+        + yaml.safe_dump(spec, sort_keys=False)
+    )
+    (target / "docs").mkdir(exist_ok=True)
+    if (results / "LICENSE").is_file():
+        shutil.copyfile(results / "LICENSE", target / "LICENSE")
+    (target / "docs" / "README.md").write_text(
+        _card(results, name, chosen, sources, labels, spacing, orientation, licence)
+    )
+    return target
+
+
+def _labels(dataset: dict[str, Any], mapping: dict[str, dict[str, Any]]) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    for label_name, value in (dataset.get("labels") or {}).items():
+        if isinstance(value, list | tuple):  # region-based models: not a plain label map
+            raise ValueError(
+                f"Label {label_name!r} is a region ({value}); region-based nnU-Net models are "
+                "not supported yet."
+            )
+        if int(value) == 0:
+            continue
+        out[int(value)] = label_entry(str(label_name), int(value), mapping)
+    if not out:
+        raise ValueError("dataset.json names no foreground label.")
+    return dict(sorted(out.items()))
+
+
+def _card(
+    results: Path,
+    name: str,
+    folds: list[str],
+    sources: list[Path],
+    labels: dict[int, Any],
+    spacing: list[float],
+    orientation: str,
+    licence: str | None,
+) -> str:
+    rows = "\n".join(f"| `{p.relative_to(results)}` | `{sha256_file(p)}` |" for p in sources)
+    uncoded = [v["name"] for v in labels.values() if v.get("coded") is False]
+    return f"""# {name}: nnU-Net v2 model imported by medvision
+
+**Source**: `{results}` (nnU-Net results folder `{results.parent.name}/{results.name}`),
+folds {", ".join(folds)}. **Licence**: {licence or "as stated by the model's publisher"}.
+The weights are third-party (or the site's own) and are not part of medvision.
+
+| source file | sha256 |
+| --- | --- |
+{rows}
+
+**Run**: nnU-Net's own `nnUNetPredictor` in process (CUDA when present, else CPU), on the
+series re-ordered (permutations and flips only, no resampling) to `{orientation}` voxel axes
+as nnU-Net was trained; nnU-Net resamples to its target spacing {spacing} mm and back, and
+the label map is re-ordered back onto the source grid voxel for voxel.
+
+**Labels**: {len(labels)}; without a SNOMED CT code (private 99MEDVISION coding, flagged in
+every result that contains them): {", ".join(uncoded) or "none"}.
+
+**Intended use**: research; not a medical device, not for diagnosis.
+"""
+
+
+__all__ = ["CHECKPOINT", "available_folds", "default_out_dir", "import_nnunet"]

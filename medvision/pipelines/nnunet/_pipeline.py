@@ -1,0 +1,148 @@
+"""An imported nnU-Net v2 model folder as a medvision :class:`~medvision.pipelines.Pipeline`.
+
+It is a :class:`~medvision.pipelines.bundle.BundlePipeline` in everything a user sees: the
+same ``pipeline.yaml`` acceptance rules, findings, measurements, quality flags, SEG/SR
+writers and audit records. Only the runtime differs (nnU-Net's own predictor instead of a
+MONAI bundle's configs), and labels that have no SNOMED CT code raise a quality flag
+whenever they appear. Building the object reads YAML only; nnU-Net loads on the first run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydicom.uid import generate_uid
+
+from medvision.dicom import Volume
+from medvision.findings import AlgorithmInfo, Finding, FindingKind, Findings, measure
+from medvision.pipelines._contract import Progress, no_progress
+from medvision.pipelines.bundle import BundlePipeline
+from medvision.pipelines.bundle._pipeline import _components
+from medvision.pipelines.bundle._spec import LabelSpec, SpecError, read_spec
+from medvision.pipelines.nnunet._labels import is_uncoded
+
+logger = logging.getLogger(__name__)
+
+CONFIDENCE_METHOD = (
+    "mean nnU-Net softmax probability of the label where nnU-Net chose it (network grid)"
+)
+
+
+def is_nnunet_folder(folder: Path) -> bool:
+    return (folder / "pipeline.yaml").is_file() and (folder / "nnunet" / "plans.json").is_file()
+
+
+class NnunetPipeline(BundlePipeline):
+    """``pipeline.yaml`` (with its ``nnunet:`` section) plus nnU-Net's own files."""
+
+    def __init__(self, root: Path, spec_path: Path | None = None, *, device: str | None = None):
+        root = Path(root)
+        spec_path = Path(spec_path or root / "pipeline.yaml")
+        super().__init__(root, read_spec(spec_path), device=device)
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
+        settings = raw.get("nnunet")
+        if not isinstance(settings, dict) or not settings.get("folds"):
+            raise SpecError(f"{spec_path}: an nnU-Net pipeline needs 'nnunet:' with 'folds'.")
+        self.settings: Mapping[str, Any] = settings
+
+    def runtime(self) -> Any:
+        if self._runtime is None:
+            from medvision.pipelines.nnunet._runtime import NnunetRuntime
+
+            self._runtime = NnunetRuntime(self.root, self.settings, device=self._device)
+        return self._runtime
+
+    def run_multi(
+        self, volumes: Mapping[str, Volume], progress: Progress = no_progress
+    ) -> Findings:
+        findings = super().run_multi(volumes, progress)
+        uncoded = sorted({f.label.name for f in findings.items if is_uncoded(f.label.type.scheme)})
+        if not uncoded:
+            return findings
+        flags = [
+            f"{name}: no SNOMED CT code known for this label (private code)" for name in uncoded
+        ]
+        return dataclasses.replace(findings, quality_flags=(*findings.quality_flags, *flags))
+
+    def _algorithm(self, runtime: Any, passes: int) -> AlgorithmInfo:
+        return AlgorithmInfo(
+            name=self.name,
+            version=self.version,
+            weights_sha256=runtime.weights.sha256,
+            parameters={
+                "runtime": "nnunetv2 nnUNetPredictor",
+                "configuration": str(self.settings.get("configuration", "")),
+                "folds": ",".join(str(f) for f in self.settings.get("folds", ())),
+                "orientation": str(self.settings.get("orientation", "RAS")),
+                "use_mirroring": str(bool(self.settings.get("use_mirroring", True))),
+                "device": str(runtime.device),
+            },
+        )
+
+    def _findings(self, prediction: Any, volume: Volume) -> list[Finding]:
+        items: list[Finding] = []
+        voxel_ml = volume.voxel_volume_mm3 / 1000.0
+        for spec in self.spec.labels:
+            mask = prediction.labels == spec.value
+            if not mask.any():
+                continue
+            parts = (
+                [mask]
+                if spec.label.kind is FindingKind.ORGAN
+                else _components(mask, int(np.ceil(self.spec.min_volume_ml / voxel_ml)))
+            )
+            for n, part in enumerate(parts, start=1):
+                if part.sum() * voxel_ml < self.spec.min_volume_ml:
+                    continue
+                items.append(self._nn_finding(len(items) + 1, spec, part, n, prediction, volume))
+        return items
+
+    def _nn_finding(
+        self,
+        number: int,
+        spec: LabelSpec,
+        mask: np.ndarray,
+        n: int,
+        prediction: Any,
+        volume: Volume,
+    ) -> Finding:
+        lesion = spec.label.kind is FindingKind.LESION
+        return Finding(
+            number=number,
+            label=spec.label,
+            mask=mask,
+            tracking_id=f"{spec.label.name} {n}" if lesion else spec.label.name,
+            tracking_uid=generate_uid(),
+            measurements=measure(mask, volume, lesion=lesion),
+            confidence=float(np.clip(prediction.confidence.get(spec.value, 0.0), 0.0, 1.0)),
+            confidence_method=CONFIDENCE_METHOD,
+        )
+
+
+def find_nnunet_pipelines(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path]]:
+    """Pipeline name -> (folder, pipeline.yaml) for every imported nnU-Net model found."""
+    from medvision.pipelines.bundle import model_dirs
+
+    found: dict[str, tuple[Path, Path]] = {}
+    for base in dirs if dirs is not None else model_dirs():
+        if not base.is_dir():
+            continue
+        for child in sorted(base.iterdir()):
+            if not is_nnunet_folder(child):
+                continue
+            try:
+                spec = read_spec(child / "pipeline.yaml")
+            except SpecError as exc:
+                logger.warning("nnU-Net model %s skipped: %s", child, exc)
+                continue
+            found[spec.name] = (child, child / "pipeline.yaml")
+    return found
+
+
+__all__ = ["CONFIDENCE_METHOD", "NnunetPipeline", "find_nnunet_pipelines", "is_nnunet_folder"]

@@ -1,0 +1,174 @@
+"""Run an imported nnU-Net v2 model in process with nnU-Net's own predictor.
+
+Everything that decides a voxel's label is nnU-Net's code: its pre-processing (crop,
+normalisation, resampling to the plan's spacing), its sliding-window ``nnUNetPredictor``
+(Gaussian weighting, mirroring, fold ensemble) and its resampling of the logits back to the
+input's shape. These are the same calls ``nnUNetPredictor.predict_single_npy_array`` makes,
+split only so the logits can also give each label's confidence. medvision's part is the
+exact re-ordering of the DICOM volume into the array layout the model was trained on, and
+back (see ``_orient``), so the label map lies on the source grid voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvision._hashing import sha256_file
+from medvision.dicom import Volume
+from medvision.errors import PipelineError
+from medvision.pipelines.nnunet._orient import reorientation
+
+INSTALL_HINT = (
+    "nnU-Net v2 is not installed; install medvision's extra: pip install 'medvision[nnunet]'"
+)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The checkpoints used: one digest over every fold's file, in fold order."""
+
+    sha256: str
+    untrained: bool
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class NnunetPrediction:
+    """nnU-Net's label map on the source grid (``[k, j, i]``) and per-label confidence."""
+
+    labels: np.ndarray
+    #: Label value -> mean softmax probability of that label where nnU-Net chose it, on the
+    #: network's grid (nnU-Net never resamples probabilities unless asked to).
+    confidence: dict[int, float] = field(default_factory=dict)
+    uncertainty: None = None
+    passes: int = 1
+
+
+def pick_device(requested: str | None = None) -> Any:
+    import torch
+
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class NnunetRuntime:
+    """One imported model folder, loaded once into an ``nnUNetPredictor``."""
+
+    def __init__(self, root: Path, settings: Mapping[str, Any], device: str | None = None) -> None:
+        try:
+            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        except ImportError as exc:
+            raise PipelineError(f"{INSTALL_HINT} ({exc}).") from None
+        os.environ.setdefault("nnUNet_compile", "false")
+        self.root = Path(root)
+        self.model_dir = self.root / str(settings.get("folder", "nnunet"))
+        self.folds = tuple(str(f) for f in settings.get("folds") or ())
+        self.checkpoint = str(settings.get("checkpoint", "checkpoint_final.pth"))
+        self.orientation = str(settings.get("orientation", "RAS"))
+        self.device = pick_device(device)
+        paths = tuple(self.model_dir / f"fold_{f}" / self.checkpoint for f in self.folds)
+        absent = [str(p) for p in paths if not p.is_file()]
+        if not paths or absent:
+            raise PipelineError(f"nnU-Net model {self.root.name}: checkpoint(s) missing: {absent}.")
+        digest = hashlib.sha256("".join(sha256_file(p) for p in paths).encode()).hexdigest()
+        self.weights = Weights(digest if len(paths) > 1 else sha256_file(paths[0]), False, paths)
+        with contextlib.redirect_stdout(io.StringIO()):  # its CPU notice is not for our users
+            self.predictor = self._predictor(nnUNetPredictor, settings)
+        try:
+            self.predictor.initialize_from_trained_model_folder(
+                str(self.model_dir),
+                use_folds=tuple(int(f) if f.isdigit() else f for f in self.folds),
+                checkpoint_name=self.checkpoint,
+            )
+        except Exception as exc:  # nnU-Net raises many kinds; the user needs one line
+            raise PipelineError(f"nnU-Net model {self.root.name} does not load: {exc}") from exc
+
+    def _predictor(self, cls: Any, settings: Mapping[str, Any]) -> Any:
+        return cls(
+            tile_step_size=float(settings.get("tile_step_size", 0.5)),
+            use_gaussian=True,
+            use_mirroring=bool(settings.get("use_mirroring", True)),
+            perform_everything_on_device=self.device.type == "cuda",
+            device=self.device,
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
+
+    def predict(
+        self,
+        volumes: Sequence[Volume],
+        *,
+        tta_passes: int = 0,
+        flip_axes: Sequence[int] = (0, 1, 2),
+        progress: Callable[[str, float], None] | None = None,
+    ) -> NnunetPrediction:
+        """nnU-Net's prediction for ``volumes[0]`` (single-channel models), on its grid."""
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
+
+        report = progress or (lambda stage, fraction: None)
+        volume = volumes[0]
+        turn = reorientation(volume.direction, volume.spacing, self.orientation)
+        image = turn.forward(volume.array)[None].astype(np.float32)
+        properties = {"spacing": list(turn.spacing)}
+        p = self.predictor
+        report("pre-processing", 0.0)
+        adapter = PreprocessAdapterFromNpy(
+            [image], [None], [properties], [None], p.plans_manager, p.dataset_json,
+            p.configuration_manager, num_threads_in_multithreaded=1, verbose=False,
+        )  # fmt: skip
+        data = next(adapter)
+        report("inference", 0.1)
+        logits = p.predict_logits_from_preprocessed_data(data["data"]).cpu()
+        report("post-processing", 0.85)
+        confidence = self._confidence(logits)
+        labels = convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits, p.plans_manager, p.configuration_manager, p.label_manager,
+            data["data_properties"], return_probabilities=False,
+        )  # fmt: skip
+        del logits
+        labels = turn.backward(np.asarray(labels)).astype(np.int16)
+        if labels.shape != volume.shape:
+            raise PipelineError(
+                f"nnU-Net output {labels.shape} is not the source grid {volume.shape}."
+            )
+        report("post-processing", 1.0)
+        return NnunetPrediction(labels=labels, confidence=confidence)
+
+    def _confidence(self, logits: Any, chunk: int = 8) -> dict[int, float]:
+        """Mean winning softmax probability per label, a few network slices at a time.
+
+        Chunked because the softmax of all logits at once would add another copy of the
+        largest array of the run (classes x network grid) in float32.
+        """
+        import torch
+
+        manager = self.predictor.label_manager
+        if manager.has_regions:
+            return {}
+        n = int(logits.shape[0])
+        sums = torch.zeros(n, dtype=torch.float64)
+        counts = torch.zeros(n, dtype=torch.float64)
+        with torch.inference_mode():
+            for start in range(0, int(logits.shape[1]), chunk):
+                part = manager.apply_inference_nonlin(logits[:, start : start + chunk])
+                best, chosen = part.float().max(dim=0)
+                sums += torch.bincount(chosen.ravel(), weights=best.ravel().double(), minlength=n)
+                counts += torch.bincount(chosen.ravel(), minlength=n).double()
+        return {v: float(sums[v] / counts[v]) for v in range(1, n) if counts[v] > 0}
+
+
+__all__ = ["INSTALL_HINT", "NnunetPrediction", "NnunetRuntime", "Weights", "pick_device"]

@@ -1,0 +1,131 @@
+"""Issue 13 item 4: an nnU-Net v2 model through ``medvision run`` equals nnU-Net's own answer.
+
+The tiny model (trained once by nnU-Net's own planner and trainer, see
+tests/fixtures/nnunet/make_tiny_nnunet.py) is imported with ``medvision models import
+nnunet`` and run with ``medvision run`` on synthetic CT series stored axially, axially with
+rows flipped, and sagittally. The reference is what a site gets from nnU-Net alone, the way
+TotalSegmentator feeds it: the DICOM series read by SimpleITK, made RAS-canonical by nibabel,
+predicted by ``nnUNetPredictor`` from the file. Our SEG, read back with highdicom and put on
+the source grid, must equal it voxel for voxel, and the patient's left sphere must be labelled
+kidney_left.
+
+Skipped only when nnU-Net v2 is not installed (``pip install 'medvision[nnunet]'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.pipelines.nnunet.synthetic import AXIAL, ROWS_FLIPPED, SAGITTAL, Layout, write_series
+from tests.pipelines.nnunet.test_import import FIXTURE
+from tests.test_cli import medvision
+
+pytest.importorskip("nnunetv2", reason="nnU-Net v2 not installed: pip install 'medvision[nnunet]'")
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+NAME = "nnunet-tinyspheres"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    result = medvision("models", "import", "nnunet", str(FIXTURE), models=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def nnunet_reference(series: Path, work: Path) -> nib.Nifti1Image:
+    """nnU-Net's own prediction for a DICOM series, as a site would run it."""
+    os.environ.setdefault("nnUNet_compile", "false")
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    sitk.WriteImage(reader.Execute(), str(work / "series.nii.gz"))
+    canonical = nib.as_closest_canonical(nib.load(work / "series.nii.gz"))
+    nib.save(canonical, work / "case_0000.nii.gz")
+    (work / "pred").mkdir()
+    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(FIXTURE), use_folds=(0,))
+    predictor.predict_from_files_sequential(
+        [[str(work / "case_0000.nii.gz")]], str(work / "pred"), save_probabilities=False,
+        overwrite=True, folder_with_segs_from_prev_stage=None,
+    )  # fmt: skip
+    return nib.load(work / "pred" / "case.nii.gz")
+
+
+def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.ndarray:
+    """Our SEG read back by highdicom: model label values, ``[slice, row, column]``."""
+    seg = hd.seg.segread(seg_path)
+    value = {"kidney_left": 1, "kidney_right": 2}
+    out = np.zeros((layout.slices, layout.rows, layout.columns), np.uint8)
+    for item in seg.SegmentSequence:
+        pixels = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids,
+            segment_numbers=[item.SegmentNumber],
+            ignore_spatial_locations=True,
+            assert_missing_frames_are_empty=True,
+        )[..., 0]
+        out[pixels > 0] = value[item.SegmentLabel]
+    return out
+
+
+@pytest.mark.parametrize("layout", [AXIAL, ROWS_FLIPPED, SAGITTAL], ids=lambda x: x.name)
+def test_medvision_run_equals_nnunet_predictor(layout: Layout, models: Path, tmp_path: Path):
+    series, uids, affine = write_series(layout, tmp_path / "study")
+    out = tmp_path / "out"
+    result = medvision("run", str(series), "--out", str(out), "--pipeline", NAME, models=models)
+    assert result.returncode == 0, result.stderr
+    [seg_path] = list(out.glob(f"*/{NAME}/seg.dcm"))
+
+    ours = seg_on_source_grid(seg_path, uids, layout)
+    ours_image = nib.Nifti1Image(ours.transpose(2, 1, 0), LPS_TO_RAS @ affine)
+    ours_canonical = nib.as_closest_canonical(ours_image)
+    work = tmp_path / "nnunet"
+    work.mkdir()
+    reference = nnunet_reference(series, work)
+
+    assert np.allclose(ours_canonical.affine, reference.affine, atol=1e-3)
+    expected = np.asarray(reference.dataobj).astype(np.uint8)
+    assert set(np.unique(expected)) == {0, 1, 2}  # the model finds both spheres
+    assert np.array_equal(np.asarray(ours_canonical.dataobj), expected)
+
+    # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0).
+    k, j, i = np.nonzero(ours == 1)
+    centre = affine @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
+    assert centre[0] > 5.0
+
+
+def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> None:
+    """A label missing from the mapping gets the private coding and a quality flag."""
+    mapping = tmp_path / "labels.yaml"
+    mapping.write_text("labels:\n  kidney_left: {type: [64033007, Kidney], laterality: left}\n")
+    models = tmp_path / "models"
+    imported = medvision(
+        "models", "import", "nnunet", str(FIXTURE), "--labels", str(mapping), models=models
+    )
+    assert imported.returncode == 0, imported.stderr
+    series, _, _ = write_series(AXIAL, tmp_path / "study")
+    out = tmp_path / "out"
+    result = medvision("run", str(series), "--out", str(out), "--pipeline", NAME, models=models)
+    assert result.returncode == 0, result.stderr
+    [folder] = list(out.glob(f"*/{NAME}"))
+    findings = json.loads((folder / "findings.json").read_text())
+    assert any(
+        f.startswith("kidney_right: no SNOMED CT code") for f in findings["quality_flags"]
+    ), findings["quality_flags"]
+    seg = hd.seg.segread(folder / "seg.dcm")
+    types = {
+        s.SegmentLabel: s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator
+        for s in seg.SegmentSequence
+    }
+    assert types == {"kidney_left": "SCT", "kidney_right": "99MEDVISION"}
