@@ -195,6 +195,7 @@ class Indexer:
         self._claims: dict[str, list] = {}
         self._claims_lock = threading.Lock()
         self._conn: Connection | None = None
+        self._last_unchecked_warning = -1e9
 
     def claim(self, item: Received) -> tuple[str, str] | None:
         """Reserve ``item``'s SOP Instance UID for its study and series before it is spooled.
@@ -205,13 +206,23 @@ class Indexer:
         SOP Instance UID) cannot hold, so the SCP refuses it. The index is asked once per
         new UID; instances acknowledged but not yet indexed are known from the claims,
         which :meth:`_write` drops once the index has them. A failed store gives its claim
-        back with :meth:`release`. Raises what the database raises when it cannot be read.
+        back with :meth:`release`. When the database cannot be read the UID is not checked
+        (see the comment below): the node keeps receiving through a database outage.
         """
         place = (item.study_instance_uid, item.series_instance_uid)
         with self._claims_lock:
             claim = self._claims.get(item.sop_instance_uid)
             if claim is None:
-                indexed = self._indexed_place(item.sop_instance_uid)
+                try:
+                    indexed = self._indexed_place(item.sop_instance_uid)
+                except Exception as err:
+                    # The database is away (a restart, a failover): the spool still answers
+                    # Success (it needs no database; docs/node.md), so the check is skipped
+                    # for this UID. In-flight claims still catch racing associations; an
+                    # instance that does turn out to be held in another study is left out
+                    # of the index when it is written (logged by _index_batch).
+                    indexed = None
+                    self._warn_unchecked(err)
                 if indexed is not None and indexed != place:
                     return indexed
                 self._claims[item.sop_instance_uid] = [place, 1]
@@ -220,6 +231,15 @@ class Indexer:
                 return claim[0]
             claim[1] += 1
             return None
+
+    def _warn_unchecked(self, err: Exception) -> None:
+        now = time.monotonic()
+        if now - self._last_unchecked_warning >= 60.0:  # one line a minute, not one per C-STORE
+            self._last_unchecked_warning = now
+            LOG.warning(
+                "index unavailable (%s): storing without the duplicate SOP Instance UID check",
+                type(err).__name__,
+            )
 
     def release(self, item: Received) -> None:
         """Give back a claim whose store failed (or, from :meth:`_write`, was indexed)."""

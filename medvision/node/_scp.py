@@ -271,10 +271,7 @@ class StorageSCP:
             return self._refuse(event, stats, CANNOT_UNDERSTAND, str(err))
         except Exception as err:  # undecodable dataset from the peer
             return self._refuse(event, stats, CANNOT_UNDERSTAND, f"cannot decode dataset: {err}")
-        try:
-            held = self.indexer.claim(item)
-        except Exception as err:  # the index cannot be read: we cannot tell, the peer retries
-            return self._refuse(event, stats, OUT_OF_RESOURCES, f"index unavailable: {err}")
+        held = self.indexer.claim(item)  # never raises: without a database it cannot check
         if held is not None:
             return self._conflict(event, stats, item, held)
         try:

@@ -51,7 +51,9 @@ def _assemble(db: Database, settings: Settings, folder: Path) -> tuple[Study, li
     """Spool ``folder`` as one received study, let it go quiet, run the assembler."""
     uid = study_uid(folder)
     shutil.copytree(folder, settings.spool_dir / uid)
-    item = Received(uid, f"{uid}.1", f"{uid}.1.1", "1.2.840.10008.5.1.4.1.1.2", "PACS", "::1")
+    # Short series/SOP UIDs of our own: the real study UID + ".1.1" would pass 64 characters,
+    # which PostgreSQL's VARCHAR(64) refuses.
+    item = Received(uid, "2.25.1", "2.25.1.1", "1.2.840.10008.5.1.4.1.1.2", "PACS", "::1")
     index_instance(db, item, StoredFile(f"{uid}/x.dcm", 1, "0" * 64, created=True))
     with db.session() as session:
         study = session.scalars(select(Study)).one()
