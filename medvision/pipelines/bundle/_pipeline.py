@@ -172,17 +172,21 @@ class BundlePipeline(Pipeline):
                 f"{self.name}: output grid {prediction.labels.shape} is not the source grid "
                 f"{volume.shape}."
             )
+        return self._label_findings(prediction, volume)
+
+    def _label_findings(self, prediction: Any, volume: Volume) -> list[Finding]:
+        """One finding per organ label, one per connected part of a lesion label.
+
+        Shared with the nnU-Net pipeline: only :meth:`_check_label` and :meth:`_finding`
+        differ between runtimes (what a prediction holds besides its label map).
+        """
         items: list[Finding] = []
         voxel_ml = volume.voxel_volume_mm3 / 1000.0
         for spec in self.spec.labels:
             mask = prediction.labels == spec.value
             if not mask.any():
                 continue
-            if spec.channel >= prediction.probabilities.shape[0]:
-                raise PipelineError(
-                    f"{self.name}: label {spec.value} reads probability channel {spec.channel}, "
-                    f"the bundle gives {prediction.probabilities.shape[0]}."
-                )
+            self._check_label(spec, prediction)
             parts = (
                 [mask]
                 if spec.label.kind is FindingKind.ORGAN
@@ -193,6 +197,14 @@ class BundlePipeline(Pipeline):
                     continue
                 items.append(self._finding(len(items) + 1, spec, part, n, prediction, volume))
         return items
+
+    def _check_label(self, spec: LabelSpec, prediction: Any) -> None:
+        """A present label must have its probability channel in the bundle's output."""
+        if spec.channel >= prediction.probabilities.shape[0]:
+            raise PipelineError(
+                f"{self.name}: label {spec.value} reads probability channel {spec.channel}, "
+                f"the bundle gives {prediction.probabilities.shape[0]}."
+            )
 
     def _finding(
         self,

@@ -23,7 +23,6 @@ from medvision.dicom import Volume
 from medvision.findings import AlgorithmInfo, Finding, FindingKind, Findings, measure
 from medvision.pipelines._contract import Progress, no_progress
 from medvision.pipelines.bundle import BundlePipeline
-from medvision.pipelines.bundle._pipeline import _components
 from medvision.pipelines.bundle._spec import LabelSpec, SpecError, read_spec
 from medvision.pipelines.nnunet._labels import is_uncoded
 
@@ -86,24 +85,12 @@ class NnunetPipeline(BundlePipeline):
         )
 
     def _findings(self, prediction: Any, volume: Volume) -> list[Finding]:
-        items: list[Finding] = []
-        voxel_ml = volume.voxel_volume_mm3 / 1000.0
-        for spec in self.spec.labels:
-            mask = prediction.labels == spec.value
-            if not mask.any():
-                continue
-            parts = (
-                [mask]
-                if spec.label.kind is FindingKind.ORGAN
-                else _components(mask, int(np.ceil(self.spec.min_volume_ml / voxel_ml)))
-            )
-            for n, part in enumerate(parts, start=1):
-                if part.sum() * voxel_ml < self.spec.min_volume_ml:
-                    continue
-                items.append(self._nn_finding(len(items) + 1, spec, part, n, prediction, volume))
-        return items
+        return self._label_findings(prediction, volume)
 
-    def _nn_finding(
+    def _check_label(self, spec: LabelSpec, prediction: Any) -> None:
+        """nnU-Net gives a confidence per label value, no probability channels to check."""
+
+    def _finding(
         self,
         number: int,
         spec: LabelSpec,
