@@ -35,14 +35,16 @@ from pydicom import Dataset
 from medvision.errors import ResultError
 from medvision.findings import Finding, FindingKind, Findings, axis_endpoints
 from medvision.results import _codes as c
-from medvision.results._device import DeviceInfo, algorithm_equipment
+from medvision.results._device import DeviceInfo
 from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
 from medvision.results._sr import (
     _algorithm_id,
+    _comprehensive_sr,
     _image_library,
     _insert_before_measurements,
     _library_images,
     _observation_context,
+    _stamp_device,
 )
 
 logger = logging.getLogger(__name__)
@@ -148,7 +150,6 @@ def build_planar_sr(
         raise ResultError("The volume carries no source headers; cannot reference the source.")
     check_same_study(cleaned)
     headers = {str(h.SOPInstanceUID): h for h in cleaned}
-    algorithm = findings.algorithm
     try:
         built = [_group(f, findings, headers) for f in lesions]
         groups = [group for group, _ in built]
@@ -161,28 +162,11 @@ def build_planar_sr(
         library_images = _library_images(images)
         if library_images:
             _insert_before_measurements(report, _image_library(library_images))
-        note = c.generated_by(algorithm)
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=images,
-            content=report[0],
-            series_instance_uid=hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=device.manufacturer,
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
-            institution_name=device.institution_name,
-            contributing_equipment=[algorithm_equipment(algorithm)],
-            series_description=c.truncate(f"{algorithm.name} axes SR ({note})", 64),
-        )
+        sr = _comprehensive_sr(images, report, findings, series_number, device, "axes SR")
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ResultError(f"Could not build the planar SR: {reason}") from exc
-    sr.ManufacturerModelName = device.model_name
-    sr.SoftwareVersions = device.software_version
-    sr.DeviceSerialNumber = device.serial_number
+    _stamp_device(sr, device)
     logger.info("Built planar SR with %d lesion(s)", len(groups))
     return sr
 

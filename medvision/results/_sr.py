@@ -283,6 +283,42 @@ def _declare_private_scheme(sr: Dataset) -> None:
 
 
 @no_phi_warnings()
+def _comprehensive_sr(
+    evidence: list[Dataset],
+    report: hd.sr.MeasurementReport,
+    findings: Findings,
+    series_number: int,
+    device: DeviceInfo,
+    kind: str,
+) -> hd.sr.Comprehensive3DSR:
+    """The SR document around ``report``; shared by the full and the planar (OHIF) SR so
+    both carry the same status, equipment and description rules."""
+    algorithm = findings.algorithm
+    note = c.generated_by(algorithm)
+    return hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=report[0],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=device.manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        institution_name=device.institution_name,
+        contributing_equipment=[algorithm_equipment(algorithm)],
+        series_description=c.truncate(f"{algorithm.name} {kind} ({note})", 64),
+    )
+
+
+def _stamp_device(sr: Dataset, device: DeviceInfo) -> None:
+    """The device attributes highdicom's constructor does not take."""
+    sr.ManufacturerModelName = device.model_name
+    sr.SoftwareVersions = device.software_version
+    sr.DeviceSerialNumber = device.serial_number
+
+
 def build_sr(
     findings: Findings,
     seg: Dataset | None,
@@ -306,7 +342,6 @@ def build_sr(
     check_same_study(cleaned)
     headers = {str(h.SOPInstanceUID): h for h in cleaned}
     ordered = list(headers.values())
-    algorithm = findings.algorithm
     statements = _searched_for(findings, labels)
     try:
         groups: list = [_group(f, findings, seg, headers) for f in findings.items]
@@ -327,30 +362,20 @@ def build_sr(
             )
             container.ContentSequence = _presence_items(statements)
             report[0].ContentSequence.append(container)
-        note = c.generated_by(algorithm)
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[*ordered, *([seg] if seg is not None else [])],
-            content=report[0],
-            series_instance_uid=hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer=device.manufacturer,
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
-            institution_name=device.institution_name,
-            contributing_equipment=[algorithm_equipment(algorithm)],
-            series_description=c.truncate(f"{algorithm.name} SR ({note})", 64),
+        sr = _comprehensive_sr(
+            [*ordered, *([seg] if seg is not None else [])],
+            report,
+            findings,
+            series_number,
+            device,
+            "SR",
         )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ResultError(f"Could not build the SR: {reason}") from exc
     if any(f.flags for f in findings.items):
         _declare_private_scheme(sr)
-    sr.ManufacturerModelName = device.model_name
-    sr.SoftwareVersions = device.software_version
-    sr.DeviceSerialNumber = device.serial_number
+    _stamp_device(sr, device)
     logger.info("Built SR with %d measurement group(s)", len(groups))
     return sr
 
