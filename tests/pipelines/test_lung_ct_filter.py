@@ -21,23 +21,7 @@ from medvision.pipelines.lung_ct._filter import (
     merge_close,
 )
 from medvision.pipelines.lung_ct._patches import PATCH, candidate_patches
-
-
-def _volume(array: np.ndarray, spacing=(1.0, 1.0, 2.0), direction=None, origin=(0.0, 0.0, 0.0)):
-    n = array.shape[0]
-    return Volume(
-        array=array.astype(np.float32),
-        origin=origin,
-        spacing=spacing,
-        direction=np.eye(3) if direction is None else direction,
-        frame_of_reference_uid="",
-        study_instance_uid="",
-        series_instance_uid="",
-        modality="CT",
-        sop_instance_uids=tuple(str(k) for k in range(n)),
-        frame_numbers=(1,) * n,
-        source_headers=(),
-    )
+from tests.volumes import array_volume
 
 
 def _crop(mask: np.ndarray, volume: Volume) -> Crop:
@@ -62,8 +46,10 @@ def test_patch_is_centred_and_independent_of_slice_order() -> None:
     hu = np.full(shape, -850.0)
     ball = _ball(shape, (15, 20, 20), 6.0, (2.0, 1.0, 1.0))
     hu[ball] = 40.0
-    up = _volume(hu)
-    flipped = _volume(hu[::-1].copy(), direction=np.diag([1.0, 1.0, -1.0]), origin=(0, 0, 58.0))
+    up = array_volume(hu)
+    flipped = array_volume(
+        hu[::-1].copy(), direction=np.diag([1.0, 1.0, -1.0]), origin=(0, 0, 58.0)
+    )
     a = candidate_patches(up, [_crop(ball, up)])
     b = candidate_patches(flipped, [_crop(ball[::-1].copy(), flipped)])
     assert a.shape == (1, 4, PATCH, PATCH, PATCH)
@@ -79,7 +65,7 @@ def test_close_findings_merge_and_far_ones_stay() -> None:
     """Two boxes 3 mm apart (under the 5 mm merge distance) become one finding with the
     higher score; a third 20 mm away stays on its own."""
     shape = (10, 60, 60)
-    vol = _volume(np.zeros(shape), spacing=(1.0, 1.0, 1.0))
+    vol = array_volume(np.zeros(shape), spacing=(1.0, 1.0, 1.0))
     m1, m2, m3 = (np.zeros(shape, bool) for _ in range(3))
     m1[4:6, 10:15, 10:15] = True
     m2[4:6, 10:15, 18:22] = True  # columns 15-17 free: 3 mm gap
@@ -117,7 +103,7 @@ def test_bundle_round_trip_scores_and_calibration(tmp_path: Path) -> None:
     hu = np.full(shape, -850.0)
     ball = _ball(shape, (10, 20, 20), 5.0, (2.0, 1.0, 1.0))
     hu[ball] = 30.0
-    vol = _volume(hu)
+    vol = array_volume(hu)
     raw = f.score(vol, [_crop(ball, vol)])
     assert raw.shape == (1,) and 0.0 < raw[0] < 1.0
     ((crop, calibrated),) = f.select(vol, [_crop(ball, vol)])

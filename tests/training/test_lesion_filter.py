@@ -27,6 +27,7 @@ from medvision.training._lesion_filter_train import (
     reliability,
     train_network,
 )
+from tests.volumes import array_volume
 
 
 def test_thick_slices_average_slabs() -> None:
@@ -57,19 +58,7 @@ def _chest() -> tuple[Volume, np.ndarray]:
     lung = np.zeros(shape, bool)
     lung[4:36, 8:56, 8:56] = True
     hu[lung] = -850.0
-    vol = Volume(
-        array=hu,
-        origin=(0.0, 0.0, 0.0),
-        spacing=(1.5, 1.5, 2.0),
-        direction=np.eye(3),
-        frame_of_reference_uid="",
-        study_instance_uid="",
-        series_instance_uid="",
-        modality="CT",
-        sop_instance_uids=tuple(str(k) for k in range(shape[0])),
-        frame_numbers=(1,) * shape[0],
-        source_headers=(),
-    )
+    vol = array_volume(hu, spacing=(1.5, 1.5, 2.0))
     return vol, lung
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medvision.dicom import Volume
 from medvision.training._lesion_cases import grid_map, to_volume_grid
 from medvision.training._lesion_eval import format_table, targets_met
 from medvision.training._lesion_score import (
@@ -20,6 +19,7 @@ from medvision.training._lesion_score import (
     score_boxes,
     score_readers,
 )
+from tests.volumes import array_volume
 
 SHAPE = (4, 20, 20)
 
@@ -134,23 +134,6 @@ def test_table_and_targets() -> None:
     assert "one tumour, one finding: NOT met" in table
 
 
-def _volume(shape: tuple[int, int, int], direction: np.ndarray, origin: tuple) -> Volume:
-    n = shape[0]
-    return Volume(
-        array=np.zeros(shape, np.float32),
-        origin=origin,
-        spacing=(1.0, 1.0, 2.0),
-        direction=direction,
-        frame_of_reference_uid="",
-        study_instance_uid="",
-        series_instance_uid="",
-        modality="CT",
-        sop_instance_uids=tuple(str(k) for k in range(n)),
-        frame_numbers=(1,) * n,
-        source_headers=(),
-    )
-
-
 def test_reference_mask_mapped_onto_a_flipped_series_grid() -> None:
     """A mask written head-first on a grid whose slices run the other way, one slice
     longer: each voxel lands where its LPS position says."""
@@ -158,7 +141,9 @@ def test_reference_mask_mapped_onto_a_flipped_series_grid() -> None:
     other[1, 0, 4] = 7  # i=1, j=0, k=4 -> z = 0 + 4*2 = 8 mm
     affine = np.diag([1.0, 1.0, 2.0, 1.0])  # origin 0, k towards +z
     # The series: 4 slices from z = 8 down to z = 2 (k towards -z).
-    vol = _volume((4, 2, 3), np.diag([1.0, 1.0, -1.0]), (0.0, 0.0, 8.0))
+    vol = array_volume(
+        np.zeros((4, 2, 3)), direction=np.diag([1.0, 1.0, -1.0]), origin=(0.0, 0.0, 8.0)
+    )
     assert grid_map(vol, affine) == [(0, 1, 0), (1, 1, 0), (2, -1, 4)]
     out = to_volume_grid(other, affine, vol)
     assert out.shape == (4, 2, 3)

@@ -14,6 +14,7 @@ import numpy as np
 
 from medvision.cli import main
 from medvision.training._data import synthetic_chest, synthetic_recipes, to_model_grid
+from tests.volumes import array_volume
 
 
 def test_model_grid_keeps_sides() -> None:
@@ -65,22 +66,9 @@ def test_smoke_train_writes_loadable_bundle(tmp_path: Path) -> None:
     assert not runtime.weights.untrained
     recipe = synthetic_recipes(1, seed0=5, smoke=True)[0]
     hu, _, affine = synthetic_chest(recipe.params)
-    from medvision.dicom import Volume
-
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    n = hu.shape[0]
-    volume = Volume(
-        array=hu,
-        origin=tuple(affine[:3, 3]),
-        spacing=tuple(spacing),
-        direction=affine[:3, :3] / spacing[None, :],
-        frame_of_reference_uid="",
-        study_instance_uid="",
-        series_instance_uid="",
-        modality="CT",
-        sop_instance_uids=tuple(str(k) for k in range(n)),
-        frame_numbers=(1,) * n,
-        source_headers=(),
+    volume = array_volume(
+        hu, spacing=spacing, direction=affine[:3, :3] / spacing[None, :], origin=affine[:3, 3]
     )
     prediction = runtime.predict([volume])
     assert prediction.labels.shape == volume.shape
