@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from medvision.config import Settings
 from medvision.db import Database
 from medvision.node import Node
 from tests.audit.test_syslog import Collector
-from tests.conftest import REPO_ROOT
 from tests.edge_studies import build_edge_studies
 from tests.node.peers import free_port
 from tests.test_cli import medvision
@@ -39,13 +37,7 @@ EVENTS = 600
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "medvision", "audit", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
+    return medvision("audit", *args)
 
 
 def _settings(data: Path) -> Settings:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from medvision.audit import DbAuditLog, read_jsonl, verify_database, verify_file
 from medvision.audit._chain import chain_hash
 from medvision.db import Database
-from tests.conftest import REPO_ROOT
+from tests.test_cli import medvision
 
 N = 6
 
@@ -58,13 +57,7 @@ def _verify(path: Path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "medvision", "audit", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=120,
-    )
+    return medvision("audit", *args)
 
 
 def test_intact_database_verifies_and_the_cli_says_ok(db_path: Path) -> None:
