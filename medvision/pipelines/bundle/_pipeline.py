@@ -38,6 +38,9 @@ UNCERTAINTY_METHOD = (
 class BundlePipeline(Pipeline):
     """One bundle folder plus its ``pipeline.yaml``."""
 
+    #: How :meth:`_scores` computes a finding's confidence (written into findings and SR).
+    confidence_method = CONFIDENCE_METHOD
+
     def __init__(
         self,
         root: Path,
@@ -216,10 +219,7 @@ class BundlePipeline(Pipeline):
         volume: Volume,
     ) -> Finding:
         lesion = spec.label.kind is FindingKind.LESION
-        prob = prediction.probabilities[spec.channel][mask]
-        uncertainty = None
-        if prediction.uncertainty is not None:
-            uncertainty = float(np.clip(prediction.uncertainty[spec.channel][mask].mean(), 0, 1))
+        confidence, uncertainty = self._scores(spec, mask, prediction)
         return Finding(
             number=number,
             label=spec.label,
@@ -227,13 +227,23 @@ class BundlePipeline(Pipeline):
             tracking_id=f"{spec.label.name} {n}" if lesion else spec.label.name,
             tracking_uid=generate_uid(),
             measurements=measure(mask, volume, lesion=lesion),
-            confidence=float(np.clip(prob.mean(), 0.0, 1.0)),
-            confidence_method=CONFIDENCE_METHOD,
+            confidence=confidence,
+            confidence_method=self.confidence_method,
             uncertainty=uncertainty,
             uncertainty_method=(
                 UNCERTAINTY_METHOD.format(n=prediction.passes) if uncertainty is not None else ""
             ),
         )
+
+    def _scores(
+        self, spec: LabelSpec, mask: np.ndarray, prediction: Any
+    ) -> tuple[float, float | None]:
+        """Confidence and TTA uncertainty of one segment, from the bundle's probabilities."""
+        prob = prediction.probabilities[spec.channel][mask]
+        uncertainty = None
+        if prediction.uncertainty is not None:
+            uncertainty = float(np.clip(prediction.uncertainty[spec.channel][mask].mean(), 0, 1))
+        return float(np.clip(prob.mean(), 0.0, 1.0)), uncertainty
 
 
 def _components(mask: np.ndarray, min_voxels: int = 1) -> list[np.ndarray]:

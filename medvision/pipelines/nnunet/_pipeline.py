@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydicom.uid import generate_uid
 
 from medvision.dicom import Volume
-from medvision.findings import AlgorithmInfo, Finding, FindingKind, Findings, measure
+from medvision.findings import AlgorithmInfo, Finding, Findings
 from medvision.pipelines._contract import Progress, no_progress
 from medvision.pipelines.bundle import BundlePipeline
 from medvision.pipelines.bundle._spec import LabelSpec, SpecError, read_spec
@@ -39,6 +38,8 @@ def is_nnunet_folder(folder: Path) -> bool:
 
 class NnunetPipeline(BundlePipeline):
     """``pipeline.yaml`` (with its ``nnunet:`` section) plus nnU-Net's own files."""
+
+    confidence_method = CONFIDENCE_METHOD
 
     def __init__(self, root: Path, spec_path: Path | None = None, *, device: str | None = None):
         root = Path(root)
@@ -90,26 +91,11 @@ class NnunetPipeline(BundlePipeline):
     def _check_label(self, spec: LabelSpec, prediction: Any) -> None:
         """nnU-Net gives a confidence per label value, no probability channels to check."""
 
-    def _finding(
-        self,
-        number: int,
-        spec: LabelSpec,
-        mask: np.ndarray,
-        n: int,
-        prediction: Any,
-        volume: Volume,
-    ) -> Finding:
-        lesion = spec.label.kind is FindingKind.LESION
-        return Finding(
-            number=number,
-            label=spec.label,
-            mask=mask,
-            tracking_id=f"{spec.label.name} {n}" if lesion else spec.label.name,
-            tracking_uid=generate_uid(),
-            measurements=measure(mask, volume, lesion=lesion),
-            confidence=float(np.clip(prediction.confidence.get(spec.value, 0.0), 0.0, 1.0)),
-            confidence_method=CONFIDENCE_METHOD,
-        )
+    def _scores(
+        self, spec: LabelSpec, mask: np.ndarray, prediction: Any
+    ) -> tuple[float, float | None]:
+        """nnU-Net's per-label confidence; its prediction carries no TTA spread."""
+        return float(np.clip(prediction.confidence.get(spec.value, 0.0), 0.0, 1.0)), None
 
 
 def find_nnunet_pipelines(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path]]:
