@@ -40,10 +40,7 @@ from medvision.results._inherit import check_same_study, no_phi_warnings, saniti
 from medvision.results._sr import (
     _algorithm_id,
     _comprehensive_sr,
-    _image_library,
-    _insert_before_measurements,
-    _library_images,
-    _observation_context,
+    _measurement_report,
     _stamp_device,
 )
 
@@ -154,14 +151,7 @@ def build_planar_sr(
         built = [_group(f, findings, headers) for f in lesions]
         groups = [group for group, _ in built]
         images = list({str(image.SOPInstanceUID): image for _, image in built}.values())
-        report = hd.sr.MeasurementReport(
-            observation_context=_observation_context(findings),
-            procedure_reported=c.procedure_code(findings.volume.modality),
-            imaging_measurements=groups,
-        )
-        library_images = _library_images(images)
-        if library_images:
-            _insert_before_measurements(report, _image_library(library_images))
+        report = _measurement_report(findings, groups, images)
         sr = _comprehensive_sr(images, report, findings, series_number, device, "axes SR")
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -282,7 +282,22 @@ def _declare_private_scheme(sr: Dataset) -> None:
     ]
 
 
-@no_phi_warnings()
+def _measurement_report(
+    findings: Findings, groups: list, images: list[Dataset]
+) -> hd.sr.MeasurementReport:
+    """TID 1500 around ``groups``, with the Image Library of ``images`` before them; shared
+    by the full and the planar SR."""
+    report = hd.sr.MeasurementReport(
+        observation_context=_observation_context(findings),
+        procedure_reported=c.procedure_code(findings.volume.modality),
+        imaging_measurements=groups,
+    )
+    library_images = _library_images(images)
+    if library_images:
+        _insert_before_measurements(report, _image_library(library_images))
+    return report
+
+
 def _comprehensive_sr(
     evidence: list[Dataset],
     report: hd.sr.MeasurementReport,
@@ -319,6 +334,7 @@ def _stamp_device(sr: Dataset, device: DeviceInfo) -> None:
     sr.DeviceSerialNumber = device.serial_number
 
 
+@no_phi_warnings()
 def build_sr(
     findings: Findings,
     seg: Dataset | None,
@@ -347,14 +363,7 @@ def build_sr(
         groups: list = [_group(f, findings, seg, headers) for f in findings.items]
         if not groups:
             groups = [_no_finding_group(findings, statements, ordered)]
-        report = hd.sr.MeasurementReport(
-            observation_context=_observation_context(findings),
-            procedure_reported=c.procedure_code(findings.volume.modality),
-            imaging_measurements=groups,
-        )
-        library_images = _library_images(ordered)
-        if library_images:
-            _insert_before_measurements(report, _image_library(library_images))
+        report = _measurement_report(findings, groups, ordered)
         if statements:  # TID 1500 row 12: report-level qualitative evaluations (SR-15)
             container = hd.sr.ContainerContentItem(
                 name=c.QUALITATIVE_EVALUATIONS,
