@@ -180,7 +180,7 @@ class BundlePipeline(Pipeline):
     def _label_findings(self, prediction: Any, volume: Volume) -> list[Finding]:
         """One finding per organ label, one per connected part of a lesion label.
 
-        Shared with the nnU-Net pipeline: only :meth:`_check_label` and :meth:`_finding`
+        Shared with the nnU-Net pipeline: only :meth:`_check_label` and :meth:`_scores`
         differ between runtimes (what a prediction holds besides its label map).
         """
         items: list[Finding] = []
