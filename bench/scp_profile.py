@@ -91,7 +91,11 @@ def main() -> None:
         _, files = make_series(src, args.instances, args.real_ct)
         mb = sum(f.stat().st_size for f in files) / 1e6
         settings = Settings(
-            data_dir=tmp / "data", dicom_port=0, bind_address="127.0.0.1", max_pdu=args.max_pdu
+            data_dir=tmp / "data",
+            dicom_port=0,
+            bind_address="127.0.0.1",
+            max_pdu=args.max_pdu,
+            accept_unknown_calling_ae=True,
         )
         settings.data_dir.mkdir()
         db = Database(settings.db_url)

@@ -370,16 +370,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"error: cannot start the DICOM listener: {err}", file=sys.stderr)
         return 2
+    # Where the API listens is stated, since plain HTTP stays on 127.0.0.1 unless
+    # http_bind_address opens it (Settings.http_host).
+    http = "HTTPS" if settings.tls_cert else "HTTP"
+    local = "" if settings.http_bind_address or settings.tls_cert else " (local only)"
     print(
         f"medvision node {settings.ae_title} listening on DICOM port {settings.dicom_port}, "
-        f"{'HTTPS' if settings.tls_cert else 'HTTP'} port {settings.http_port}, "
+        f"{http} on {settings.http_host}:{settings.http_port}{local}, "
         f"data in {settings.data_dir}",
         file=sys.stderr,
         flush=True,
     )
     config = uvicorn.Config(
         create_app(node.db, settings),
-        host=settings.bind_address,
+        host=settings.http_host,
         port=settings.http_port,
         log_level="warning",
         # HTTPS when a certificate is configured (both or neither: checked in Settings).

@@ -8,12 +8,24 @@ environment as JSON (``MEDVISION_ALLOWED_CALLING_AETS='["ORTHANC"]'``).
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+def _check_networks(values: list[str]) -> list[str]:
+    """Each an IP address or network (``10.0.0.5``, ``10.0.0.0/24``), so that a typo or a
+    host name fails at start instead of silently never matching a caller."""
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or network") from None
+    return values
 
 
 class Modality(BaseModel):
@@ -28,6 +40,13 @@ class Modality(BaseModel):
     #: Also send the planar SR (sr-planar.dcm): each lesion's long and short axis drawn on
     #: its key slice, which web viewers such as OHIF list as measurements.
     planar_sr: bool = False
+    #: Source addresses this peer may call us from (IP addresses or networks such as
+    #: ``10.0.0.0/24``); empty: its AE title is accepted from any address that
+    #: ``allowed_hosts`` allows. ``host`` is where we send to, which need not be where it
+    #: calls from (a PACS cluster, NAT).
+    calling_hosts: list[str] = Field(default_factory=list)
+
+    _hosts_ok = field_validator("calling_hosts")(_check_networks)
     #: Deliver results by STOW-RS to this DICOMweb URL (the studies endpoint, e.g.
     #: ``http://pacs:8042/dicom-web/studies``) instead of C-STORE; the AE title, host and
     #: port still name the destination in the outbox and the audit trail.
@@ -74,17 +93,36 @@ class Settings(BaseSettings):
     ae_title: str = "MEDVISION"
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
+    #: Where the DICOM listener listens (its callers are checked by AE title and address).
     bind_address: str = "0.0.0.0"
+    #: Where the HTTP API and pages listen. Empty: ``bind_address`` when TLS is configured
+    #: (``tls_cert``/``tls_key``), otherwise 127.0.0.1 only: plain HTTP carries passwords and
+    #: tokens, so it leaves the host only when the operator says so here.
+    http_bind_address: str = ""
     #: Where the spool, results and the SQLite database live.
     data_dir: Path = Path("medvision-data")
     #: SQLAlchemy URL; empty means SQLite inside ``data_dir``.
     database_url: str = ""
-    #: Calling AE titles allowed to associate (empty: any).
+    #: Calling AE titles allowed to associate besides those of ``modalities`` (peers that
+    #: only send to us). Deny by default: a calling AE title in neither is rejected.
     allowed_calling_aets: list[str] = Field(default_factory=list)
-    #: Source IP addresses allowed to associate (empty: any).
+    #: Accept associations from AE titles in neither ``modalities`` nor
+    #: ``allowed_calling_aets`` (the only way a node with no peers configured accepts any).
+    accept_unknown_calling_ae: bool = False
+    #: Source IP addresses or networks allowed to associate, for every AE title (empty: any).
     allowed_hosts: list[str] = Field(default_factory=list)
     max_pdu: int = Field(default=65536, ge=0)
+    #: Associations of allowed AEs at a time; strangers and silent connections never take one.
     max_associations: int = Field(default=10, ge=1)
+    #: ARTIM timer (PS3.8 9.1.5): a connection that has not sent an A-ASSOCIATE-RQ this many
+    #: seconds after it opened is closed.
+    artim_timeout_s: float = Field(default=10.0, gt=0)
+    #: Connections from one address that are not (yet) an accepted association; more are
+    #: closed at once. Accepted associations of allowed AEs do not count.
+    max_connections_per_host: int = Field(default=8, ge=1)
+    #: Connections not (yet) an accepted association, from all addresses together; when
+    #: full, the one that has waited longest is closed to make room for the newcomer.
+    max_pending_connections: int = Field(default=64, ge=1)
     #: A study is complete after this many seconds without a new instance.
     quiet_period_s: float = Field(default=10.0, gt=0)
     #: How many pipelines run at the same time.
@@ -151,6 +189,8 @@ class Settings(BaseSettings):
     audit_key_file: Path | None = None
     audit_anchor_interval_s: float = Field(default=60.0, ge=0)
 
+    _hosts_ok = field_validator("allowed_hosts")(_check_networks)
+
     @field_validator("ae_title")
     @classmethod
     def _check_aet(cls, value: str) -> str:
@@ -198,6 +238,13 @@ class Settings(BaseSettings):
     @property
     def anchor_key_file(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit-anchor.key"
+
+    @property
+    def http_host(self) -> str:
+        """The address the HTTP API listens on (see ``http_bind_address``)."""
+        if self.http_bind_address:
+            return self.http_bind_address
+        return self.bind_address if self.tls_cert else "127.0.0.1"
 
     def modality_for_aet(self, ae_title: str) -> Modality | None:
         return next((m for m in self.modalities.values() if m.ae_title == ae_title), None)

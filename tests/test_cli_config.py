@@ -181,6 +181,8 @@ def test_serve_prints_one_start_up_line(node_config: Path, tmp_path: Path) -> No
             proc.kill()
             proc.wait()
     assert first.startswith("medvision node MEDVISION listening on DICOM port "), first
+    # Plain HTTP stays on the host unless the operator says otherwise, and the line says so.
+    assert f"HTTP on 127.0.0.1:{port} (local only)" in first, first
     assert len(before) <= 1 and all("created the audit checkpoint key" in b for b in before), before
     assert first.rstrip().endswith(f"data in {tmp_path / 'data'}")
     assert rest == "", rest

@@ -5,14 +5,16 @@ C-STORE answers Success (0x0000) only after the instance is fsync'ed and renamed
 spool; an unwritable or full spool answers Out of Resources (0xA700) and a bad instance
 Cannot Understand (0xC000): undecodable, a UID that is not a whole UI value, or a SOP
 Instance UID the node already holds in another study or series (see ``_conflict``).
-Associations from AE titles or hosts not on the allow-lists are rejected with
-A-ASSOCIATE-RJ (permanent, calling AE not recognised) and a security alert in the audit
-trail.
+Who may associate is decided in ``_admission`` (deny by default): a refused caller gets
+A-ASSOCIATE-RJ (permanent) and a security alert in the audit trail. Connections that have
+not become an admitted association are limited per address and in all, and closed by the
+ARTIM timer when they say nothing, so strangers cannot take the slots of allowed AEs.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 import threading
 from collections import Counter
@@ -28,12 +30,14 @@ from pynetdicom import (
     PYNETDICOM_IMPLEMENTATION_VERSION,
     evt,
 )
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
+from medvision.node._admission import ConnectionGuard, refusal
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import Spool, SpoolError
@@ -88,6 +92,21 @@ class _AssocStats:
     failures: int = 0
 
 
+class _GuardedServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, asking the :class:`ConnectionGuard` before it starts
+    an association thread for a new connection (socketserver's ``verify_request``: a
+    refused connection is closed at once and costs no thread)."""
+
+    guard: ConnectionGuard
+    #: listen() backlog (socketserver's default is 5): a burst of connections is accepted
+    #: and judged by the guard instead of waiting in SYN retries, a PACS's among them.
+    request_queue_size = 256
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+        return self.guard.admit(request, host)  # type: ignore[arg-type]
+
+
 class StorageSCP:
     """Runs the DICOM listener in background threads until :meth:`stop`."""
 
@@ -100,9 +119,19 @@ class StorageSCP:
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
+        self._admitted: set[Association] = set()
+        self._guard = ConnectionGuard(
+            settings.max_connections_per_host, settings.max_pending_connections
+        )
         ae = AE(ae_title=settings.ae_title)
         ae.maximum_pdu_size = settings.max_pdu
-        ae.maximum_associations = settings.max_associations
+        # Our own limit counts admitted associations only (see _on_requested); pynetdicom's
+        # counts every open connection (silent ones, ones being closed), so it is put out of
+        # reach: the ConnectionGuard bounds those.
+        ae.maximum_associations = 1_000_000
+        # The ARTIM timer (PS3.8 9.1.5): pynetdicom waits this long for the A-ASSOCIATE-RQ
+        # (and for the A-RELEASE-RP or close after a rejection) before closing.
+        ae.acse_timeout = settings.artim_timeout_s
         ae.network_timeout = 60
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         for uid in STORAGE_SOP_CLASSES:
@@ -126,11 +155,19 @@ class StorageSCP:
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),
         ]
-        self._server = self.ae.start_server(
+        server = self.ae.make_server(
             (self.settings.bind_address, self.settings.dicom_port),
-            block=False,
             evt_handlers=handlers,
+            server_class=_GuardedServer,
         )
+        server.guard = self._guard
+        thread = threading.Thread(
+            target=server.serve_forever, name="medvision-scp-accept", daemon=True
+        )
+        thread.start()
+        # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
+        self.ae._servers.append(server)
+        self._server = server
 
     def stop(self) -> None:
         if self._server is not None:
@@ -142,36 +179,55 @@ class StorageSCP:
     # -- association control ------------------------------------------------------------
 
     def _on_requested(self, event: evt.Event) -> None:
+        """Admit or reject an A-ASSOCIATE-RQ before pynetdicom negotiates anything.
+
+        Strangers are rejected here, before they can take one of the ``max_associations``
+        slots; those slots are counted over admitted associations only (pynetdicom's own
+        limit counts every open connection, silent ones included, and is set out of reach).
+        """
         assoc = event.assoc
-        calling = assoc.requestor.primitive.calling_ae_title.strip()
+        primitive = assoc.requestor.primitive
+        calling = primitive.calling_ae_title.strip()
+        called = primitive.called_ae_title.strip()
         host = assoc.requestor.address
-        allowed_aets = self.settings.allowed_calling_aets
-        allowed_hosts = self.settings.allowed_hosts
-        reason = ""
-        if allowed_aets and calling not in allowed_aets:
-            reason = f"calling AE title {calling!r} is not on the allow-list"
-            # Rejected-permanent, by the service user, "calling AE title not recognised".
-            diagnostic = 0x03
-        elif allowed_hosts and host not in allowed_hosts:
-            reason = f"host {host} is not on the allow-list"
-            # The standard has no diagnostic for a source address: "no reason given".
-            diagnostic = 0x01
-        if reason:
+        found = refusal(self.settings, calling, called, host)
+        if found is not None:
             # Recorded before the peer hears of it, so the trail never lags the rejection.
-            LOG.warning("association rejected: %s", reason)
+            LOG.warning(
+                "association rejected: calling AE %s at %s, called AE %s: %s",
+                _shown(calling),
+                host,
+                _shown(called),
+                found.reason,
+            )
             self.audit.record(
                 "association.rejected",
                 outcome="failure",
                 calling_aet=calling,
                 calling_host=host,
-                reason=reason,
+                called_aet=called,
+                reason=found.reason,
                 security_alert=True,
             )
-            assoc.acse.send_reject(0x01, 0x01, diagnostic)
-            # As pynetdicom does for its own rejections: wait until the DUL has sent the
-            # A-ASSOCIATE-RJ. Otherwise the reactor closes the socket first and the peer sees
-            # an abort ("never connected") instead of the reason.
-            assoc.kill()
+            # Rejected-permanent, by the service user, with the diagnostic that names it.
+            _reject(assoc, 0x01, 0x01, found.diagnostic)
+            return
+        with self._lock:
+            self._admitted = {a for a in self._admitted if a.is_alive()}
+            full = len(self._admitted) >= self.settings.max_associations
+            if not full:
+                self._admitted.add(assoc)
+        if full:
+            LOG.warning(
+                "association rejected: calling AE %s at %s: all %d association slots are busy",
+                _shown(calling),
+                host,
+                self.settings.max_associations,
+            )
+            # Rejected-transient, by the service provider (presentation): local limit exceeded.
+            _reject(assoc, 0x02, 0x03, 0x02)
+            return
+        self._guard.settle(_socket_of(assoc))
 
     def _on_accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -358,6 +414,19 @@ class StorageSCP:
             instances=1,
             reason="SOP Instance UID already held in another study or series",
         )
+
+
+def _reject(assoc: Association, result: int, source: int, diagnostic: int) -> None:
+    assoc.acse.send_reject(result, source, diagnostic)
+    # As pynetdicom does for its own rejections: wait until the DUL has sent the
+    # A-ASSOCIATE-RJ. Otherwise the reactor closes the socket first and the peer sees an
+    # abort ("never connected") instead of the reason.
+    assoc.kill()
+
+
+def _socket_of(assoc: Association) -> socket.socket | None:
+    dul_socket = assoc.dul.socket
+    return dul_socket.socket if dul_socket is not None else None
 
 
 def _shown(value: str) -> str:

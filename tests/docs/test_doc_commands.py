@@ -58,7 +58,8 @@ NOT_RUN: dict[str, str] = {
         "node.md names the subcommand in its title and prose; the command lines that start "
         "the node are the fenced ones, which run"
     ),
-    "medvision node MEDVISION listening on DICOM port 11112, HTTP port 8080, data in ...": (
+    "medvision node MEDVISION listening on DICOM port 11112, "
+    "HTTP on 127.0.0.1:8080 (local only), data in ...": (
         "serve's start-up line quoted in node.md's prose, not a command; tests/test_cli_config.py "
         "checks that serve prints that one line"
     ),

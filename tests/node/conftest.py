@@ -44,6 +44,9 @@ def start_scp(tmp_path: Path) -> Iterator[Callable[..., RunningSCP]]:
     running: list[RunningSCP] = []
 
     def start(**overrides: Any) -> RunningSCP:
+        # No peers are configured here: these tests' callers are let in explicitly (deny by
+        # default otherwise), unless a test says otherwise.
+        overrides.setdefault("accept_unknown_calling_ae", True)
         settings = Settings(
             data_dir=tmp_path / f"data{len(running)}",
             dicom_port=free_port(),

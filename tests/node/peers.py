@@ -214,6 +214,9 @@ class NodeProcess:
             "dicom_port": self.dicom_port,
             "http_port": self.http_port,
             "bind_address": "127.0.0.1",
+            # Most tests push with whatever AE title and configure no peers: said explicitly,
+            # since a node accepts no unknown calling AE by default.
+            "accept_unknown_calling_ae": True,
             **settings,
         }
         self.proc: subprocess.Popen | None = None
@@ -312,6 +315,7 @@ def node_with_orthanc(tmp: Path, **settings: Any) -> tuple[Orthanc, NodeProcess]
         quiet_period_s=3,
         poll_interval_s=0.2,
         allowed_calling_aets=[orthanc.aet],
+        accept_unknown_calling_ae=False,
         modalities={
             "pacs": {"ae_title": orthanc.aet, "host": "127.0.0.1", "port": orthanc.dicom_port}
         },

@@ -38,7 +38,7 @@ def _dataset_bytes(path: Path) -> bytes:
 
 def test_echo_and_store_real_ct(start_scp, chest_ct_dir: Path) -> None:
     scp = start_scp()
-    echo = dcmtk("echoscu", "-aet", "PACS1", "127.0.0.1", scp.port)
+    echo = dcmtk("echoscu", "-aet", "PACS1", "-aec", "MEDVISION", "127.0.0.1", scp.port)
     assert echo.returncode == 0, echo.stderr
 
     files = sorted(chest_ct_dir.glob("*.dcm"))[:5]
@@ -179,11 +179,11 @@ def test_duplicate_instance_is_stored_once(start_scp, chest_ct_dir: Path) -> Non
 
 
 def test_unknown_calling_aet_is_rejected(start_scp) -> None:
-    scp = start_scp(allowed_calling_aets=["ORTHANC"])
-    bad = dcmtk("echoscu", "-aet", "INTRUDER", "127.0.0.1", scp.port)
+    scp = start_scp(allowed_calling_aets=["ORTHANC"], accept_unknown_calling_ae=False)
+    bad = dcmtk("echoscu", "-aet", "INTRUDER", "-aec", "MEDVISION", "127.0.0.1", scp.port)
     assert bad.returncode != 0
     assert "Calling AE Title Not Recognized" in bad.stderr + bad.stdout
-    good = dcmtk("echoscu", "-aet", "ORTHANC", "127.0.0.1", scp.port)
+    good = dcmtk("echoscu", "-aet", "ORTHANC", "-aec", "MEDVISION", "127.0.0.1", scp.port)
     assert good.returncode == 0, good.stderr
 
     rejected = [e for e in scp.audit.events() if e["type"] == "association.rejected"]
@@ -199,7 +199,7 @@ def test_unknown_calling_aet_is_rejected(start_scp) -> None:
 
 def test_unknown_source_address_is_rejected(start_scp) -> None:
     scp = start_scp(allowed_hosts=["192.0.2.7"])  # TEST-NET-1: never us
-    bad = dcmtk("echoscu", "-aet", "ORTHANC", "127.0.0.1", scp.port)
+    bad = dcmtk("echoscu", "-aet", "ORTHANC", "-aec", "MEDVISION", "127.0.0.1", scp.port)
     assert bad.returncode != 0
     assert "Association Rejected" in bad.stderr + bad.stdout
     (event,) = [e for e in scp.audit.events() if e["type"] == "association.rejected"]
@@ -247,11 +247,11 @@ def test_max_pdu_and_max_associations(start_scp) -> None:
         second = ae.associate("127.0.0.1", scp.port, ae_title="MEDVISION")
         assert second.is_rejected
         # dcmtk's echoscu too is turned away while the one allowed association is open.
-        busy = dcmtk("echoscu", "-aet", "PACS2", "127.0.0.1", scp.port)
+        busy = dcmtk("echoscu", "-aet", "PACS2", "-aec", "MEDVISION", "127.0.0.1", scp.port)
         assert busy.returncode != 0
     finally:
         first.release()
-    again = dcmtk("echoscu", "-aet", "PACS2", "127.0.0.1", scp.port)
+    again = dcmtk("echoscu", "-aet", "PACS2", "-aec", "MEDVISION", "127.0.0.1", scp.port)
     assert again.returncode == 0, again.stderr
 
 

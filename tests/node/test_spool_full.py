@@ -61,6 +61,7 @@ def test_full_disk_answers_out_of_resources_and_keeps_every_success(
         database_url=f"sqlite:///{tmp_path / 'index.db'}",  # the index is not what fills up
         dicom_port=free_port(),
         bind_address="127.0.0.1",
+        accept_unknown_calling_ae=True,  # no peers configured: let the test's SCU in
     )
     settings.data_dir.mkdir()
     db = Database(settings.db_url)

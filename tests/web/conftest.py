@@ -103,6 +103,7 @@ def web_node(tmp_path_factory: pytest.TempPathFactory, chest_ct_dir: Path) -> It
         dicom_port=free_port(),
         http_port=free_port(),
         bind_address="127.0.0.1",
+        accept_unknown_calling_ae=True,  # storescu's default AE title, no peers configured
         quiet_period_s=1.5,
         poll_interval_s=0.2,
         pipelines=["lung-ct"],
