@@ -38,9 +38,14 @@ RUN PYTHON=python3.11 MEDVISION_VENV=/opt/medvision MEDVISION_EDITABLE=0 \
         bash scripts/install.sh \
     && rm -rf /src
 
+# The API listens on 127.0.0.1 unless told otherwise (docs/node.md, deny by default); in a
+# container that address cannot be reached through a published port, and publishing the
+# port (`-p 8080:8080`) is the operator's explicit choice, so the image listens on all of
+# the container's addresses. DICOM stays closed until modalities are configured.
 ENV PATH=/opt/medvision/bin:$PATH \
     MEDVISION_DATA_DIR=/data \
-    MEDVISION_MODELS_DIR=/data/models
+    MEDVISION_MODELS_DIR=/data/models \
+    MEDVISION_HTTP_BIND_ADDRESS=0.0.0.0
 
 # Not root: the node needs no privilege (its ports are above 1024).
 RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home medvision \

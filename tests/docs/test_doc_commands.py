@@ -63,6 +63,10 @@ NOT_RUN: dict[str, str] = {
         "serve's start-up line quoted in node.md's prose, not a command; tests/test_cli_config.py "
         "checks that serve prints that one line"
     ),
+    "medvision audit verify": (
+        "node.md names the subcommand in prose (checkpoints); its command line "
+        "`medvision audit verify --config medvision.toml` runs (test_audit_verify)"
+    ),
     "medvision status": "node.md names the subcommand in prose; the fenced forms run",
     "medvision run": (
         "node.md names the offline subcommand in prose; its command lines are in "
