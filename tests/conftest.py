@@ -56,6 +56,9 @@ def _isolate(mp: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:
         if _is_user_setting(name):
             mp.delenv(name)
     mp.setenv("MEDVISION_OHIF_CACHE", str(OHIF_CACHE))
+    # The read-only shared data, as an absolute path: its default (../shared/data) is relative
+    # to the working folder, which is about to become an empty temporary one.
+    mp.setenv("MEDVISION_SHARED_DATA", str(shared_data_dir().resolve()))
     mp.setenv("HOME", str(home))
     for var, sub in (("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config"),
                      ("XDG_DATA_HOME", ".local/share")):  # fmt: skip

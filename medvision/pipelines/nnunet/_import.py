@@ -91,10 +91,12 @@ def import_nnunet(
     for needed in ("dataset.json", "plans.json"):
         if not (results / needed).is_file():
             raise FileNotFoundError(f"{results / needed} not found: not an nnU-Net results folder.")
-    repo = Path(__file__).resolve().parents[3]
-    if out_dir.resolve().is_relative_to(repo):
+    from medvision.pipelines.bundle import bundled_models_dir
+
+    # The folder that ships with medvision (package data) is not the user's model folder.
+    if out_dir.resolve().is_relative_to(bundled_models_dir().resolve()):
         raise ValueError(
-            f"Refusing to write model weights into the repository ({out_dir}); "
+            f"Refusing to write model weights into the bundled models ({out_dir}); "
             "choose a folder outside it (default ~/.cache/medvision/models)."
         )
     found = available_folds(results, checkpoint)
