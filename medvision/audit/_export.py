@@ -402,7 +402,10 @@ def _association_rejected(event: Event, ctx: ExportContext) -> AuditMessage:
         role="13",  # Security Resource
         id_type=ID_NODE,
         name=str(event.get("calling_aet") or "unknown"),
-        details=[("Alert Description", str(event.get("reason", "")))],
+        details=[
+            ("Alert Description", str(event.get("reason", ""))),
+            *([("Called AE Title", str(event["called_aet"]))] if event.get("called_aet") else []),
+        ],
     )
     return _message(
         event,

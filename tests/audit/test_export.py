@@ -51,6 +51,7 @@ NODE_SAMPLES: dict[str, dict] = {
         outcome="failure",
         calling_aet="INTRUDER",
         calling_host="10.0.0.66",
+        called_aet="MEDVISION",
         reason="calling AE title 'INTRUDER' is not on the allow-list",
         security_alert=True,
     ),
