@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from medvision.training._lesion_cases import CASES, RealCase, get_case
+from medvision.training._train import _log_to
 
 #: Reliability table bins of the score.
 BINS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)
@@ -49,18 +50,6 @@ class FilterHP:
     seed: int = 12
     variants: int = 6
     threshold: float = 0.5
-
-
-def _log_to(path: Path) -> Callable[[str], None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {msg}"
-        print(line, flush=True)
-        with open(path, "a") as fh:
-            fh.write(line + "\n")
-
-    return log
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -316,7 +305,7 @@ def train_lesions(
     """Folds (all three unless ``folds`` names some), calibration, then the final bundle."""
     from medvision.training._lesion_bundle import write_filter_bundle
 
-    log = _log_to(work / "log.txt")
+    log = _log_to(work / "log.txt", "%H:%M:%S")
     log(f"train lesions: hyper-parameters {asdict(hp)}")
     names = folds if folds is not None else [c.name for c in CASES]
     records = []

@@ -150,11 +150,12 @@ class HyperParams:
     threads: int = 1
 
 
-def _log_to(path: Path) -> Callable[[str], None]:
+def _log_to(path: Path, time_format: str = "%Y-%m-%dT%H:%M:%S") -> Callable[[str], None]:
+    """A training log: each line printed and appended to ``path`` (a resumed run adds to it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(msg: str) -> None:
-        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}"
+        line = f"{time.strftime(time_format)} {msg}"
         print(line, flush=True)
         with open(path, "a") as fh:
             fh.write(line + "\n")
