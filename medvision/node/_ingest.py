@@ -163,6 +163,14 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
     return len(rows)
 
 
+#: After the index could not be read, seconds before the duplicate-UID check tries again.
+CHECK_RETRY_S = 5.0
+
+
+class _CheckPaused(Exception):
+    """The duplicate-UID check is paused after a database failure (see Indexer.claim)."""
+
+
 class Indexer:
     """Writes the index of received instances in batches, off the C-STORE path.
 
@@ -196,6 +204,7 @@ class Indexer:
         self._claims_lock = threading.Lock()
         self._conn: Connection | None = None
         self._last_unchecked_warning = -1e9
+        self._check_paused_until = -1e9
 
     def claim(self, item: Received) -> tuple[str, str] | None:
         """Reserve ``item``'s SOP Instance UID for its study and series before it is spooled.
@@ -215,6 +224,8 @@ class Indexer:
             if claim is None:
                 try:
                     indexed = self._indexed_place(item.sop_instance_uid)
+                except _CheckPaused:
+                    indexed = None
                 except Exception as err:
                     # The database is away (a restart, a failover): the spool still answers
                     # Success (it needs no database; docs/node.md), so the check is skipped
@@ -223,6 +234,9 @@ class Indexer:
                     # of the index when it is written (logged by _index_batch).
                     indexed = None
                     self._warn_unchecked(err)
+                    # Not again for a few seconds: an unreachable database can take its
+                    # connect timeout per attempt, under the lock every association waits on.
+                    self._check_paused_until = time.monotonic() + CHECK_RETRY_S
                 if indexed is not None and indexed != place:
                     return indexed
                 self._claims[item.sop_instance_uid] = [place, 1]
@@ -260,6 +274,8 @@ class Indexer:
         next one sees what the indexer has committed since. A connection that fails is
         dropped and the read tried once more on a new one.
         """
+        if time.monotonic() < self._check_paused_until:
+            raise _CheckPaused
         for attempt in (1, 2):
             conn = self._conn
             if conn is None:
