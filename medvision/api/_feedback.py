@@ -60,18 +60,21 @@ def give_decision(
     extra: dict[str, object] = {}
     if body.decision is Decision.REJECT and settings.resend_sr_on_reject:
         try:
-            uid = resend_rejected_sr(db, settings, job_id, finding_number, utcnow())
+            reissued = resend_rejected_sr(db, settings, job_id, finding_number, utcnow())
         except (ReviewError, OSError) as err:
             LOG.error("could not re-issue the SR of job %s: %s", job_id, err)
             extra["sr_error"] = str(err)
         else:
-            if uid is not None:
+            if reissued is not None:
+                uid = reissued.sr_uid
                 with db.session() as session:
                     stored = session.get(Feedback, row.id)
                     assert stored is not None
                     stored.sr_sop_instance_uid = uid
                 row.sr_sop_instance_uid = uid
                 extra["sr_sop_instance_uid"] = uid
+                if reissued.planar_sr_uid is not None:
+                    extra["planar_sr_sop_instance_uid"] = reissued.planar_sr_uid
     audit.record(
         "review.decision",
         study_instance_uid=res.study_instance_uid,

@@ -19,11 +19,19 @@ reviewer's word next to the algorithm's. What changes, and why:
 
 Versions accumulate (``sr-2.dcm``, ``sr-3.dcm``, ...), each built on the latest, and an
 undelivered older SR of the same job is marked superseded in the outbox.
+
+The planar SR (``sr-planar.dcm``, the lesions' axes for OHIF) is versioned the same way
+(``sr-planar-2.dcm``, ...) when the job wrote one and the finding is drawn in it: otherwise
+a viewer showing the axes would go on showing the rejected lesion as the algorithm's
+unchallenged word. Its group is found by the finding's Tracking UID (the same UID in both
+documents, STANDARDS SR-06), gains the same evaluation, and its Comment (the label OHIF
+shows) says "rejected by reviewer". It goes only to the destinations that take planar SRs.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -31,8 +39,9 @@ import highdicom as hd
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence as DicomSequence
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from medvision.config import Settings
+from medvision.config import Modality, Settings
 from medvision.db import Database, Job, Outbox, OutboxState, Study
 from medvision.jobs import destinations_for
 from medvision.results import save_dicom
@@ -43,6 +52,11 @@ REVIEW = hd.sr.CodedConcept("REVIEW", SCHEME, "Reviewer assessment")
 REJECTED = hd.sr.CodedConcept("REJECTED", SCHEME, "Rejected by reviewer")
 #: Referenced Segment (TID 1411 row 11) and Referenced Segmentation Frame (TID 1410).
 _REFERENCED_SEGMENT = {"121191", "121214"}
+#: Tracking Unique Identifier (TID 1501/1411 row 3).
+_TRACKING_UID = "112040"
+#: Comment (DCM 121106): the item OHIF reads a planar measurement's label from.
+_COMMENT = "121106"
+PLANAR_NAME = "sr-planar"
 
 
 class ReviewError(ValueError):
@@ -56,6 +70,17 @@ def sr_versions(result_dir: Path) -> list[Path]:
         key=lambda p: int(p.stem[3:]),
     )
     first = result_dir / "sr.dcm"
+    return ([first] if first.exists() else []) + extra
+
+
+def planar_versions(result_dir: Path) -> list[Path]:
+    """The job's planar SR files, oldest first: sr-planar.dcm, then sr-planar-2.dcm, ..."""
+    prefix = f"{PLANAR_NAME}-"
+    extra = sorted(
+        (p for p in result_dir.glob(f"{prefix}*.dcm") if p.stem[len(prefix) :].isdigit()),
+        key=lambda p: int(p.stem[len(prefix) :]),
+    )
+    first = result_dir / f"{PLANAR_NAME}.dcm"
     return ([first] if first.exists() else []) + extra
 
 
@@ -73,6 +98,21 @@ def _segment_number(group: Dataset) -> int | None:
             ref = child.ReferencedSOPSequence[0]
             return int(ref.ReferencedSegmentNumber) if "ReferencedSegmentNumber" in ref else None
     return None
+
+
+def _tracking_uid(group: Dataset) -> str | None:
+    for child in group.get("ContentSequence", []):
+        if child.ValueType == "UIDREF" and (
+            child.ConceptNameCodeSequence[0].CodeValue == _TRACKING_UID
+        ):
+            return str(child.UID)
+    return None
+
+
+def tracking_uid_of(sr: Dataset, finding_number: int) -> str | None:
+    """The Tracking UID of finding ``finding_number``'s group in the volumetric SR ``sr``."""
+    group = next((g for g in _groups(sr) if _segment_number(g) == finding_number), None)
+    return _tracking_uid(group) if group is not None else None
 
 
 def _is_rejected(group: Dataset) -> bool:
@@ -93,11 +133,35 @@ def mark_rejected(previous: Dataset, finding_number: int, now: datetime) -> Data
         raise ReviewError(f"The SR has no measurement group for finding {finding_number}.")
     if _is_rejected(group):
         return None
+    _add_rejection(group)
+    return _next_version(sr, previous, now)
+
+
+def mark_rejected_planar(previous: Dataset, tracking_uid: str, now: datetime) -> Dataset | None:
+    """A new planar SR version of ``previous`` with the group of ``tracking_uid`` marked
+    rejected and its label saying so; None when no group draws it (an organ, a lesion
+    without axes) or it is already marked."""
+    sr = copy.deepcopy(previous)
+    group = next((g for g in _groups(sr) if _tracking_uid(g) == tracking_uid), None)
+    if group is None or _is_rejected(group):
+        return None
+    _add_rejection(group)
+    for child in group.get("ContentSequence", []):
+        if child.ValueType == "TEXT" and child.ConceptNameCodeSequence[0].CodeValue == _COMMENT:
+            child.TextValue = f"{child.TextValue} (rejected by reviewer)"[:1024]
+    return _next_version(sr, previous, now)
+
+
+def _add_rejection(group: Dataset) -> None:
     group.ContentSequence.append(
         hd.sr.CodeContentItem(
             name=REVIEW, value=REJECTED, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
         )
     )
+
+
+def _next_version(sr: Dataset, previous: Dataset, now: datetime) -> Dataset:
+    """Stamp ``sr`` (a modified copy of ``previous``) as the version that supersedes it."""
     predecessor = Dataset()
     predecessor.StudyInstanceUID = previous.StudyInstanceUID
     series = Dataset()
@@ -127,12 +191,22 @@ def mark_rejected(previous: Dataset, finding_number: int, now: datetime) -> Data
     return sr
 
 
+@dataclass(frozen=True)
+class Reissued:
+    """The SOP Instance UIDs a rejection wrote: the SR's new version, and the planar SR's
+    when the job wrote one that draws the finding."""
+
+    sr_uid: str
+    planar_sr_uid: str | None = None
+
+
 def resend_rejected_sr(
     db: Database, settings: Settings, job_id: int, finding_number: int, now: datetime
-) -> str | None:
-    """Write the next SR version of ``job_id`` with the finding rejected and queue it.
+) -> Reissued | None:
+    """Write the next SR version of ``job_id`` with the finding rejected (and of its planar
+    SR, where it draws the finding) and queue them.
 
-    Returns the new SOP Instance UID, or None when the latest SR already marks it.
+    Returns the new SOP Instance UIDs, or None when the latest SR already marks it.
     """
     with db.session() as session:
         job = session.get(Job, job_id)
@@ -145,46 +219,77 @@ def resend_rejected_sr(
     versions = sr_versions(result_dir)
     if not versions:
         raise ReviewError(f"Job {job_id} wrote no SR.")
-    new = mark_rejected(dcmread(versions[-1]), finding_number, now)
+    latest = dcmread(versions[-1])
+    new = mark_rejected(latest, finding_number, now)
     if new is None:
         return None
     path = result_dir / f"sr-{len(versions) + 1}.dcm"
     save_dicom(new, path)
-    uid = str(new.SOPInstanceUID)
+    planar_path: Path | None = None
+    planars = planar_versions(result_dir)
+    tracking_uid = tracking_uid_of(latest, finding_number)
+    planar = None
+    if planars and tracking_uid:
+        planar = mark_rejected_planar(dcmread(planars[-1]), tracking_uid, now)
+    if planar is not None:
+        planar_path = result_dir / f"{PLANAR_NAME}-{len(planars) + 1}.dcm"
+        save_dicom(planar, planar_path)
+    destinations = destinations_for(settings, calling_aet)
     with db.session() as session:
-        session.execute(
-            update(Outbox)
-            .where(
-                Outbox.job_id == job_id,
-                Outbox.sop_class_uid == SR_CLASS,
-                # the earlier versions of this SR only, not sr-planar.dcm (same SOP class)
-                Outbox.path.in_({str(p) for v in versions for p in (v, v.resolve())}),
-                Outbox.state == OutboxState.PENDING,
-            )
-            .values(state=OutboxState.SUPERSEDED)
+        _queue(session, job_id, new, path, versions, destinations)
+        if planar is not None and planar_path is not None:
+            wanted = [(n, m) for n, m in destinations if m.planar_sr]
+            _queue(session, job_id, planar, planar_path, planars, wanted)
+    return Reissued(
+        str(new.SOPInstanceUID), str(planar.SOPInstanceUID) if planar is not None else None
+    )
+
+
+def _queue(
+    session: Session,
+    job_id: int,
+    new: Dataset,
+    path: Path,
+    older: list[Path],
+    destinations: list[tuple[str, Modality]],
+) -> None:
+    """Supersede the undelivered ``older`` versions of one document and queue ``new``."""
+    session.execute(
+        update(Outbox)
+        .where(
+            Outbox.job_id == job_id,
+            Outbox.sop_class_uid == SR_CLASS,
+            # this document's earlier versions only (both SRs have the same SOP class)
+            Outbox.path.in_({str(p) for v in older for p in (v, v.resolve())}),
+            Outbox.state == OutboxState.PENDING,
         )
-        for name, modality in destinations_for(settings, calling_aet):
-            session.add(
-                Outbox(
-                    job_id=job_id,
-                    study_instance_uid=str(new.StudyInstanceUID),
-                    destination=name,
-                    ae_title=modality.ae_title,
-                    host=modality.host,
-                    port=modality.port,
-                    path=str(path.resolve()),
-                    sop_instance_uid=uid,
-                    sop_class_uid=SR_CLASS,
-                )
+        .values(state=OutboxState.SUPERSEDED)
+    )
+    for name, modality in destinations:
+        session.add(
+            Outbox(
+                job_id=job_id,
+                study_instance_uid=str(new.StudyInstanceUID),
+                destination=name,
+                ae_title=modality.ae_title,
+                host=modality.host,
+                port=modality.port,
+                path=str(path.resolve()),
+                sop_instance_uid=str(new.SOPInstanceUID),
+                sop_class_uid=SR_CLASS,
             )
-    return uid
+        )
 
 
 __all__ = [
     "REJECTED",
     "REVIEW",
+    "Reissued",
     "ReviewError",
     "mark_rejected",
+    "mark_rejected_planar",
+    "planar_versions",
     "resend_rejected_sr",
     "sr_versions",
+    "tracking_uid_of",
 ]
