@@ -266,9 +266,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             overlays=args.overlays,
             planar_sr=True,
         )
-    except KeyError as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
     except MedvisionError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ else should escape to a user as a traceback.
     │   ├── MissingData         missing pixel data or required UIDs/attributes
     │   └── GeometryError       orientation, positions or spacing do not form a volume
     ├── NoMatchingSeries        no series in the study is accepted by a pipeline
+    ├── UnknownPipeline         no pipeline of that name is registered or installed
     ├── PipelineError           a pipeline failed on an accepted series
     └── ResultError             SEG/SR/findings could not be written
 """
@@ -47,6 +48,21 @@ class NoMatchingSeries(MedvisionError):
     """No series of a study is accepted by the pipeline that was asked for."""
 
 
+class UnknownPipeline(MedvisionError):
+    """No pipeline of the asked-for name exists (a typo, or a model not imported here).
+
+    Its own type so that callers tell it from a bug: a bare ``KeyError`` from inside a
+    pipeline must surface as an internal error, not as "unknown pipeline".
+    """
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        self.name = name
+        self.available = available
+        super().__init__(
+            f"Unknown pipeline '{name}'; available: {', '.join(available) or 'none'}."
+        )
+
+
 class PipelineError(MedvisionError):
     """A pipeline failed while processing an accepted series."""
 
@@ -65,4 +81,5 @@ __all__ = [
     "NotAnImage",
     "PipelineError",
     "ResultError",
+    "UnknownPipeline",
 ]

@@ -63,8 +63,9 @@ def run_study(
     """Run the pipelines on every study under ``path``; results go to ``out_dir``.
 
     Results of study S under pipeline P go to ``out_dir/S/P/``. Raises only
-    :class:`~medvision.errors.NoDicomFound` (nothing to do at all) or ``KeyError`` for an
-    unknown pipeline name, before any work is done.
+    :class:`~medvision.errors.NoDicomFound` (nothing to do at all) or
+    :class:`~medvision.errors.UnknownPipeline` for an unknown pipeline name, before any
+    work is done.
     """
     names = list(pipeline_names or pipelines.available())
     chosen = [pipelines.get(name) for name in names]

@@ -89,7 +89,7 @@ def execute_job(
             overlays=any(m.overlays for m in wanted),
             planar_sr=any(m.planar_sr for m in wanted),
         )
-    except (MedvisionError, StopIteration, KeyError) as err:
+    except (MedvisionError, StopIteration) as err:
         run = PipelineRun(job.pipeline, study_uid, "failed", reason=str(err) or "no such study")
     except Exception as err:
         # A bug or an exhausted resource, not bad input. Without this the job would stay

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from medvision.errors import UnknownPipeline
 from medvision.pipelines._contract import Pipeline
 
 _FACTORIES: dict[str, Callable[[], Pipeline]] = {}
@@ -23,14 +24,11 @@ def available() -> list[str]:
 
 
 def get(name: str) -> Pipeline:
-    """Build the pipeline called ``name``; a KeyError names the ones that exist."""
+    """Build the pipeline called ``name``; :class:`UnknownPipeline` names the ones that exist."""
     _load_builtins()
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise KeyError(
-            f"Unknown pipeline '{name}'; available: {', '.join(sorted(_FACTORIES)) or 'none'}."
-        ) from None
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise UnknownPipeline(name, sorted(_FACTORIES))
     return factory()
 
 

@@ -178,6 +178,7 @@ def is_filter_bundle(folder: Path) -> bool:
 
 def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
     """``evaluate lesions``: the per-patient table of any pipeline, or of a bundle folder."""
+    from medvision.errors import UnknownPipeline
     from medvision.pipelines import Pipeline, get
     from medvision.training._lesion_cases import CASES, get_case
     from medvision.training._lesion_eval import HEADER, evaluate_lesions, format_row, format_table
@@ -196,7 +197,7 @@ def cmd_evaluate_lesions(args: argparse.Namespace) -> int:
         else:
             pipeline = get(args.pipeline or "lung-ct")
         cases = [get_case(c) for c in args.case] if args.case else list(CASES)
-    except KeyError as exc:
+    except (KeyError, UnknownPipeline) as exc:  # an unknown case or pipeline name
         print(f"medvision evaluate: {exc.args[0]}", file=sys.stderr)
         return 2
     print(f"lesions: {pipeline.name} {pipeline.version}; one row per patient as it ends")
