@@ -300,7 +300,7 @@ def _report_runs(runs: list, *, quiet: bool) -> int:  # list[PipelineRun], impor
     A pipeline that is not for a study (another modality or body part) is one quiet note,
     not an error; a study that no pipeline applies to is an error naming each rule.
     """
-    from medvision.report import findings_table
+    from medvision.terminal_table import findings_table
 
     ok = True
     by_study: dict[str, list] = {}

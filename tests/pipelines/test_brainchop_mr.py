@@ -176,8 +176,8 @@ def test_mr_intensities_are_signal_in_the_sr_and_the_table(tissue, tmp_path):
     physical unit (UCUM "1"), and the terminal table's column says "mean signal"."""
     from pydicom import dcmread
 
-    from medvision.report import findings_table
     from medvision.runner import PipelineRun
+    from medvision.terminal_table import findings_table
 
     files = write_results(tissue, tmp_path)
     _assert_dciodvfy_clean(files.sr_path)

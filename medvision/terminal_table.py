@@ -1,4 +1,4 @@
-"""Plain-text summaries of what a run found, for the terminal."""
+"""The findings table `medvision run` prints in the terminal (QA reports are `reports/`)."""
 
 from __future__ import annotations
 
