@@ -2,7 +2,7 @@
 
 Everything that can fail because of what a user or a PACS gave us raises a subclass of
 :class:`MedvisionError` with a one-line, human-readable reason. The CLI prints that line and
-exits non-zero; the node (later) turns it into a failed job with the same reason. Nothing
+exits non-zero; the node turns it into a failed job with the same reason. Nothing
 else should escape to a user as a traceback.
 
     MedvisionError

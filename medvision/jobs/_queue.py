@@ -1,7 +1,8 @@
 """The job queue lives in the database: claiming is an atomic state change on the row.
 
-Whatever executes a job (the embedded worker pool today, Celery workers later), it only
-runs what the database says is due, and a claim succeeds for exactly one worker.
+Whatever executes a job (the embedded worker pool, or Celery workers with the `scale`
+extra), it only runs what the database says is due, and a claim succeeds for exactly one
+worker.
 """
 
 from __future__ import annotations

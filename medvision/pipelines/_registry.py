@@ -1,4 +1,4 @@
-"""Name → pipeline factory. Built-in pipelines register here; bundles will too."""
+"""Name → pipeline factory: the built-in pipelines, bundle folders and imported nnU-Net models."""
 
 from __future__ import annotations
 
