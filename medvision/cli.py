@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_models_parser(sub)
 
-    from medvision.api._users_cli import add_users_parser
+    from medvision.auth import add_users_parser
 
     add_users_parser(sub)
 
@@ -350,8 +350,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from medvision.api import create_app
     from medvision.node import Node
+    from medvision.server import create_app
 
     try:
         settings = _settings(args)

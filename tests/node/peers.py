@@ -228,7 +228,7 @@ class NodeProcess:
         """The API wants credentials: create a user with every role and keep a token."""
         if self.token is not None:
             return
-        from medvision.api._users import Role, add_user, new_token
+        from medvision.auth import Role, add_user, new_token
         from medvision.config import Settings
         from medvision.db import Database
 

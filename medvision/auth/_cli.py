@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medvision.api._users import Role, UserError, add_user, disable_user, list_users, new_token
+from medvision.auth._roles import Role, UserError
+from medvision.auth._tokens import new_token
+from medvision.auth._users import add_user, disable_user, list_users
 
 
 def add_users_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
