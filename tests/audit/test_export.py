@@ -181,9 +181,12 @@ NODE_SAMPLES: dict[str, dict] = {
     "api.read": dict(
         study_instance_uid=STUDY,
         user="dr.a",
-        route="GET /findings/{job_id}",
+        route="GET /studies/{study_uid}/results/{job_id}/sr",
         client_host="10.0.0.21",
         job_id=1,
+        object="sr",
+        version=2,
+        count=1,
     ),
     "review.decision": dict(
         study_instance_uid=STUDY,
@@ -290,6 +293,11 @@ def _recorded_types() -> dict[str, set[str]]:
                 and node.args
             ):
                 kwargs = {k.arg for k in node.keywords if k.arg and k.arg != "outcome"}
+                receiver = node.func.value
+                if isinstance(receiver, ast.Name) and receiver.id == "reader":
+                    # http_deps' Reader.record(study_uid, **fields) writes "api.read"
+                    found.setdefault("api.read", set()).update(kwargs)
+                    continue
                 for name in names(node.args[0]):
                     found.setdefault(name, set()).update(kwargs)
     return found
