@@ -56,8 +56,8 @@ class Modality(BaseModel):
     deidentify: bool = False
     #: DICOM TLS with this peer (docs/node.md "DICOM TLS"): results are sent to ``port`` over
     #: TLS (BCP 195 profile, our certificate presented, the peer's checked against
-    #: ``tls_ca``), and its AE title is refused on the plain listener, so that it can call
-    #: us only over the TLS one (``dicom_tls_port``) with a certificate we trust.
+    #: ``tls_ca``); and where the node has a TLS listener (``dicom_tls_port``) its AE title
+    #: is refused on the plain one, so that it can call us only with a certificate we trust.
     tls: bool = False
     #: PEM files for this peer; empty: the node's ``dicom_tls_ca`` / ``dicom_tls_cert`` /
     #: ``dicom_tls_key``. ``tls_ca`` holds the CA certificates (or the peer's own

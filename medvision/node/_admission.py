@@ -80,10 +80,12 @@ def refusal(
         return Refusal(
             f"host {host} is not among the calling_hosts of AE title {calling!r}", NO_REASON
         )
-    # A modality marked tls proves who it is with its certificate: its AE title on the plain
-    # port, where anyone can claim it, is an impostor or a misconfigured peer.
+    # A modality marked tls proves who it is with its certificate: with a TLS listener, its
+    # AE title on the plain port, where anyone can claim it, is an impostor or a
+    # misconfigured peer.
     if (
         not tls
+        and settings.dicom_tls_port is not None
         and modalities
         and all(m.tls for m in modalities)
         and calling not in settings.allowed_calling_aets

@@ -195,7 +195,7 @@ class Sender:
         )
         if not assoc.is_established:
             why = f"cannot associate with {aet}@{host}:{port}"
-            failed = getattr(tls, "handshake_error", None)
+            failed = getattr(tls, "tls_error", None)
             if failed is not None:
                 why = f"{why}: DICOM TLS handshake failed: {describe(failed)}"
             elif tls is not None:
@@ -272,15 +272,28 @@ class Sender:
 
 
 class _RecordingSSLSocket(ssl.SSLSocket):
-    """Keeps the handshake's error on its context (``handshake_error``): pynetdicom logs it
-    and reports only "not established", while the outbox should say what to fix."""
+    """Keeps the first TLS error on its context (``tls_error``): pynetdicom logs it and
+    reports only "not established", while the outbox should say what to fix. With TLS 1.3
+    a PACS refuses our certificate after our side of the handshake is done, so its alert
+    arrives on the first read."""
 
     def do_handshake(self, block: bool = False) -> None:
         try:
             super().do_handshake(block)
         except Exception as err:
-            self.context.handshake_error = err  # type: ignore[attr-defined]
+            self._record(err)
             raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as err:
+            self._record(err)
+            raise
+
+    def _record(self, err: Exception) -> None:
+        if getattr(self.context, "tls_error", None) is None:
+            self.context.tls_error = err  # type: ignore[attr-defined]
 
 
 def _encode(ds: Dataset) -> bytes:

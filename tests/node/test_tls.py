@@ -215,8 +215,9 @@ def test_a_silent_connection_does_not_hold_up_the_tls_listener(
     assert _events(scp, "association.rejected") == []  # silence is not a refusal
 
 
-def test_unreadable_certificate_is_a_usage_error_at_start(tmp_path: Path, certs: Certs) -> None:
+def test_tls_settings_are_checked_at_start(tmp_path: Path, certs: Certs) -> None:
     from medvision.config import ConfigError
+    from medvision.node._admission import refusal
     from medvision.node._tls import server_context
 
     settings = Settings(**_tls_settings(certs, dicom_tls_key=tmp_path / "missing.key"))
@@ -226,6 +227,14 @@ def test_unreadable_certificate_is_a_usage_error_at_start(tmp_path: Path, certs:
         Settings(dicom_tls_port=2762)
     with pytest.raises(ValueError, match="modalities.pacs has tls"):
         Settings(modalities={"pacs": Modality(ae_title="P", host="h", port=1, tls=True)})
+    # Results go to it over TLS, but without a TLS listener it can only call the plain port.
+    sends_only = Settings(
+        dicom_tls_cert=certs.node.cert,
+        dicom_tls_key=certs.node.key,
+        dicom_tls_ca=certs.ca,
+        modalities={"pacs": Modality(ae_title="P", host="h", port=1, tls=True)},
+    )
+    assert refusal(sends_only, "P", "MEDVISION", "127.0.0.1") is None
 
 
 # -- the sender: dcmtk storescp ----------------------------------------------------------------
@@ -272,8 +281,18 @@ def test_sender_delivers_to_storescp_over_tls(
     pending.close()
 
 
-def test_sender_refuses_a_pacs_whose_certificate_it_does_not_trust(
-    tmp_path: Path, shared_data: Path, certs: Certs
+@pytest.mark.parametrize(
+    ("server", "trusts", "why"),
+    [
+        # An impostor on the PACS's port, with a certificate from a CA we do not trust.
+        ("rogue", "ca", "the peer's certificate is not trusted"),
+        # The right PACS, which does not trust our certificate (TLS 1.3: its alert comes
+        # after our side of the handshake is done).
+        ("pacs", "rogue_ca", "the peer does not trust our certificate"),
+    ],
+)
+def test_sender_says_why_a_tls_destination_was_not_reached(
+    tmp_path: Path, shared_data: Path, certs: Certs, server: str, trusts: str, why: str
 ) -> None:
     port = free_port()
     out = tmp_path / "received"
@@ -283,19 +302,18 @@ def test_sender_refuses_a_pacs_whose_certificate_it_does_not_trust(
         tmp_path, shared_data, pacs, SR_STUDY,
         dicom_tls_cert=certs.node.cert, dicom_tls_key=certs.node.key, dicom_tls_ca=certs.ca,
     )  # fmt: skip
-    # An impostor on the PACS's port, with a certificate from a CA we do not trust.
-    scp = _storescp_tls(port, out, certs.rogue, certs.ca)
+    scp = _storescp_tls(port, out, getattr(certs, server), getattr(certs, trusts))
     try:
         assert pending.sender.send_due() == 0
     finally:
         stop_process(scp)
     assert list(out.iterdir()) == []
     rows = pending.rows()
-    assert all(r.state == "pending" for r in rows)
+    assert all(r.state == "pending" for r in rows)  # retried later, as any failed send
     assert "DICOM TLS handshake failed" in rows[0].last_error, rows[0].last_error
-    assert "certificate is not trusted" in rows[0].last_error
+    assert why in rows[0].last_error
     failed = [e for e in pending.audit.events() if e["type"] == "results.send_failed"]
-    assert len(failed) == 2 and "certificate is not trusted" in failed[0]["reason"]
+    assert len(failed) == 2 and why in failed[0]["reason"]
     pending.close()
 
 
