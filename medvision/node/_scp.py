@@ -207,7 +207,10 @@ class StorageSCP:
         return self._port_of(plain=False)
 
     def _port_of(self, plain: bool) -> int:
-        server = next(s for s in self._servers if (s.tls is None) == plain)
+        server = next((s for s in self._servers if (s.tls is None) == plain), None)
+        if server is None:
+            which = "plain DICOM" if plain else "DICOM TLS"
+            raise RuntimeError(f"the SCP has no {which} listener (started? dicom_tls_*?)")
         return int(server.server_address[1])
 
     def start(self) -> None:
