@@ -9,15 +9,24 @@ Who may associate is decided in ``_admission`` (deny by default): a refused call
 A-ASSOCIATE-RJ (permanent) and a security alert in the audit trail. Connections that have
 not become an admitted association are limited per address and in all, and closed by the
 ARTIM timer when they say nothing, so strangers cannot take the slots of allowed AEs.
+
+With ``dicom_tls_port`` a second listener speaks DICOM TLS (``_tls``: BCP 195 profile,
+mutual certificates). Its handshake runs on the connection's own thread under the ARTIM
+timer, after the connection guard admitted it (pynetdicom would run it in the accept loop,
+where one silent connection stops every other); a caller whose certificate does not chain
+to ``dicom_tls_ca``, or who presents none, is refused there and audited as a security alert,
+before it can send an A-ASSOCIATE-RQ.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -41,6 +50,7 @@ from medvision.node._admission import ConnectionGuard, refusal
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import Spool, SpoolError
+from medvision.node._tls import describe, peer_subject, server_context
 
 LOG = logging.getLogger("medvision.scp")
 
@@ -102,9 +112,55 @@ class _GuardedServer(ThreadedAssociationServer):
     #: and judged by the guard instead of waiting in SYN retries, a PACS's among them.
     request_queue_size = 256
 
+    #: DICOM TLS: the context each connection is wrapped in (None: plain DICOM).
+    tls: ssl.SSLContext | None = None
+    #: How long a TLS connection may take to finish its handshake (the ARTIM timer).
+    handshake_timeout: float = 10.0
+    #: Called with (host, port, error) when a TLS handshake fails.
+    on_handshake_failed: Callable[[str, int, BaseException], None] | None = None
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        # Accepted as plain TCP: pynetdicom's get_request would run the TLS handshake here,
+        # in the accept loop, where a silent connection blocks every other caller.
+        assert self.socket is not None
+        return self.socket.accept()  # type: ignore[return-value]
+
     def verify_request(self, request: object, client_address: object) -> bool:
         host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         return self.guard.admit(request, host)  # type: ignore[arg-type]
+
+    def process_request_thread(self, request: object, client_address: object) -> None:
+        if self.tls is not None:
+            secured = self._handshake(request, client_address)  # type: ignore[arg-type]
+            if secured is None:
+                return
+            request = secured
+        super().process_request_thread(request, client_address)  # type: ignore[arg-type]
+
+    def _handshake(
+        self, raw: socket.socket, client_address: tuple[str, int]
+    ) -> ssl.SSLSocket | None:
+        """The connection, TLS-secured with a client certificate we trust, or None (closed)."""
+        assert self.tls is not None
+        host, port = client_address[0], int(client_address[1])
+        try:
+            secured = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            raw.close()
+            return None
+        self.guard.replace(raw, secured, host)
+        try:
+            secured.settimeout(self.handshake_timeout)
+            secured.do_handshake()
+            secured.settimeout(None)
+        except (OSError, ValueError) as err:
+            try:
+                secured.close()
+            finally:
+                if self.on_handshake_failed is not None:
+                    self.on_handshake_failed(host, port, err)
+            return None
+        return secured
 
 
 class StorageSCP:
@@ -118,7 +174,9 @@ class StorageSCP:
         self.indexer = Indexer(db, spool=self.spool)
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
-        self._server: ThreadedAssociationServer | None = None
+        self._servers: list[_GuardedServer] = []
+        # Built now, so that an unreadable certificate stops the node at start (ConfigError).
+        self._tls = server_context(settings) if settings.dicom_tls_port is not None else None
         self._admitted: set[Association] = set()
         self._guard = ConnectionGuard(
             settings.max_connections_per_host, settings.max_pending_connections
@@ -140,8 +198,20 @@ class StorageSCP:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        """The plain DICOM listener's port."""
+        return self._port_of(plain=True)
+
+    @property
+    def tls_port(self) -> int:
+        """The DICOM TLS listener's port."""
+        return self._port_of(plain=False)
+
+    def _port_of(self, plain: bool) -> int:
+        server = next((s for s in self._servers if (s.tls is None) == plain), None)
+        if server is None:
+            which = "plain DICOM" if plain else "DICOM TLS"
+            raise RuntimeError(f"the SCP has no {which} listener (started? dicom_tls_*?)")
+        return int(server.server_address[1])
 
     def start(self) -> None:
         self.spool.start()
@@ -155,24 +225,32 @@ class StorageSCP:
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),
         ]
-        server = self.ae.make_server(
-            (self.settings.bind_address, self.settings.dicom_port),
-            evt_handlers=handlers,
-            server_class=_GuardedServer,
-        )
-        server.guard = self._guard
-        thread = threading.Thread(
-            target=server.serve_forever, name="medvision-scp-accept", daemon=True
-        )
-        thread.start()
-        # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
-        self.ae._servers.append(server)
-        self._server = server
+        listeners: list[tuple[int, ssl.SSLContext | None]] = []
+        if not self.settings.dicom_tls_only:
+            listeners.append((self.settings.dicom_port, None))
+        if self._tls is not None and self.settings.dicom_tls_port is not None:
+            listeners.append((self.settings.dicom_tls_port, self._tls))
+        for port, tls in listeners:
+            server = self.ae.make_server(
+                (self.settings.bind_address, port),
+                evt_handlers=handlers,
+                server_class=_GuardedServer,
+            )
+            server.guard = self._guard
+            if tls is not None:
+                server.tls = tls
+                server.handshake_timeout = self.settings.artim_timeout_s
+                server.on_handshake_failed = self._on_handshake_failed
+            name = "medvision-scp-accept" + ("-tls" if tls is not None else "")
+            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+            # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
+            self.ae._servers.append(server)
+            self._servers.append(server)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in self._servers:
+            server.shutdown()
+        self._servers = []
         self.indexer.stop()  # waits for the spool's journal to be materialised
         self.spool.stop()
 
@@ -190,7 +268,8 @@ class StorageSCP:
         calling = primitive.calling_ae_title.strip()
         called = primitive.called_ae_title.strip()
         host = assoc.requestor.address
-        found = refusal(self.settings, calling, called, host)
+        tls = isinstance(_socket_of(assoc), ssl.SSLSocket)
+        found = refusal(self.settings, calling, called, host, tls)
         if found is not None:
             # Recorded before the peer hears of it, so the trail never lags the rejection.
             LOG.warning(
@@ -208,6 +287,7 @@ class StorageSCP:
                 called_aet=called,
                 reason=found.reason,
                 security_alert=True,
+                tls=tls,
             )
             # Rejected-permanent, by the service user, with the diagnostic that names it.
             _reject(assoc, 0x01, 0x01, found.diagnostic)
@@ -244,9 +324,49 @@ class StorageSCP:
         calling = assoc.requestor.ae_title.strip()
         with self._lock:
             self._stats[id(assoc)] = _AssocStats(calling, assoc.requestor.address)
-        self.audit.record(
-            "association.accepted", calling_aet=calling, calling_host=assoc.requestor.address
+        sock = _socket_of(assoc)
+        tls = (
+            {"tls": True, "tls_subject": peer_subject(sock)}
+            if isinstance(sock, ssl.SSLSocket)
+            else {}
         )
+        self.audit.record(
+            "association.accepted", calling_aet=calling, calling_host=assoc.requestor.address, **tls
+        )
+
+    def _on_handshake_failed(self, host: str, port: int, err: BaseException) -> None:
+        """A TLS handshake on the TLS listener failed.
+
+        A peer that spoke and was refused (no certificate, one that does not chain to
+        ``dicom_tls_ca``, no common TLS version or cipher suite, plain DICOM on the TLS
+        port, or it refused ours) is a failed node authentication: logged and audited as
+        ``association.rejected`` with ``security_alert``, like a caller refused by AE title.
+        A connection that closed or stayed silent before saying anything is only logged,
+        at most once per 10 s per address, as the connection guard does for its closes.
+        """
+        spoke = isinstance(err, ssl.SSLError) and not isinstance(
+            err, ssl.SSLEOFError | ssl.SSLZeroReturnError
+        )
+        if not spoke:
+            self._guard.note(
+                f"tls:{host}",
+                f"TLS connection from {host} closed before its handshake: {describe(err)}",
+            )
+            return
+        reason = f"TLS handshake failed: {describe(err)}"
+        LOG.warning("association rejected: connection from %s:%d: %s", host, port, reason)
+        try:
+            self.audit.record(
+                "association.rejected",
+                outcome="failure",
+                calling_host=host,
+                calling_port=port,
+                reason=reason,
+                security_alert=True,
+                tls=True,
+            )
+        except Exception as audit_err:  # the refusal stands; the log line above stays
+            LOG.error("cannot audit the refused TLS connection from %s: %s", host, audit_err)
 
     def _on_closed(self, event: evt.Event) -> None:
         with self._lock:

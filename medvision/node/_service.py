@@ -67,7 +67,8 @@ class Node:
             "application.start",
             medvision_version=medvision.__version__,
             ae_title=self.settings.ae_title,
-            dicom_port=self.settings.dicom_port,
+            dicom_port=None if self.settings.dicom_tls_only else self.settings.dicom_port,
+            dicom_tls_port=self.settings.dicom_tls_port,
             **recovered,
         )
         self._checkpoint()

@@ -43,10 +43,18 @@ CTX = ExportContext(
 
 #: One realistic event per type, with the fields the code records (see test below).
 NODE_SAMPLES: dict[str, dict] = {
-    "application.start": dict(medvision_version="0.1.0", ae_title="MEDVISION", dicom_port=11112),
+    "application.start": dict(
+        medvision_version="0.1.0", ae_title="MEDVISION", dicom_port=11112, dicom_tls_port=2762
+    ),
     "application.stop": dict(interrupted_jobs=[3]),
     "audit.checkpoint": dict(checkpoint=3, anchor_file="/var/lib/medvision/audit-anchors.jsonl"),
-    "association.accepted": dict(calling_aet="ORTHANC", calling_host="10.0.0.5"),
+    "association.accepted": dict(
+        calling_aet="ORTHANC",
+        calling_host="10.0.0.5",
+        # over DICOM TLS: the subject of the certificate the PACS presented
+        tls=True,
+        tls_subject="organizationName=Hospital A, commonName=ORTHANC",
+    ),
     "association.rejected": dict(
         outcome="failure",
         calling_aet="INTRUDER",
@@ -54,6 +62,9 @@ NODE_SAMPLES: dict[str, dict] = {
         called_aet="MEDVISION",
         reason="calling AE title 'INTRUDER' is not on the allow-list",
         security_alert=True,
+        tls=False,
+        # set when the TLS handshake failed (no AE title yet): the caller's source port
+        calling_port=40312,
     ),
     "instances.received": dict(
         study_instance_uid=STUDY, calling_aet="ORTHANC", calling_host="10.0.0.5", instances=64
@@ -116,6 +127,7 @@ NODE_SAMPLES: dict[str, dict] = {
         destination="ORTHANC",
         host="10.0.0.5",
         port=4242,
+        tls=True,
         instances=[SEG_UID, SR_UID],
         studies=[
             {
