@@ -87,8 +87,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # http_bind_address opens it (Settings.http_host).
     http = "HTTPS" if settings.tls_cert else "HTTP"
     local = "" if settings.http_bind_address or settings.tls_cert else " (local only)"
+    dicom = [] if settings.dicom_tls_only else [f"DICOM port {node.scp.port}"]
+    if settings.dicom_tls_port is not None:
+        dicom.append(f"DICOM TLS port {node.scp.tls_port}")
     print(
-        f"medvision node {settings.ae_title} listening on DICOM port {settings.dicom_port}, "
+        f"medvision node {settings.ae_title} listening on {', '.join(dicom)}, "
         f"{http} on {settings.http_host}:{settings.http_port}{local}, "
         f"data in {settings.data_dir}",
         file=sys.stderr,
