@@ -13,6 +13,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import medvision
 
 ROOT = Path(medvision.__file__).parent
@@ -98,16 +100,39 @@ def test_auth_has_no_web_framework() -> None:
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_building_the_cli_parser_imports_no_web_framework() -> None:
-    """``medvision run`` works offline; its argument parser must not pull in FastAPI."""
+#: What the node needs and the offline commands must not load: web, database, broker.
+NODE_ONLY = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "argon2",
+    "celery",
+    "kombu",
+)
+
+
+@pytest.mark.parametrize("command", [["run", "STUDY", "--out", "OUT"], ["pipelines"]])
+def test_offline_commands_import_no_web_database_or_broker(
+    command: list[str], shared_data: Path, tmp_path: Path
+) -> None:
+    """``medvision run`` and ``pipelines`` work on a laptop without a node: running them
+    (the parser, the registry, the scan, the selection, the audit JSON lines) loads none of
+    these. The study is a real head CT that lung-ct judges and refuses quickly."""
+    study = shared_data / "ct" / "edge" / "philips-head-phantom-study"
+    argv = [a.replace("STUDY", str(study)).replace("OUT", str(tmp_path / "out")) for a in command]
     code = (
         "import sys\n"
-        "from medvision.cli import _parser\n"
-        "_parser().parse_args(['run', 'x'])\n"
-        "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn') if m in sys.modules))\n"
+        "from medvision.cli import main\n"
+        f"status = main({argv!r})\n"
+        f"loaded = sorted(m for m in {NODE_ONLY!r} if m in sys.modules)\n"
+        "print('LOADED', loaded, status)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("LOADED [] "), last
 
 
 def test_auth_http_deps_web_and_server_use_only_public_faces() -> None:

@@ -1,5 +1,12 @@
 """Audit trail: append-only, hash-chained events, their verification, and their export
-as DICOM PS3.15 A.5 audit messages over syslog (see docs/audit.md)."""
+as DICOM PS3.15 A.5 audit messages over syslog (see docs/audit.md).
+
+The node's database side (``DbAuditLog``, ``verify_database`` and their helpers) is loaded
+on first use: ``medvision run`` writes JSON lines and must not import SQLAlchemy.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from medvision.audit._anchor import (
     ANCHOR_MSGID,
@@ -23,7 +30,6 @@ from medvision.audit._chain import (
     verify_events,
     verify_file,
 )
-from medvision.audit._db import DbAuditLog
 from medvision.audit._export import (
     EVENT_MAP,
     INTERNAL_EVENTS,
@@ -44,14 +50,6 @@ from medvision.audit._syslog import (
     forward,
     frame,
     syslog_message,
-)
-from medvision.audit._verify import (
-    NoDatabase,
-    db_events,
-    head,
-    open_existing,
-    safe_url,
-    verify_database,
 )
 
 __all__ = [
@@ -100,3 +98,34 @@ __all__ = [
     "verify_events",
     "verify_file",
 ]
+
+#: Names served from a module imported on first use (PEP 562), and where they live.
+_LAZY = {
+    "DbAuditLog": "medvision.audit._db",
+    "NoDatabase": "medvision.audit._verify",
+    "db_events": "medvision.audit._verify",
+    "head": "medvision.audit._verify",
+    "open_existing": "medvision.audit._verify",
+    "safe_url": "medvision.audit._verify",
+    "verify_database": "medvision.audit._verify",
+}
+
+if TYPE_CHECKING:
+    from medvision.audit._db import DbAuditLog
+    from medvision.audit._verify import (
+        NoDatabase,
+        db_events,
+        head,
+        open_existing,
+        safe_url,
+        verify_database,
+    )
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the named export is
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medvision.audit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -36,12 +36,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING, Any
 
 from medvision.audit._chain import GENESIS, Verification, canonical, verify_events
-from medvision.db import AuditEvent, Database
+
+if TYPE_CHECKING:  # the database parts import it when they run: `medvision run` has none
+    from medvision.db import Database
 
 LOG = logging.getLogger("medvision.audit")
 
@@ -189,6 +189,10 @@ def read_anchor_node(path: Path) -> str:
 
 def last_declared(db: Database) -> tuple[int, dict[str, Any]] | None:
     """The newest ``audit.checkpoint`` event in the chain: (its ``n``, the event)."""
+    from sqlalchemy import select
+
+    from medvision.db import AuditEvent
+
     with db.session() as session:
         row = session.scalars(
             select(AuditEvent)
@@ -275,6 +279,8 @@ class Anchorer:
                 f"chain records checkpoint {declared[0]}: the file was cut"
             )
         if tail is not None:
+            from medvision.db import AuditEvent
+
             with self.db.session() as session:
                 row = session.get(AuditEvent, int(tail["seq"]))
                 found = row.hash if row is not None else None

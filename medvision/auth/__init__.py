@@ -13,20 +13,58 @@ same rule book through this package's names.
   while (``_throttle``).
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from medvision.auth._cli import add_users_parser
-from medvision.auth._passwords import check_password, hash_password
 from medvision.auth._roles import CurrentUser, Role, UserError, parse_roles
-from medvision.auth._sessions import end_session, purge_expired, session_user, start_session
-from medvision.auth._throttle import MAX_TRACKED, Lockout, LoginThrottle
-from medvision.auth._tokens import (
-    TOKEN_PREFIX,
-    TokenKind,
-    check_token,
-    drop_token,
-    new_token,
-    token_hash,
-)
-from medvision.auth._users import add_user, disable_user, list_users
+
+#: Names served from a module imported on first use (PEP 562): the database side, argon2
+#: and the throttle are not needed to build the CLI's parser or to name a role.
+_LAZY = {
+    "check_password": "medvision.auth._passwords",
+    "hash_password": "medvision.auth._passwords",
+    "end_session": "medvision.auth._sessions",
+    "purge_expired": "medvision.auth._sessions",
+    "session_user": "medvision.auth._sessions",
+    "start_session": "medvision.auth._sessions",
+    "MAX_TRACKED": "medvision.auth._throttle",
+    "Lockout": "medvision.auth._throttle",
+    "LoginThrottle": "medvision.auth._throttle",
+    "TOKEN_PREFIX": "medvision.auth._tokens",
+    "TokenKind": "medvision.auth._tokens",
+    "check_token": "medvision.auth._tokens",
+    "drop_token": "medvision.auth._tokens",
+    "new_token": "medvision.auth._tokens",
+    "token_hash": "medvision.auth._tokens",
+    "add_user": "medvision.auth._users",
+    "disable_user": "medvision.auth._users",
+    "list_users": "medvision.auth._users",
+}
+
+if TYPE_CHECKING:
+    from medvision.auth._passwords import check_password, hash_password
+    from medvision.auth._sessions import end_session, purge_expired, session_user, start_session
+    from medvision.auth._throttle import MAX_TRACKED, Lockout, LoginThrottle
+    from medvision.auth._tokens import (
+        TOKEN_PREFIX,
+        TokenKind,
+        check_token,
+        drop_token,
+        new_token,
+        token_hash,
+    )
+    from medvision.auth._users import add_user, disable_user, list_users
+
+
+def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the named export is
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medvision.auth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MAX_TRACKED",

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+if TYPE_CHECKING:  # the roles themselves are plain names: the CLI's parser lists them
+    from sqlalchemy.orm import Session
 
-from medvision.db import User
+    from medvision.db import User
 
 
 class Role(StrEnum):
@@ -62,6 +63,10 @@ def caller(user: User, method: str) -> CurrentUser:
 
 def named_user(session: Session, name: str) -> User:
     """The user called ``name``, or a ``UserError`` that says how to list them."""
+    from sqlalchemy import select
+
+    from medvision.db import User
+
     user = session.scalar(select(User).where(User.name == name))
     if user is None:
         raise UserError(f"No user named {name!r}; see 'medvision users list'.")
