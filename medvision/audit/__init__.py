@@ -30,18 +30,10 @@ from medvision.audit._chain import (
     verify_events,
     verify_file,
 )
-from medvision.audit._export import (
-    EVENT_MAP,
-    INTERNAL_EVENTS,
-    AuditMessage,
-    EventFilter,
-    ExportContext,
-    export_messages,
-    parse_time,
-    to_message,
-    to_xml,
-)
+from medvision.audit._export import EVENT_MAP, INTERNAL_EVENTS, to_message
+from medvision.audit._messages import AuditMessage, ExportContext
 from medvision.audit._schema import InvalidAuditMessage, validate, validation_errors
+from medvision.audit._select import EventFilter, export_messages, parse_time
 from medvision.audit._syslog import (
     ChainMismatch,
     SyslogSender,
@@ -51,6 +43,7 @@ from medvision.audit._syslog import (
     frame,
     syslog_message,
 )
+from medvision.audit._xml import to_xml
 
 __all__ = [
     "ANCHOR_MSGID",
