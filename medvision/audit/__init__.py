@@ -5,9 +5,9 @@ The node's database side (``DbAuditLog``, ``verify_database`` and their helpers)
 on first use: ``medvision run`` writes JSON lines and must not import SQLAlchemy.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medvision._lazy import lazy_exports
 from medvision.audit._anchor import (
     ANCHOR_MSGID,
     CHECKPOINT_EVENT,
@@ -115,10 +115,4 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the named export is
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medvision.audit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)

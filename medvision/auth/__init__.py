@@ -13,9 +13,9 @@ same rule book through this package's names.
   while (``_throttle``).
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from medvision._lazy import lazy_exports
 from medvision.auth._cli import add_users_parser
 from medvision.auth._roles import CurrentUser, Role, UserError, parse_roles
 
@@ -57,13 +57,7 @@ if TYPE_CHECKING:
     from medvision.auth._users import add_user, disable_user, list_users
 
 
-def __getattr__(name: str) -> Any:  # noqa: ANN401 - whatever the named export is
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'medvision.auth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [
