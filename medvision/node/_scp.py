@@ -38,6 +38,7 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node._admission import ConnectionGuard, refusal
+from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import Spool, SpoolError
@@ -148,6 +149,7 @@ class StorageSCP:
         self.indexer.start()
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, guard_association, [self.settings.max_pdu]),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
