@@ -215,7 +215,12 @@ class StorageSCP:
             _reject(assoc, 0x01, 0x01, found.diagnostic)
             return
         with self._lock:
-            self._admitted = {a for a in self._admitted if a.is_alive()}
+            # A released or aborted association gives its slot back at once: its thread
+            # lingers a moment (stopping the DUL), and a PACS that opens its next
+            # association straight away must not be told "local limit exceeded".
+            self._admitted = {
+                a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
+            }
             full = len(self._admitted) >= self.settings.max_associations
             if not full:
                 self._admitted.add(assoc)
