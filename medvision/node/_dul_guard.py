@@ -8,8 +8,8 @@ A-ASSOCIATE-RQ of 4 GiB had the node buffer whatever it sent, before any AE titl
 checked. :func:`limit_pdu_lengths` checks each header first: a P-DATA-TF longer than the
 node's ``max_pdu`` (the Maximum Length it offered: the longest P-DATA-TF variable field it
 receives), or any other PDU longer than :data:`MAX_OTHER_PDU`, gets an A-ABORT (service
-provider, invalid PDU parameter value) and the connection is closed; pynetdicom then sees a
-closed transport and ends the association as aborted.
+provider, invalid PDU parameter value) and the connection is closed, the body unread;
+pynetdicom then sees a closed transport and ends the association as aborted.
 
 **A message the upper layer cannot handle aborts the association** instead of killing its
 thread. pynetdicom's state machine re-raises an exception from an action (a P-DATA-TF whose
@@ -34,15 +34,13 @@ from pynetdicom.fsm import TRANSITION_TABLE
 LOG = logging.getLogger("medvision.scp")
 
 P_DATA_TF = 0x04
+#: A-ASSOCIATE-RQ/AC/RJ, P-DATA-TF, A-RELEASE-RQ/RP, A-ABORT (PS3.8 9.3).
+_KNOWN_TYPES = frozenset(range(0x01, 0x08))
 #: Longest A-ASSOCIATE-RQ (or any PDU but a P-DATA-TF) read: 128 presentation contexts of 30
 #: transfer syntaxes each come to ~120 KiB, a user identity assertion to at most 64 KiB more.
 MAX_OTHER_PDU = 1 << 20
 #: A-ABORT, source service provider (2), reason invalid PDU parameter value (6), PS3.8 9.3.8.
 _ABORT = struct.pack(">BBIBBBB", 0x07, 0, 4, 0, 0, 0x02, 0x06)
-
-
-class PduTooLong(OSError):
-    """Raised from the socket read so that pynetdicom treats it as a closed transport."""
 
 
 def guard_association(event: evt.Event, max_pdu: int) -> None:
@@ -107,7 +105,11 @@ def limit_pdu_lengths(event: evt.Event, max_pdu: int) -> None:
         finally:
             header_next[0] = False
 
+    refused = [False]
+
     def checked_recv(nr_bytes: int) -> Any:
+        if refused[0]:  # nothing more is read from this peer: pynetdicom sees the end
+            return bytearray()
         data = recv(nr_bytes)
         if not header_next[0]:
             return data
@@ -115,6 +117,8 @@ def limit_pdu_lengths(event: evt.Event, max_pdu: int) -> None:
         if nr_bytes != 6 or len(data) != 6:
             return data
         pdu_type, _, length = struct.unpack(">BBI", bytes(data))
+        if pdu_type not in _KNOWN_TYPES:  # pynetdicom aborts on the header, body unread
+            return data
         if pdu_type == P_DATA_TF:
             limit, what = max_pdu, "max_pdu, the maximum length the node offered"
         else:
@@ -136,11 +140,13 @@ def limit_pdu_lengths(event: evt.Event, max_pdu: int) -> None:
                     raw.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
-            raise PduTooLong(f"PDU of {length} bytes exceeds {limit}")
+            # The body read that follows gets nothing: pynetdicom logs a short PDU and
+            # handles a closed transport (event 17), which ends the association as aborted.
+            refused[0] = True
         return data
 
     dul._read_pdu_data = read_pdu_data  # type: ignore[method-assign]
     sock.recv = checked_recv  # type: ignore[method-assign]
 
 
-__all__ = ["MAX_OTHER_PDU", "PduTooLong", "guard_association"]
+__all__ = ["MAX_OTHER_PDU", "guard_association"]
