@@ -421,7 +421,7 @@ def pdu_cases(called: str, calling: str, max_pdu: int, seed: int) -> list[PduCas
         raw = bytearray(rq)
         for _ in range(rng.randrange(1, 6)):
             raw[rng.randrange(6, len(raw))] = rng.randrange(256)
-        cases.append(PduCase(f"associate-rq-flipped-{k}", bytes(raw), False))
+        cases.append(PduCase(f"associate-rq-flipped-{k}", bytes(raw), False, EITHER))
     # After a sound association (context 1: Verification).
     big = echo_command() + b"\x00" * (max_pdu * 4)
     cases += [
