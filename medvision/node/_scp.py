@@ -47,6 +47,7 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node._admission import ConnectionGuard, refusal
+from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import Spool, SpoolError
@@ -218,6 +219,7 @@ class StorageSCP:
         self.indexer.start()
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, guard_association, [self.settings.max_pdu]),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
@@ -293,7 +295,12 @@ class StorageSCP:
             _reject(assoc, 0x01, 0x01, found.diagnostic)
             return
         with self._lock:
-            self._admitted = {a for a in self._admitted if a.is_alive()}
+            # A released or aborted association gives its slot back at once: its thread
+            # lingers a moment (stopping the DUL), and a PACS that opens its next
+            # association straight away must not be told "local limit exceeded".
+            self._admitted = {
+                a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
+            }
             full = len(self._admitted) >= self.settings.max_associations
             if not full:
                 self._admitted.add(assoc)
