@@ -67,8 +67,20 @@ class Crop:
 
 
 def crop_of(c: Candidate, source: str) -> Crop:
-    box = ndimage.find_objects(c.mask.astype(np.uint8))[0]
-    return Crop(box, c.mask[box].copy(), c.volume_ml, c.mean_hu, source, c.confidence, c.left)
+    """The candidate cropped to the tight bounding box of its mask."""
+    (tight,) = ndimage.find_objects(c.local.astype(np.uint8))
+    box = tuple(
+        slice(b.start + t.start, b.start + t.stop) for b, t in zip(c.box, tight, strict=True)
+    )
+    return Crop(
+        box,  # type: ignore[arg-type]
+        c.local[tight].copy(),
+        c.volume_ml,
+        c.mean_hu,
+        source,
+        c.confidence,
+        c.left,
+    )
 
 
 #: The solid generator's rules, looser than the reporting defaults (see the module text).
@@ -96,9 +108,8 @@ def find_candidates(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Cro
     found = find_lesions(volume, lungs, sensitive_params(p), envelopes)
     taken = np.zeros(volume.shape, dtype=bool)
     solid = []
-    while found:
-        c = found.pop(0)
-        taken |= c.mask
+    for c in found:
+        taken[c.box] |= c.local
         solid.append(crop_of(c, "solid"))
     return solid + ground_glass(volume, lungs, p, taken, envelopes)
 
