@@ -134,14 +134,31 @@ def ground_glass(
     smooth = ndimage.gaussian_filter(hu, sigma=sigma)
     dense = (smooth > GGO_HU) & env[box]
     glass = open_2d(dense, GGO_OPEN_MM, pixel) & (smooth < p.solid_hu) & ~taken[box]
-    labels, _ = ndimage.label(glass, structure=np.ones((3, 3, 3), bool))
+    labels, count = ndimage.label(glass, structure=np.ones((3, 3, 3), bool))
     min_ml = math.pi / 6.0 * GGO_MIN_DIAMETER_MM**3 / 1000.0
+    # Most components are specks: skip them by their voxel count before any mask work.
+    voxels = np.bincount(labels.ravel(), minlength=count + 1)
+    min_voxels = min_ml * 1000.0 / volume.voxel_volume_mm3
+    taken_box = taken[box]
     out = []
     for index, sub in enumerate(ndimage.find_objects(labels), start=1):
-        if sub is None:
+        if sub is None or voxels[index] < min_voxels:
             continue
         part = labels[sub] == index
-        if (taken[box][sub] & ndimage.binary_dilation(part)).any():
+        # Touching a solid candidate: its halo (the ground-glass rim of a part-solid nodule
+        # or of a tumour), not a lesion of its own. Looked for one voxel beyond the
+        # component's box too: a halo capping a tumour touches it across the box's face.
+        near = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n))
+            for s, n in zip(sub, labels.shape, strict=True)
+        )
+        grown = np.zeros([s.stop - s.start for s in near], bool)
+        grown[
+            tuple(
+                slice(s.start - g.start, s.stop - g.start) for s, g in zip(sub, near, strict=True)
+            )
+        ] = part
+        if (taken_box[near] & ndimage.binary_dilation(grown)).any():
             continue
         abs_box = tuple(
             slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub, strict=True)
