@@ -170,6 +170,12 @@ def card(out: Path, meta: dict[str, Any]) -> str:
         lines += ["", "The shipped weights are trained on all three patients after these folds."]
         lines += [
             "",
+            "A caveat: the changes that made 0.2.0 were chosen knowing how 0.1.0's folds "
+            "failed (A0001 above all), so these rows are a second look at the same three "
+            "patients, not a clean unseen-patient test (docs/accuracy.md).",
+        ]
+        lines += [
+            "",
             "Reliability of the score on the held-out patients' candidates (pooled over the "
             "folds; raw = the fold network's sigmoid, calibrated = after the Platt scaling "
             "fitted on these same candidates):",
