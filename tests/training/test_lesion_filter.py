@@ -1,7 +1,7 @@
 """``medvision train lesions``' parts on small volumes: scanner changes, labels, the
 training loop's checkpoint and resume, calibration and the reliability table.
 
-The real training (three CTs, ~30 min on 2 cores) is recorded in docs/accuracy.md.
+The real training (three CTs, about 8 min of CPU) is recorded in docs/accuracy.md.
 """
 
 from __future__ import annotations
