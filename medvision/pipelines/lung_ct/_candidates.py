@@ -125,26 +125,26 @@ def ground_glass(
     pixel = (volume.spacing[1], volume.spacing[0])
     env_left, env_right = envelopes or lung_envelopes(volume, lungs, p)
     env = env_left | env_right
-    if not env.any():
-        return []
     # Work on the envelope's bounding box only: the smoothing is the costly step.
-    box = ndimage.find_objects(env.astype(np.uint8))[0]
+    box = _bounding_box(env)
+    if box is None:
+        return []
     hu = volume.array[box]
     sigma = [GGO_SMOOTH_MM / s for s in (volume.spacing[2], volume.spacing[1], volume.spacing[0])]
     smooth = ndimage.gaussian_filter(hu, sigma=sigma)
     dense = (smooth > GGO_HU) & env[box]
     glass = open_2d(dense, GGO_OPEN_MM, pixel) & (smooth < p.solid_hu) & ~taken[box]
-    labels, count = ndimage.label(glass, structure=np.ones((3, 3, 3), bool))
+    labels, _ = ndimage.label(glass, structure=np.ones((3, 3, 3), bool))
     min_ml = math.pi / 6.0 * GGO_MIN_DIAMETER_MM**3 / 1000.0
-    # Most components are specks: skip them by their voxel count before any mask work.
-    voxels = np.bincount(labels.ravel(), minlength=count + 1)
     min_voxels = min_ml * 1000.0 / volume.voxel_volume_mm3
     taken_box = taken[box]
     out = []
     for index, sub in enumerate(ndimage.find_objects(labels), start=1):
-        if sub is None or voxels[index] < min_voxels:
+        if sub is None:
             continue
         part = labels[sub] == index
+        if part.sum() < min_voxels:  # a speck: skipped before the costlier checks
+            continue
         # Touching a solid candidate: its halo (the ground-glass rim of a part-solid nodule
         # or of a tumour), not a lesion of its own. Looked for one voxel beyond the
         # component's box too: a halo capping a tumour touches it across the box's face.
@@ -180,6 +180,15 @@ def ground_glass(
         )
     out.sort(key=lambda c: -c.volume_ml)
     return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a 3-D mask from its projections (None when empty); cheaper than
+    ``find_objects`` on a full-grid mask."""
+    k, j, i = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    if not len(k):
+        return None
+    return slice(k[0], k[-1] + 1), slice(j[0], j[-1] + 1), slice(i[0], i[-1] + 1)
 
 
 __all__ = [
