@@ -8,6 +8,12 @@ merge), split into its parts. The difference is what the filter adds to a ``lung
 (the lungs, measurements and result writing are the same either way). Uses the installed
 filter bundle (``models/lung_lesion_filter`` or the user's model folder); on CUDA where
 present (with AMP), else on the CPU threads torch is given (``--threads``, default 2).
+
+Each part is timed twice: wall time (``time.perf_counter``, the fastest of the runs) and
+the process's CPU time (``time.process_time``, keys ``cpu_*``, also the least of the
+runs). On a machine shared with other work, wall time grows with their load while CPU
+time does not (the generator is single-threaded numpy/scipy, so its CPU time is what its
+wall time would be on an idle core; the network's CPU time sums its threads).
 """
 
 from __future__ import annotations
@@ -16,10 +22,22 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+def _timed(t: dict[str, float], name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn(*args)``; its wall and CPU seconds into ``t[name]``, ``t["cpu_" + name]``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args)
+    t[name] = time.perf_counter() - wall
+    t["cpu_" + name] = time.process_time() - cpu
+    return out
 
 
 def main() -> int:
@@ -54,25 +72,19 @@ def main() -> int:
         best: dict[str, float] = {}
         for _ in range(args.repeat):
             t: dict[str, float] = {}
-            start = time.perf_counter()
-            find_lesions(volume, lungs, p)
-            t["rules"] = time.perf_counter() - start
-            start = time.perf_counter()
-            crops = find_candidates(volume, lungs, p)
-            t["generate"] = time.perf_counter() - start
-            start = time.perf_counter()
-            patches = candidate_patches(volume, crops)
-            t["patches"] = time.perf_counter() - start
-            start = time.perf_counter()
-            lesion_filter.logits(patches)
-            t["network"] = time.perf_counter() - start
-            start = time.perf_counter()
-            lesion_filter.select(volume, crops)
-            t["select_total"] = time.perf_counter() - start  # patches + network + merge
-            t["filter_path"] = t["generate"] + t["select_total"]
+            timed = partial(_timed, t)
+            timed("rules", find_lesions, volume, lungs, p)
+            crops = timed("generate", find_candidates, volume, lungs, p)
+            patches = timed("patches", candidate_patches, volume, crops)
+            timed("network", lesion_filter.logits, patches)
+            # patches + network + merge
+            timed("select_total", lesion_filter.select, volume, crops)
+            for pre in ("", "cpu_"):
+                t[pre + "filter_path"] = t[pre + "generate"] + t[pre + "select_total"]
             best = {k: min(v, best.get(k, v)) for k, v in t.items()}
         # Fastest filter path minus fastest rules (each the least disturbed by other load).
         best["added"] = best["filter_path"] - best["rules"]
+        best["cpu_added"] = best["cpu_filter_path"] - best["cpu_rules"]
         row = {
             "case": case.name,
             "slices": volume.shape[0],

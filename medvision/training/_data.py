@@ -155,6 +155,18 @@ def _capsule(
     return box, np.clip(0.5 - dist / float(sp.min()), 0.0, 1.0).astype(np.float32)
 
 
+def _max_into(
+    cover: np.ndarray, box: tuple[slice, ...], sub: tuple[slice, ...], cov: np.ndarray
+) -> None:
+    """``cover`` (on ``box``) = max(cover, ``cov`` on ``sub``) where the two boxes meet."""
+    inter = [(max(s.start, b.start), min(s.stop, b.stop)) for s, b in zip(sub, box, strict=True)]
+    if any(a >= c for a, c in inter):
+        return
+    dst = tuple(slice(a - b.start, c - b.start) for (a, c), b in zip(inter, box, strict=True))
+    src = tuple(slice(a - s.start, c - s.start) for (a, c), s in zip(inter, sub, strict=True))
+    np.maximum(cover[dst], cov[src], out=cover[dst])
+
+
 #: Label value of synthesised lesions in :func:`synthetic_chest` (1, 2 are the lungs).
 LESION_VALUE = 3
 
@@ -166,6 +178,7 @@ def add_lesions(
     rng: np.random.Generator,
     count: int,
     diameters_mm: tuple[float, float] = (5.0, 70.0),
+    centres: np.ndarray | None = None,
 ) -> np.ndarray:
     """Paint ``count`` lung lesions into ``hu`` (before noise) and return their mask.
 
@@ -176,10 +189,12 @@ def add_lesions(
     with a one-voxel partial-volume ramp, a smooth internal texture, and is kept inside the
     lung dilated by 2 mm (a juxta-pleural lesion abuts the wall; beyond it, it would be
     invisible against muscle and must not be labelled). The mask is coverage >= 1/2.
-    ``sp`` is the spacing in array order (k, j, i); ``diameters_mm`` the log-uniform range.
+    ``sp`` is the spacing in array order (k, j, i); ``diameters_mm`` the log-uniform range;
+    ``centres``, when given, the part of ``lung`` the lesions' centres are drawn from (the
+    lesions still extend into all of ``lung``).
     """
     shape = np.array(hu.shape)
-    idx = np.argwhere(lung)
+    idx = np.argwhere(lung if centres is None else centres & lung)
     mask = np.zeros(hu.shape, bool)
     if not len(idx) or count <= 0:
         return mask
@@ -189,15 +204,16 @@ def add_lesions(
         diameter = float(np.exp(rng.uniform(*np.log(diameters_mm))))
         centre = idx[rng.integers(len(idx))].astype(float)
         r = diameter / 2.0
-        cover = np.zeros(hu.shape, np.float32)
         lo = np.maximum(((centre * sp - 1.6 * r) / sp).astype(int) - 2, 0)
         hi = np.minimum(((centre * sp + 1.6 * r) / sp).astype(int) + 3, shape)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        # Coverage on the lesion's box only (what falls outside it is not painted).
+        cover = np.zeros([b.stop - b.start for b in box], np.float32)
         for _ in range(int(rng.integers(1, 6))):
             offset = rng.normal(size=3) * r * 0.3
             radii = r * rng.uniform(0.5, 1.0, size=3)
             sub, cov = _soft_ellipsoid(hu.shape, centre + offset / sp, radii / sp)
-            np.maximum(cover[sub], cov, out=cover[sub])
+            _max_into(cover, box, sub, cov)
         if rng.random() < 0.5:
             for _ in range(int(rng.integers(2, 9))):
                 direction = rng.normal(size=3)
@@ -206,8 +222,8 @@ def add_lesions(
                 b = a + direction * r * rng.uniform(0.3, 1.0)
                 sub, cov = _capsule(hu.shape, a, b, float(rng.uniform(0.5, 1.5)), sp)
                 if cov.size:
-                    np.maximum(cover[sub], cov, out=cover[sub])
-        cov = cover[box] * allowed[box]
+                    _max_into(cover, box, sub, cov)
+        cov = cover * allowed[box]
         kind = rng.choice(["solid", "part-solid", "ground-glass"], p=[0.6, 0.25, 0.15])
         texture = ndimage.gaussian_filter(rng.normal(size=cov.shape), 1.0).astype(np.float32)
         if kind == "solid":

@@ -14,6 +14,8 @@ will at inference; every candidate it returns becomes one training example:
   as another scanner would: IV contrast (soft tissue and vessels +0-150 HU), a linear HU
   gain/offset, the reconstruction kernel (Gaussian blur or unsharp-mask sharpening in the
   slice plane), the slice thickness (slab-averaged and resampled to 1-10 mm) and noise.
+  Each copy also gets 1-2 large masses (25-60 mm) centred in the medial lung
+  (:func:`medial_lung`), against the mediastinum and hilum, as central lung cancers are.
   Candidates on a synthetic lesion are positive, on a real nodule positive, and the rest
   negative.
 
@@ -41,7 +43,22 @@ from medvision.training._lesion_cases import RealCase, load_reference, load_volu
 from medvision.training._lesion_score import BoxReference, ReaderReference
 
 #: Bumped when the way a variant is made changes, so that stale caches are rebuilt.
-DATA_VERSION = 1
+#: 2: central masses (:func:`medial_lung`); the generator's ground-glass halo rule.
+DATA_VERSION = 2
+#: Augmented copies of a thinner scan are resampled to slabs of at least this (mm): a
+#: 1.25 mm copy cost twice a 2.5 mm one to make (lungs, candidates) for little: the
+#: classifier sees 1 mm and 2 mm patches, and the scan's thin slices stay in its
+#: as-acquired copy (variant 0).
+MIN_COPY_MM = 2.5
+#: Large synthetic masses centred in the medial lung, per augmented copy (inclusive range),
+#: and their diameters (mm, log-uniform). Why: central lung cancers (squamous and small
+#: cell carcinoma above all) are large masses against the mediastinum and hilum, where the
+#: generator cuts them at the lung border and the classifier sees a mass half in soft
+#: tissue; the 5-40 mm lesions drawn anywhere in the lung rarely look like that.
+CENTRAL_MASSES = (1, 2)
+CENTRAL_DIAMETERS_MM = (25.0, 60.0)
+#: Fraction of each slice's lung voxels, nearest the midline, that :func:`medial_lung` keeps.
+MEDIAL_FRACTION = 0.25
 #: Variants per patient (variant 0 = as acquired).
 DEFAULT_VARIANTS = 5
 
@@ -69,7 +86,8 @@ class Variant:
 
 
 def plan_variants(patient: str, count: int, seed: int, native_mm: float) -> list[Variant]:
-    """Variant 0 as acquired, then ``count - 1`` augmented copies with synthetic lesions."""
+    """Variant 0 as acquired, then ``count - 1`` augmented copies with synthetic lesions
+    (at least :data:`MIN_COPY_MM` thick)."""
     digest = int(hashlib.sha256(f"{patient}:{seed}".encode()).hexdigest()[:8], 16)
     rng = np.random.default_rng(digest)
     out = [Variant(patient, 0, seed)]
@@ -77,6 +95,8 @@ def plan_variants(patient: str, count: int, seed: int, native_mm: float) -> list
         thick = None
         if rng.random() < 0.7:
             thick = float(np.round(rng.uniform(max(native_mm, 1.0), 10.0), 2))
+        if native_mm < MIN_COPY_MM:
+            thick = max(thick or 0.0, MIN_COPY_MM)
         kernel = str(rng.choice(["native", "smooth", "sharp"]))
         out.append(
             Variant(
@@ -111,12 +131,29 @@ def reference_regions(
         return pos, ign
     for nodule in ref.nodules:
         (pos if nodule.readers >= 2 else ign)[nodule.reader_count > 0] = True
-    if ref.points:
-        marks = np.zeros(shape, bool)
-        for p in ref.points:
-            marks[p] = True
-        ign |= ndimage.distance_transform_edt(~marks, sampling=spacing_kji) <= 4.0
+    # A 4 mm ball around each point mark, drawn on its own box (a distance transform of
+    # the whole scan took half a minute on the 261-slice scan).
+    reach = np.ceil(4.0 / np.asarray(spacing_kji, float)).astype(int)
+    for p in ref.points:
+        lo = np.maximum(np.asarray(p) - reach, 0)
+        hi = np.minimum(np.asarray(p) + reach + 1, shape)
+        grids = np.ogrid[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        d2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, p, spacing_kji, strict=True))
+        ign[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] |= d2 <= 16.0
     return pos, ign
+
+
+def medial_lung(lung: np.ndarray) -> np.ndarray:
+    """The lung voxels nearest the midline, :data:`MEDIAL_FRACTION` of each slice's: the
+    lung along the mediastinum and at the hilum (the midline is the slice's mean lung
+    column, between the two lungs)."""
+    out = np.zeros(lung.shape, bool)
+    for k in np.flatnonzero(lung.any(axis=(1, 2))):
+        j, i = np.nonzero(lung[k])
+        d = np.abs(i - i.mean())
+        near = d <= np.quantile(d, MEDIAL_FRACTION)
+        out[k, j[near], i[near]] = True
+    return out
 
 
 # -- the scanner changes --------------------------------------------------------------------
@@ -167,10 +204,23 @@ def add_noise(hu: np.ndarray, v: Variant) -> np.ndarray:
     return hu + ndimage.gaussian_filter(noise, sigma=(0, 0.6, 0.6)) * 1.6
 
 
+def away_from(pos: np.ndarray, ign: np.ndarray, spacing_kji: np.ndarray) -> np.ndarray:
+    """Voxels more than 25 mm from every real nodule and mark: where synthetic lesions go."""
+    return ndimage.distance_transform_edt(~(pos | ign), sampling=spacing_kji) > 25.0
+
+
 def make_variant(
-    volume: Volume, lung: np.ndarray, pos: np.ndarray, ign: np.ndarray, v: Variant
+    volume: Volume,
+    lung: np.ndarray,
+    pos: np.ndarray,
+    ign: np.ndarray,
+    v: Variant,
+    away: np.ndarray | None = None,
 ) -> tuple[Volume, np.ndarray, np.ndarray]:
-    """The variant's volume and its (positive, ignore) masks on the variant's grid."""
+    """The variant's volume and its (positive, ignore) masks on the variant's grid.
+
+    ``away``: where synthetic lesions may go (more than 25 mm from ``pos | ign``), when the
+    caller has it (it is the same for every variant of a patient; :func:`away_from`)."""
     from dataclasses import replace
 
     from medvision.training._data import add_lesions
@@ -180,8 +230,19 @@ def make_variant(
     sp = np.array([volume.spacing[2], volume.spacing[1], volume.spacing[0]])
     hu = volume.array.copy()
     rng = np.random.default_rng(v.seed)
-    away = ndimage.distance_transform_edt(~(pos | ign), sampling=sp) > 25.0
+    if away is None:
+        away = away_from(pos, ign, sp)
     synthetic = add_lesions(hu, lung & away, sp, rng, v.synthetic, diameters_mm=(5.0, 40.0))
+    central_rng = np.random.default_rng(v.seed + 3)
+    synthetic |= add_lesions(
+        hu,
+        lung & away,
+        sp,
+        central_rng,
+        int(central_rng.integers(CENTRAL_MASSES[0], CENTRAL_MASSES[1] + 1)),
+        diameters_mm=CENTRAL_DIAMETERS_MM,
+        centres=medial_lung(lung),
+    )
     pos = pos | synthetic
     hu = apply_scanner(hu, v, sp)
     spacing = volume.spacing
@@ -237,7 +298,7 @@ def build_patient(
     plan: list[Variant] = []
     paths = []
     params = LungParams()
-    native: tuple[Volume, Any, np.ndarray, np.ndarray] | None = None
+    native: tuple[Volume, Any, np.ndarray, np.ndarray, np.ndarray] | None = None
     for v in plan_variants(case.name, variants, seed, native_mm=_native_mm(case)):
         path = variant_path(work, v)
         paths.append(path)
@@ -249,9 +310,9 @@ def build_patient(
             ref = load_reference(case, volume)
             sp = np.array([volume.spacing[2], volume.spacing[1], volume.spacing[0]])
             pos, ign = reference_regions(ref, volume.shape, sp)
-            native = (volume, segment_lungs(volume, params), pos, ign)
-        volume, lungs, pos, ign = native
-        vol, vpos, vign = make_variant(volume, lungs.left | lungs.right, pos, ign, v)
+            native = (volume, segment_lungs(volume, params), pos, ign, away_from(pos, ign, sp))
+        volume, lungs, pos, ign, away = native
+        vol, vpos, vign = make_variant(volume, lungs.left | lungs.right, pos, ign, v, away)
         vlungs = lungs if v.index == 0 else segment_lungs(vol, params)
         crops = find_candidates(vol, vlungs, params)
         labels = label_candidates(crops, vpos, vign)
@@ -317,14 +378,17 @@ def load_native_crops(work: Path, case: RealCase, seed: int) -> list[Any]:
 __all__ = [
     "DATA_VERSION",
     "DEFAULT_VARIANTS",
+    "MIN_COPY_MM",
     "Variant",
     "add_noise",
+    "away_from",
     "apply_scanner",
     "build_patient",
     "label_candidates",
     "load_native_crops",
     "load_variants",
     "make_variant",
+    "medial_lung",
     "plan_variants",
     "reference_regions",
     "resample_mask",

@@ -50,18 +50,28 @@ class FilterHP:
     seed: int = 12
     variants: int = 6
     threshold: float = 0.5
+    #: Mixed precision: the forward pass in bfloat16 (autocast; weights, loss and optimiser
+    #: in float32), on CUDA and on a CPU with bfloat16 instructions. On this 2-core
+    #: machine's CPU (AVX-512 BF16) a step takes about 0.15 s instead of 0.3 s.
+    bf16: bool = True
 
 
 def augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Patch augmentation: flips on every axis, in-plane quarter turns, HU gain/offset,
-    noise. The mask channels move with the HU channels."""
+    """Patch augmentation: a left-right mirror, HU gain/offset, noise. The mask channels
+    move with the HU channels.
+
+    No flips along y (anterior-posterior) or z (cranio-caudal) and no in-plane quarter
+    turns (filter 0.1.0 had all three): the patches are sampled along the patient's axes,
+    so "posterior" and "caudal" are fixed directions in every patch, and they are what
+    tells gravity-dependent density (a ground-glass band along the posterior pleura of a
+    supine patient) and the diaphragm dome (caudal) from a lesion. Mirroring left-right
+    keeps them; the two lungs are near mirror images.
+    """
     out = np.empty_like(x)
     for n in range(len(x)):
         p = x[n]
-        for axis in (1, 2, 3):
-            if rng.random() < 0.5:
-                p = np.flip(p, axis=axis)
-        p = np.rot90(p, k=int(rng.integers(4)), axes=(2, 3))
+        if rng.random() < 0.5:
+            p = np.flip(p, axis=3)
         p = np.array(p, dtype=np.float32)
         hu = p[0::2]
         hu *= np.float32(rng.uniform(0.9, 1.1))
@@ -123,6 +133,8 @@ def train_network(
         )
         tmp.replace(checkpoint)
 
+    amp = hp.bf16 and (device.type == "cuda" or _cpu_has_bf16())
+    log(f"training on {device}{' with bfloat16 autocast' if amp else ''}")
     net.train()
     running = None
     start = time.perf_counter()
@@ -130,7 +142,9 @@ def train_network(
         idx = np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, hp.batch - n_pos)])
         xb = torch.from_numpy(augment(x[idx].astype(np.float32), rng)).to(device)
         yb = torch.from_numpy(y[idx].astype(np.float32))[:, None].to(device)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb), yb)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out = net(xb)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.float(), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -146,6 +160,15 @@ def train_network(
             )
     net.eval()
     return net.cpu()
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether the CPU has bfloat16 instructions (without them autocast is slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def logits_of(net: Any, x: np.ndarray) -> np.ndarray:
@@ -286,7 +309,12 @@ def summarise_folds(records: list[dict]) -> dict[str, Any]:
         tf = np.array([c["label"] for c in r["candidates"] if c["label"] >= 0])
         per_fold[r["held_out"]] = reliability(sigmoid(zf), tf)
     return {
-        "calibration": {"a": round(a, 4), "b": round(b, 4), "fitted_on": int(len(t))},
+        "calibration": {
+            "a": round(a, 4),
+            "b": round(b, 4),
+            "fitted_on": int(len(t)),
+            "positives": int(t.sum()) if len(t) else 0,
+        },
         "reliability_raw_pooled": reliability(sigmoid(z), t),
         "reliability_calibrated_pooled": reliability(sigmoid(a * z + b), t),
         "reliability_raw_per_fold": per_fold,
@@ -305,8 +333,12 @@ def train_lesions(
     """Folds (all three unless ``folds`` names some), calibration, then the final bundle."""
     from medvision.training._lesion_bundle import write_filter_bundle
 
+    started = time.perf_counter()
     log = _log_to(work / "log.txt", "%H:%M:%S")
-    log(f"train lesions: hyper-parameters {asdict(hp)}")
+    log(
+        f"train lesions: hyper-parameters {asdict(hp)}, torch threads "
+        f"{os.environ.get('MEDVISION_TRAIN_THREADS', '1')}"
+    )
     names = folds if folds is not None else [c.name for c in CASES]
     records = []
     for name in names:
@@ -328,8 +360,11 @@ def train_lesions(
     keep = y >= 0
     log(f"final: {int(keep.sum())} candidates, {int(y[keep].sum())} positive")
     net = train_network(x[keep], y[keep], hp, work / "final.ckpt.pt", log)
-    bundle = write_filter_bundle(net, out or work / "bundle" / "lung_lesion_filter", hp, summary)
-    log(f"bundle written: {bundle}")
+    minutes = (time.perf_counter() - started) / 60.0
+    bundle = write_filter_bundle(
+        net, out or work / "bundle" / "lung_lesion_filter", hp, summary, minutes=minutes
+    )
+    log(f"bundle written: {bundle} ({minutes:.1f} min this run)")
     return bundle
 
 

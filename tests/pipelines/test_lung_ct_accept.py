@@ -19,7 +19,7 @@ def _series(path: Path) -> list[SeriesInfo]:
 def test_registered() -> None:
     assert "lung-ct" in available()
     pipe = get("lung-ct")
-    assert (pipe.name, pipe.version) == ("lung-ct", "1.1.0")
+    assert (pipe.name, pipe.version) == ("lung-ct", "1.1.1")
     assert [label.name for label in pipe.labels] == ["Left lung", "Right lung", "Lung lesion"]
 
 

@@ -127,7 +127,38 @@ def test_lung_ct_uses_the_installed_filter(tmp_path: Path, monkeypatch) -> None:
     assert info is not None and info.name == "lung_lesion_filter"
     algorithm = LungCT().algorithm
     assert algorithm.family == "AI"
-    assert algorithm.parameters["lesion_filter"].startswith("lung_lesion_filter 0.1.0 sha256:")
+    from medvision.training._lesion_bundle import VERSION
+
+    assert algorithm.parameters["lesion_filter"].startswith(f"lung_lesion_filter {VERSION} sha256:")
     monkeypatch.setenv("MEDVISION_LESION_FILTER", "off")
     assert _stage.stage_info() is None
     assert LungCT().algorithm.family == "classical"
+
+
+def test_ground_glass_touching_a_solid_candidate_is_its_halo() -> None:
+    """A ground-glass block that touches a solid candidate only across the face of its own
+    bounding box (a cap on one side of a tumour) is the tumour's halo and no candidate of
+    its own; the same block away from any solid candidate is one."""
+    from medvision.pipelines.lung_ct._candidates import ground_glass
+    from medvision.pipelines.lung_ct._lungs import LungMasks
+    from medvision.pipelines.lung_ct._params import LungParams
+
+    shape = (30, 64, 64)
+    hu = np.full(shape, -850.0, np.float32)
+    hu[10:20, 30:40, 20:40] = -600.0  # ground glass, 10 x 10 x 20 mm
+    vol = array_volume(hu, spacing=(1.0, 1.0, 1.0))
+    env = np.zeros(shape, bool)
+    env[2:28, 4:60, 4:60] = True
+    lungs = LungMasks(body=env, airway=np.zeros(shape, bool), left=env, right=np.zeros(shape, bool))
+    envelopes = (env, np.zeros(shape, bool))
+    p = LungParams()
+
+    far = np.zeros(shape, bool)
+    far[10:20, 5:8, 50:55] = True  # a solid candidate elsewhere
+    alone = ground_glass(vol, lungs, p, far, envelopes)
+    assert len(alone) == 1 and alone[0].source == "ground-glass"
+    assert alone[0].mean_hu == pytest.approx(-600, abs=60)
+
+    cap = np.zeros(shape, bool)
+    cap[8:22, 18:30, 18:42] = True  # the solid candidate right next to the block, in j
+    assert ground_glass(vol, lungs, p, cap, envelopes) == []

@@ -79,7 +79,7 @@ def test_findings_are_complete_and_traceable(
         assert x.mask[m.centroid_slice].any()
         assert m.centroid_sop_instance_uid == chest_ct_volume.sop_instance_uids[m.centroid_slice]
         expected = generate_uid(
-            entropy_srcs=[chest_ct_volume.series_instance_uid, "lung-ct", "1.1.0", x.tracking_id]
+            entropy_srcs=[chest_ct_volume.series_instance_uid, "lung-ct", "1.1.1", x.tracking_id]
         )
         assert x.tracking_uid == expected
     uids = [x.tracking_uid for x in f.items]

@@ -28,9 +28,9 @@ MAX_FALSE_POSITIVES = 0
 @pytest.fixture(scope="module")
 def sample() -> tuple[GroundTruth, Findings]:
     """The classical rules alone (``MEDVISION_LESION_FILTER=off``): what is checked here is
-    how exactly the rules find and measure known nodules. The learned filter, trained on
-    real scans, keeps the 12 and 20 mm nodules of this phantom but not the 8 mm one (score
-    0.22) and adds a phantom organ (docs/accuracy.md)."""
+    how exactly the rules find and measure known nodules. The learned filter (0.2.0),
+    trained on real scans, keeps the 12 and 20 mm nodules of this phantom but not the 8 mm
+    one (raw score 0.01) and adds a phantom organ (docs/accuracy.md)."""
     (study,) = scan(SAMPLE)
     (series,) = study.series
     with pytest.MonkeyPatch.context() as mp:

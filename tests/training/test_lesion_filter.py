@@ -1,7 +1,7 @@
 """``medvision train lesions``' parts on small volumes: scanner changes, labels, the
 training loop's checkpoint and resume, calibration and the reliability table.
 
-The real training (three CTs, ~30 min on 2 cores) is recorded in docs/accuracy.md.
+The real training (three CTs, about 8 min of CPU) is recorded in docs/accuracy.md.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def test_variants_are_seeded_and_the_first_is_the_scan_as_acquired() -> None:
     for v in a[1:]:
         assert 6 <= v.synthetic <= 10
         assert v.thickness_mm is None or 2.5 <= v.thickness_mm <= 10.0
+    thin = plan_variants("LIDC-IDRI-0002", 6, seed=12, native_mm=1.25)
+    assert thin[0].thickness_mm is None  # as acquired
+    assert all(2.5 <= v.thickness_mm <= 10.0 for v in thin[1:])  # copies on >= 2.5 mm slabs
 
 
 def _chest() -> tuple[Volume, np.ndarray]:
@@ -141,3 +144,34 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     a = train_network(x, y, hp, tmp_path / "a.ckpt.pt", lambda m: None).state_dict()
     b = train_network(x, y, hp, tmp_path / "b.ckpt.pt", lambda m: None).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_augmentation_keeps_posterior_and_caudal() -> None:
+    """Patches are sampled along the patient's axes: whatever the augmentation draws, a
+    bright corner at (caudal, posterior) stays there (z and y are never flipped or turned);
+    only left and right may swap."""
+    from medvision.training._lesion_filter_train import augment
+
+    x = np.full((16, 4, 32, 32, 32), -0.8, np.float32)
+    x[:, :, :4, -4:, :4] = 0.8  # k low (caudal here), j high (posterior), i low
+    out = augment(x, np.random.default_rng(3))
+    corner = out[:, 0, :4, -4:]
+    left, right = corner[..., :4].mean(axis=(1, 2, 3)), corner[..., -4:].mean(axis=(1, 2, 3))
+    assert np.all(np.maximum(left, right) > 0.5)  # still caudal and posterior
+    assert (left > 0.5).any() and (right > 0.5).any()  # mirrored left-right in some
+    assert out[:, 0, -4:, :4].mean() < -0.5  # never moved to cranial and anterior
+
+
+def test_central_masses_start_in_the_medial_lung() -> None:
+    """``medial_lung`` keeps each slice's lung voxels nearest the midline between the two
+    lungs, where a central tumour meets the mediastinum."""
+    from medvision.training._lesion_filter_data import MEDIAL_FRACTION, medial_lung
+
+    lung = np.zeros((4, 20, 40), bool)
+    lung[:, 5:15, 2:16] = True  # right lung (low columns)
+    lung[:, 5:15, 24:38] = True  # left lung
+    medial = medial_lung(lung)
+    assert not (medial & ~lung).any()
+    cols = np.flatnonzero(medial.any(axis=(0, 1)))
+    assert set(cols) <= set(range(12, 16)) | set(range(24, 28))  # next to the midline
+    assert medial.sum() == pytest.approx(MEDIAL_FRACTION * lung.sum(), rel=0.3)

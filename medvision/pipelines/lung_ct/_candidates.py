@@ -67,8 +67,20 @@ class Crop:
 
 
 def crop_of(c: Candidate, source: str) -> Crop:
-    box = ndimage.find_objects(c.mask.astype(np.uint8))[0]
-    return Crop(box, c.mask[box].copy(), c.volume_ml, c.mean_hu, source, c.confidence, c.left)
+    """The candidate cropped to the tight bounding box of its mask."""
+    (tight,) = ndimage.find_objects(c.local.astype(np.uint8))
+    box = tuple(
+        slice(b.start + t.start, b.start + t.stop) for b, t in zip(c.box, tight, strict=True)
+    )
+    return Crop(
+        box,  # type: ignore[arg-type]
+        c.local[tight].copy(),
+        c.volume_ml,
+        c.mean_hu,
+        source,
+        c.confidence,
+        c.left,
+    )
 
 
 #: The solid generator's rules, looser than the reporting defaults (see the module text).
@@ -96,9 +108,8 @@ def find_candidates(volume: Volume, lungs: LungMasks, p: LungParams) -> list[Cro
     found = find_lesions(volume, lungs, sensitive_params(p), envelopes)
     taken = np.zeros(volume.shape, dtype=bool)
     solid = []
-    while found:
-        c = found.pop(0)
-        taken |= c.mask
+    for c in found:
+        taken[c.box] |= c.local
         solid.append(crop_of(c, "solid"))
     return solid + ground_glass(volume, lungs, p, taken, envelopes)
 
@@ -114,10 +125,10 @@ def ground_glass(
     pixel = (volume.spacing[1], volume.spacing[0])
     env_left, env_right = envelopes or lung_envelopes(volume, lungs, p)
     env = env_left | env_right
-    if not env.any():
-        return []
     # Work on the envelope's bounding box only: the smoothing is the costly step.
-    box = ndimage.find_objects(env.astype(np.uint8))[0]
+    box = _bounding_box(env)
+    if box is None:
+        return []
     hu = volume.array[box]
     sigma = [GGO_SMOOTH_MM / s for s in (volume.spacing[2], volume.spacing[1], volume.spacing[0])]
     smooth = ndimage.gaussian_filter(hu, sigma=sigma)
@@ -125,12 +136,29 @@ def ground_glass(
     glass = open_2d(dense, GGO_OPEN_MM, pixel) & (smooth < p.solid_hu) & ~taken[box]
     labels, _ = ndimage.label(glass, structure=np.ones((3, 3, 3), bool))
     min_ml = math.pi / 6.0 * GGO_MIN_DIAMETER_MM**3 / 1000.0
+    min_voxels = min_ml * 1000.0 / volume.voxel_volume_mm3
+    taken_box = taken[box]
     out = []
     for index, sub in enumerate(ndimage.find_objects(labels), start=1):
         if sub is None:
             continue
         part = labels[sub] == index
-        if (taken[box][sub] & ndimage.binary_dilation(part)).any():
+        if part.sum() < min_voxels:  # a speck: skipped before the costlier checks
+            continue
+        # Touching a solid candidate: its halo (the ground-glass rim of a part-solid nodule
+        # or of a tumour), not a lesion of its own. Looked for one voxel beyond the
+        # component's box too: a halo capping a tumour touches it across the box's face.
+        near = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n))
+            for s, n in zip(sub, labels.shape, strict=True)
+        )
+        grown = np.zeros([s.stop - s.start for s in near], bool)
+        grown[
+            tuple(
+                slice(s.start - g.start, s.stop - g.start) for s, g in zip(sub, near, strict=True)
+            )
+        ] = part
+        if (taken_box[near] & ndimage.binary_dilation(grown)).any():
             continue
         abs_box = tuple(
             slice(b.start + s.start, b.start + s.stop) for b, s in zip(box, sub, strict=True)
@@ -152,6 +180,15 @@ def ground_glass(
         )
     out.sort(key=lambda c: -c.volume_ml)
     return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a 3-D mask from its projections (None when empty); cheaper than
+    ``find_objects`` on a full-grid mask."""
+    k, j, i = (np.flatnonzero(mask.any(axis=a)) for a in ((1, 2), (0, 2), (0, 1)))
+    if not len(k):
+        return None
+    return slice(k[0], k[-1] + 1), slice(j[0], j[-1] + 1), slice(i[0], i[-1] + 1)
 
 
 __all__ = [

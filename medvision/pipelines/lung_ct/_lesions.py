@@ -38,11 +38,19 @@ from medvision.pipelines.lung_ct._params import LungParams
 
 @dataclass(frozen=True)
 class Candidate:
-    """One lesion candidate: its mask, the features it was judged on, its confidence."""
+    """One lesion candidate: its mask, the features it was judged on, its confidence.
 
-    #: The solid part and its partial-volume rim.
-    mask: np.ndarray
-    #: Volume of ``mask`` (the reported volume); the features below are the solid part's.
+    The mask is kept on its bounding box (``box``, ``local``): a chest CT has tens of
+    candidates, and building and scanning a full-grid mask for each cost seconds on a
+    261-slice scan. :attr:`mask` gives the full-grid mask when a caller needs it.
+    """
+
+    #: Bounding box of the mask on the volume's grid, and the mask on it (the solid part
+    #: and its partial-volume rim).
+    box: tuple[slice, slice, slice]
+    local: np.ndarray
+    shape: tuple[int, int, int]
+    #: Volume of the mask (the reported volume); the features below are the solid part's.
     volume_ml: float
     slices: int
     mean_hu: float
@@ -52,6 +60,13 @@ class Candidate:
     bbox_fill: float
     confidence: float
     left: bool
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask on the volume's full grid."""
+        out = np.zeros(self.shape, dtype=bool)
+        out[self.box] = self.local
+        return out
 
 
 CONFIDENCE_METHOD = (
@@ -96,21 +111,39 @@ def find_lesions(
             if passes_rules(features(piece, abs_box, volume), p, min_ml):
                 kept[abs_box] |= piece
 
+    if not kept.any():
+        return []
+    # From here on, work on the kept parts' bounding box plus what growing, merging and the
+    # rim can reach (in-plane growth and merging never change k): the same result as on the
+    # full grid, without full-grid passes per lesion.
     grow = int(round(p.grow_mm / min(pixel)))
-    if grow > 0 and kept.any():
+    merge = max(int(round(p.merge_mm / min(pixel))), 1)
+    reach = (1, grow + merge + 2, grow + merge + 2)
+    (found,) = ndimage.find_objects(kept.astype(np.uint8))
+    region = tuple(
+        slice(max(b.start - r, 0), min(b.stop + r, n))
+        for b, r, n in zip(found, reach, volume.shape, strict=True)
+    )
+    hu = volume.array[region]
+    kept = kept[region]
+    solid = solid[region]
+    lung = lung[region]
+    body = lungs.body[region]
+    env_l = env_left[region]
+    env_r = env_right[region]
+    if grow > 0:
         kept = (
             ndimage.binary_dilation(
-                kept, structure=IN_PLANE, iterations=grow, mask=solid & lungs.body & ~lung
+                kept, structure=IN_PLANE, iterations=grow, mask=solid & body & ~lung
             )
             | kept
         )
-    merge = max(int(round(p.merge_mm / min(pixel))), 1)
     groups, _ = ndimage.label(ndimage.binary_dilation(kept, structure=IN_PLANE, iterations=merge))
     groups[~kept] = 0
 
     # Partial-volume band: more than half lesion by the half-way rule, yet under solid_hu.
-    band = (volume.array >= p.lung_hu) & ~solid & lungs.body
-    outside = solid & ~(env_left | env_right)
+    band = (hu >= p.lung_hu) & ~solid & body
+    outside = solid & ~(env_l | env_r)
     superior = 1 if volume.direction[2, 2] > 0 else -1  # +1: k grows towards the head
     taken = groups > 0  # a rim voxel goes to one lesion only
     out: list[Candidate] = []
@@ -118,26 +151,26 @@ def find_lesions(
         if box is None:
             continue
         # Judged and scored on the solid part; measured with its partial-volume rim.
-        f = features(groups[box] == index, box, volume)
+        f = features(groups[box] == index, _shift(box, region), volume)
         box = tuple(
             slice(max(b.start - 1, 0), min(b.stop + 1, n))
-            for b, n in zip(box, volume.shape, strict=True)
+            for b, n in zip(box, groups.shape, strict=True)
         )
         solid_part = groups[box] == index
         rim = ndimage.binary_dilation(solid_part, structure=FACES) & band[box] & ~taken[box]
         volume_ml = float((solid_part | rim).sum()) * volume.voxel_volume_mm3 / 1000.0
         if volume_ml < min_ml:
             continue
-        mask = np.zeros(volume.shape, dtype=bool)
-        mask[box] = solid_part
-        if is_diaphragm_dome(mask, outside, superior, p):
+        if is_diaphragm_dome(solid_part, outside[box], superior, p):
             continue
-        mask[box] |= rim
+        mask = solid_part | rim
         taken[box] |= rim
-        on_left = int((mask & env_left).sum()) >= int((mask & env_right).sum())
+        on_left = int((mask & env_l[box]).sum()) >= int((mask & env_r[box]).sum())
         out.append(
             Candidate(
-                mask=mask,
+                box=_shift(box, region),  # type: ignore[arg-type]
+                local=mask,
+                shape=volume.shape,
                 volume_ml=volume_ml,
                 slices=int(f["slices"]),
                 mean_hu=f["mean_hu"],
@@ -149,6 +182,13 @@ def find_lesions(
         )
     out.sort(key=lambda c: -c.volume_ml)
     return out
+
+
+def _shift(box: tuple[slice, ...], region: tuple[slice, ...]) -> tuple[slice, ...]:
+    """``box`` on a crop starting at ``region`` as a box on the full grid."""
+    return tuple(
+        slice(b.start + r.start, b.stop + r.start) for b, r in zip(box, region, strict=True)
+    )
 
 
 def lung_envelopes(
@@ -200,7 +240,9 @@ def is_diaphragm_dome(mask: np.ndarray, outside: np.ndarray, superior: int, p: L
     Unlike a nodule, which narrows towards both ends and has lung beyond them, the dome is
     widest on its most caudal slice and continues straight down into solid tissue outside
     the lung envelope. ``outside`` is that tissue; ``superior`` is +1 when the slice index
-    grows towards the head, -1 otherwise.
+    grows towards the head, -1 otherwise. ``mask`` and ``outside`` may be crops of the
+    same box, with one slice beyond the mask on each side in k unless the box meets the end
+    of the volume (the slice below the dome must be in the crop when it is in the volume).
     """
     per_slice = mask.sum(axis=(1, 2))
     occupied = np.flatnonzero(per_slice)

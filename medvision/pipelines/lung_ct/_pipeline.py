@@ -70,7 +70,9 @@ class LungCT(PipelineBase):
     """Lungs by HU thresholds, lesion candidates by shape rules (see docs/pipelines.md)."""
 
     name = "lung-ct"
-    version = "1.1.0"
+    #: 1.1.1: with the learned filter, the sensitive generator's ground-glass halo rule
+    #: looks beyond the component's box (docs/pipelines.md); the rules' output is unchanged.
+    version = "1.1.1"
     description = "Left/right lungs and lung lesion candidates on chest CT (classical, no weights)."
 
     def __init__(self, params: LungParams | None = None) -> None:

@@ -9,10 +9,10 @@
 * ``MEDVISION_LESION_FILTER=/path/to/bundle``: that filter bundle instead of the installed
   one (how ``medvision evaluate lesions --bundle`` measures a filter that is not installed).
 
-Why opt-in: on the held-out folds (docs/accuracy.md) the filter cuts false positives
-(LIDC-IDRI-0002: 10 -> 1) but misses part of A0001's tumour (6/11 boxed slices against the
-rules' 11/11) and one of the synthetic sample's three nodules. A detector that loses
-tumour is not made the default until it meets the sensitivity target on unseen patients.
+Why opt-in: on the held-out folds of filter 0.2.0 (docs/accuracy.md) it cuts false
+positives on LIDC-IDRI-0002 (10 -> 1) but adds them on A0001 (9 against the rules' 4, the
+tumour in two findings) and misses one of the synthetic sample's three nodules. It is not
+made the default until it is at least as good as the rules on every unseen patient.
 
 The filter is loaded once per process (on CUDA with AMP where present).
 """
