@@ -9,6 +9,7 @@ environment as JSON (``MEDVISION_ALLOWED_CALLING_AETS='["ORTHANC"]'``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -113,7 +114,14 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list)
     max_pdu: int = Field(default=65536, ge=0)
     #: Associations of allowed AEs at a time; strangers and silent connections never take one.
+    #: With several acceptor processes (``scp_processes``) the limit is for the node as a
+    #: whole, not per process.
     max_associations: int = Field(default=10, ge=1)
+    #: DICOM acceptor processes sharing ``dicom_port`` (docs/node.md, "Acceptor processes"):
+    #: one listener hands each accepted connection to the least busy of them, each spools
+    #: into its own journal and indexes into the same database. 0: one per CPU core the node
+    #: may use; 1: the SCP runs inside the node's own process (no child processes).
+    scp_processes: int = Field(default=0, ge=0)
     #: ARTIM timer (PS3.8 9.1.5): a connection that has not sent an A-ASSOCIATE-RQ this many
     #: seconds after it opened is closed.
     artim_timeout_s: float = Field(default=10.0, gt=0)
@@ -218,6 +226,16 @@ class Settings(BaseSettings):
         if self.role == "receiver" and not self.broker_url:
             raise ValueError("role 'receiver' needs broker_url (jobs are run by Celery workers)")
         return self
+
+    @property
+    def acceptor_count(self) -> int:
+        """How many acceptor processes ``scp_processes`` asks for (0: the usable cores)."""
+        if self.scp_processes:
+            return self.scp_processes
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
 
     @property
     def spool_dir(self) -> Path:

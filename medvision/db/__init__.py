@@ -2,6 +2,7 @@
 
 from medvision.db._engine import Database
 from medvision.db._models import (
+    Acceptor,
     ApiToken,
     AuditEvent,
     Base,
@@ -19,6 +20,7 @@ from medvision.db._models import (
 )
 
 __all__ = [
+    "Acceptor",
     "ApiToken",
     "AuditEvent",
     "Base",
