@@ -167,6 +167,23 @@ def set_state(db: Database, slot: int, state: str, restarted: bool = False) -> N
         LOG.warning("cannot record acceptor %d as %s: %s", slot, state, err)
 
 
+def retire_slots(db: Database, count: int) -> None:
+    """Slots of this host above ``count`` (an earlier run had more processes) are stopped."""
+    try:
+        with db.session(immediate=True) as session:
+            session.execute(
+                update(Acceptor)
+                .where(
+                    Acceptor.host == socket.gethostname(),
+                    Acceptor.slot > count,
+                    Acceptor.state != "stopped",
+                )
+                .values(state="stopped")
+            )
+    except Exception as err:
+        LOG.warning("cannot record retired acceptor slots: %s", err)
+
+
 # -- the node's side ----------------------------------------------------------------------
 
 
@@ -239,11 +256,13 @@ class AcceptorPool:
         self._slot_lock.touch()
         for slot in range(1, self.count + 1):
             self._spawn(slot)
+        retire_slots(self.db, self.count)
         deadline = time.monotonic() + START_TIMEOUT_S
         for child in list(self._children.values()):
-            if not child.ready.wait(max(0.0, deadline - time.monotonic())):
-                self.stop()
-                raise OSError(f"acceptor process {child.slot} did not start")
+            while not child.ready.wait(0.1):
+                if child.process.exitcode is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise OSError(f"acceptor process {child.slot} did not start (its log says why)")
         for target, name in (
             (self._accept_loop, "medvision-acceptors-listen"),
             (self._supervise, "medvision-acceptors-supervise"),
@@ -505,7 +524,10 @@ def _acceptor_main(
     from medvision.audit import DbAuditLog
     from medvision.node._scp import StorageSCP
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when we stop
+    # The node decides when we stop (Ctrl-C reaches the whole process group, systemd's
+    # SIGTERM the whole cgroup); if the node dies, its end of our pipe closes and we stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(name)s[{journal_name(slot)}] %(levelname)s %(message)s",
@@ -547,4 +569,11 @@ def _acceptor_main(
     db.dispose()
 
 
-__all__ = ["AcceptorPool", "AcceptorReporter", "journal_name", "row_name", "set_state"]
+__all__ = [
+    "AcceptorPool",
+    "AcceptorReporter",
+    "journal_name",
+    "retire_slots",
+    "row_name",
+    "set_state",
+]

@@ -27,7 +27,7 @@ from medvision.config import Settings
 from medvision.db import Database, Study, StudyState, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
 from medvision.jobs._queue import log_pass_failure
-from medvision.node._acceptors import AcceptorPool, AcceptorReporter
+from medvision.node._acceptors import AcceptorPool, AcceptorReporter, retire_slots
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import reindex_spool
 from medvision.node._scp import StorageSCP
@@ -87,6 +87,7 @@ class Node:
             # The one acceptor is this process (slot 1), shown like the others would be.
             self._reporter = AcceptorReporter(self.db, 1, self.scp.counts)
             self._reporter.start()
+            retire_slots(self.db, 1)
         else:
             assert self.acceptors is not None
             self.acceptors.start()

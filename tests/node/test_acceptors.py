@@ -27,11 +27,12 @@ from sqlalchemy import func, select
 
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
-from medvision.db import Acceptor, Database, Instance, Job, Study
+from medvision.db import Acceptor, Base, Database, Instance, Job, Study
 from medvision.node._acceptors import AcceptorPool
 from medvision.node._assembler import complete_quiet_studies
 from tests.node.peers import NodeProcess, dcmtk, free_port, wait_for
 
+POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
 CT = "1.2.840.10008.5.1.4.1.1.2"
 VERIFICATION = "1.2.840.10008.1.1"
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -64,10 +65,16 @@ class RunningPool:
 
 @pytest.fixture
 def start_pool(tmp_path: Path) -> Iterator[Callable[..., RunningPool]]:
+    """Start an AcceptorPool of ``processes`` on a fresh data folder (SQLite unless
+    ``database_url`` is given)."""
     running: list[RunningPool] = []
 
     def start(processes: int, **overrides: Any) -> RunningPool:
         overrides.setdefault("accept_unknown_calling_ae", True)
+        if overrides.get("database_url"):  # a clean schema for each test
+            engine = Database(overrides["database_url"]).engine
+            Base.metadata.drop_all(engine)
+            engine.dispose()
         settings = Settings(
             data_dir=tmp_path / f"data{len(running)}",
             dicom_port=free_port(),
@@ -129,10 +136,28 @@ def _one_study_one_job(p: RunningPool, files: list[Path]) -> None:
     assert p.audit.verify().ok
 
 
+#: The index is written by several processes: SQLite (write lock taken first) and PostgreSQL
+#: (row locks), when CI gives one.
+BACKENDS = pytest.mark.parametrize(
+    "database_url",
+    [
+        pytest.param("", id="sqlite"),
+        pytest.param(
+            POSTGRES_URL,
+            id="postgresql",
+            marks=pytest.mark.skipif(
+                not POSTGRES_URL, reason="MEDVISION_TEST_POSTGRES_URL is not set"
+            ),
+        ),
+    ],
+)
+
+
+@BACKENDS
 def test_one_study_over_associations_on_different_processes_is_assembled_once(
-    start_pool: Callable[..., RunningPool], chest_ct_dir: Path
+    start_pool: Callable[..., RunningPool], chest_ct_dir: Path, database_url: str
 ) -> None:
-    p = start_pool(3)
+    p = start_pool(3, database_url=database_url)
     files = sorted(chest_ct_dir.glob("*.dcm"))
     parts = [files[i::3] for i in range(3)]
     with ThreadPoolExecutor(3) as ex:
@@ -154,10 +179,11 @@ def test_one_study_over_associations_on_different_processes_is_assembled_once(
     _one_study_one_job(p, files)
 
 
+@BACKENDS
 def test_sigkill_of_one_acceptor_loses_nothing_it_acknowledged(
-    start_pool: Callable[..., RunningPool], chest_ct_dir: Path
+    start_pool: Callable[..., RunningPool], chest_ct_dir: Path, database_url: str
 ) -> None:
-    p = start_pool(2)
+    p = start_pool(2, database_url=database_url)
     files = sorted(chest_ct_dir.glob("*.dcm"))
     originals = {str(ds.SOPInstanceUID): ds for ds in (dcmread(f) for f in files)}
     first, second = list(originals.values())[0::2], list(originals.values())[1::2]
