@@ -54,7 +54,7 @@ from medvision.config import Settings
 from medvision.db import Acceptor, Database, utcnow
 from medvision.node._admission import ConnectionGuard
 from medvision.node._ingest import reindex_spool
-from medvision.node._spool import replay_journals
+from medvision.node._spool import Spool, replay_journals
 
 LOG = logging.getLogger("medvision.acceptors")
 
@@ -236,8 +236,12 @@ class AcceptorPool:
 
     def recover(self) -> int:
         """Before start: write out what the acceptors of the last run left in their
-        journals; returns the temporary files removed. The node then re-indexes."""
-        return replay_journals(self.root)
+        journals, and what a single-process run left in the node's own; returns the
+        temporary files removed. The node then re-indexes."""
+        own = Spool(self.root)  # replays .journal itself
+        removed = own.discard_partial()
+        own.stop()
+        return removed + replay_journals(self.root)
 
     def start(self) -> None:
         address = (self.settings.bind_address, self.settings.dicom_port)
