@@ -274,7 +274,8 @@ class AcceptorPool:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
-        LOG.info("%d acceptor processes on DICOM port %d", self.count, self.port)
+        # DEBUG: `serve` prints its one start-up line after this (docs/node.md).
+        LOG.debug("%d acceptor processes on DICOM port %d", self.count, self.port)
 
     def stop(self) -> None:
         """Stop listening, then let every acceptor finish (index and journal drained)."""

@@ -41,7 +41,7 @@ from medvision.db import Database
 from medvision.node._admission import ConnectionGuard, refusal
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
-from medvision.node._spool import Spool, SpoolError
+from medvision.node._spool import LOCK_WAIT_S, Spool, SpoolError
 
 LOG = logging.getLogger("medvision.scp")
 
@@ -151,7 +151,11 @@ class StorageSCP:
         #: Set in an acceptor process: connections come from the node's listener
         #: (:meth:`serve`), which guards them; admission slots are the node's.
         self.acceptor = acceptor
-        self.spool = Spool(settings.spool_dir, name=acceptor.name if acceptor else "")
+        self.spool = (
+            Spool(settings.spool_dir, name=acceptor.name, lock_wait_s=LOCK_WAIT_S)
+            if acceptor is not None
+            else Spool(settings.spool_dir)
+        )
         self.indexer = Indexer(
             db, spool=self.spool, on_busy=acceptor.busy if acceptor is not None else None
         )

@@ -127,7 +127,9 @@ class Spool:
     path.
     """
 
-    def __init__(self, root: Path, journal: bool = True, name: str = "") -> None:
+    def __init__(
+        self, root: Path, journal: bool = True, name: str = "", lock_wait_s: float = 0.0
+    ) -> None:
         self.root = Path(root)
         #: Several acceptor processes write one spool, each with its own journal segments
         #: and temporary files (``.journal/<name>``, ``.incoming/<name>``): a process
@@ -155,12 +157,21 @@ class Spool:
         self.journal_dir.mkdir(parents=True, exist_ok=True)
         # One process per journal: a second one would replay and recycle the first one's
         # live segments.
+        # ``lock_wait_s``: an acceptor process of a node that died may still be finishing
+        # (it stops when it sees the node gone); its successor waits for it.
         self._lock_fd = os.open(self.journal_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(self._lock_fd)
-            raise SpoolError(f"the spool {self.root} is in use by another process") from err
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if time.monotonic() >= deadline:
+                    os.close(self._lock_fd)
+                    raise SpoolError(
+                        f"the spool journal {self.journal_dir} is in use by another process"
+                    ) from err
+                time.sleep(0.1)
         self._generation = self._replay()
 
     # -- public -----------------------------------------------------------------------
@@ -528,6 +539,10 @@ def journal_names(root: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
+#: How long the node and a new acceptor process wait for an acceptor journal's lock.
+LOCK_WAIT_S = 30.0
+
+
 def replay_journals(root: Path, names: list[str] | None = None) -> int:
     """Write out what the acceptor journals ``names`` (default: all) still hold, as opening
     their spool does, and remove their temporary files; returns how many were removed.
@@ -539,7 +554,7 @@ def replay_journals(root: Path, names: list[str] | None = None) -> int:
     removed = 0
     for name in journal_names(root) if names is None else names:
         try:
-            spool = Spool(root, name=name)
+            spool = Spool(root, name=name, lock_wait_s=LOCK_WAIT_S)
         except SpoolError as err:
             LOG.warning("journal %s not replayed: %s", name, err)
             continue
