@@ -476,14 +476,22 @@ class _Link:
         self.slots = slots
         self.limit = limit
         self.current = 0  # the id of the connection being handed to StorageSCP.serve
+        self.node_gone = False
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         self._send_lock = threading.Lock()
         self._tracked: dict[socket.socket, int] = {}
         self._tracked_lock = threading.Lock()
 
     def send(self, msg: tuple[Any, ...]) -> None:
+        """To the node; nothing if it is gone (this process is then finishing: its index
+        writes and journal must still complete, so this never raises)."""
         with self._send_lock:
-            self.conn.send(msg)
+            if self.node_gone:
+                return
+            try:
+                self.conn.send(msg)
+            except (OSError, ValueError):
+                self.node_gone = True
 
     def settle(self, sock: socket.socket | None) -> None:
         with self._tracked_lock:
@@ -548,11 +556,8 @@ def _acceptor_main(
 
     def watch() -> None:
         while not done.wait(0.2):
-            try:
-                link.poll_closed()
-                scp.prune_admitted()
-            except (OSError, ValueError):  # the node is gone
-                return
+            link.poll_closed()
+            scp.prune_admitted()
 
     watcher = threading.Thread(target=watch, name="medvision-acceptor-watch", daemon=True)
     watcher.start()

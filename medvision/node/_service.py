@@ -91,6 +91,8 @@ class Node:
         else:
             assert self.acceptors is not None
             self.acceptors.start()
+        # From when the node can receive again: acceptor processes take seconds to start.
+        self._restart_quiet_periods()
         self._assembler = threading.Thread(
             target=self._assemble_loop, name="medvision-assembler", daemon=True
         )
@@ -155,7 +157,6 @@ class Node:
         # Scale-out: running jobs belong to Celery workers that may well be alive; the
         # sweep requeues those whose worker stopped reporting.
         requeued = 0 if self.distributed else recover_orphans(self.db)
-        self._restart_quiet_periods()
         if partial or indexed or requeued:
             LOG.info(
                 "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
