@@ -55,6 +55,26 @@ class Modality(BaseModel):
     #: A destination for anything but the source PACS (research, model training): every
     #: result sent to it is de-identified first (PS3.15 Annex E; docs/deidentification.md).
     deidentify: bool = False
+    #: DICOM TLS with this peer (docs/node.md "DICOM TLS"): results are sent to ``port`` over
+    #: TLS (BCP 195 profile, our certificate presented, the peer's checked against
+    #: ``tls_ca``); and where the node has a TLS listener (``dicom_tls_port``) its AE title
+    #: is refused on the plain one, so that it can call us only with a certificate we trust.
+    tls: bool = False
+    #: PEM files for this peer; empty: the node's ``dicom_tls_ca`` / ``dicom_tls_cert`` /
+    #: ``dicom_tls_key``. ``tls_ca`` holds the CA certificates (or the peer's own
+    #: certificate) its server certificate must chain to.
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Also require the peer's certificate to name ``host`` (subjectAltName). Turn off only
+    #: where ``tls_ca`` pins the peer's own certificate and it names no host.
+    tls_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Modality:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together (PEM file paths)")
+        return self
 
 
 class DeidSettings(BaseModel):
@@ -96,6 +116,20 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     #: Where the DICOM listener listens (its callers are checked by AE title and address).
     bind_address: str = "0.0.0.0"
+    #: DICOM TLS listener (docs/node.md "DICOM TLS"): a second port beside ``dicom_port``
+    #: (IANA's dicom-tls port is 2762; 0 picks a free one), speaking the Non-downgrading
+    #: BCP 195 profile (PS3.15 B.11, TLS 1.2 or later). Unset: no TLS listener. Needs
+    #: ``dicom_tls_cert``, ``dicom_tls_key`` and ``dicom_tls_ca``.
+    dicom_tls_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Only the TLS listener: ``dicom_port`` is not opened.
+    dicom_tls_only: bool = False
+    #: PEM files: the node's certificate (RSA key) and its private key, presented by the TLS
+    #: listener and, by default, to ``tls`` destinations; and the CA certificates (or the
+    #: peers' own certificates, concatenated) that a caller's certificate must chain to.
+    #: A caller without such a certificate is refused in the handshake and audited.
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
     #: Where the HTTP API and pages listen. Empty: ``bind_address`` when TLS is configured
     #: (``tls_cert``/``tls_key``), otherwise 127.0.0.1 only: plain HTTP carries passwords and
     #: tokens, so it leaves the host only when the operator says so here.
@@ -211,6 +245,32 @@ class Settings(BaseSettings):
     def _check_tls(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together (PEM file paths)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_dicom_tls(self) -> Settings:
+        if (self.dicom_tls_cert is None) != (self.dicom_tls_key is None):
+            raise ValueError("dicom_tls_cert and dicom_tls_key must be given together")
+        if self.dicom_tls_port is not None and not (self.dicom_tls_cert and self.dicom_tls_ca):
+            raise ValueError(
+                "dicom_tls_port needs dicom_tls_cert, dicom_tls_key and dicom_tls_ca "
+                "(callers must present a certificate that chains to dicom_tls_ca)"
+            )
+        if self.dicom_tls_only and self.dicom_tls_port is None:
+            raise ValueError("dicom_tls_only needs dicom_tls_port")
+        for name, m in sorted(self.modalities.items()):
+            if not m.tls:
+                continue
+            if not (m.tls_cert or self.dicom_tls_cert):
+                raise ValueError(
+                    f"modalities.{name} has tls: set its tls_cert/tls_key or dicom_tls_cert/"
+                    "dicom_tls_key (our certificate, which it must trust)"
+                )
+            if not (m.tls_ca or self.dicom_tls_ca):
+                raise ValueError(
+                    f"modalities.{name} has tls: set its tls_ca or dicom_tls_ca (what its "
+                    "certificate must chain to)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -53,7 +53,7 @@ if [ -f .devdata/bin/dciodvfy.xz ]; then
     export PATH=/tmp/bin:$PATH
 fi
 export MEDVISION_MODELS_DIR=/tmp/medvision-models  # imported weights: never in the repository
-# `medvision models import` / `train` / `evaluate` without medvision/cli.py, whose parser
+# `medvision models import` / `train` / `evaluate` without medvision/cli/, whose parser
 # imports the web API (FastAPI is not on the device).
 cat >/tmp/medvision_cmd.py <<'PYEOF'
 import argparse, sys

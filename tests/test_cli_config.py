@@ -191,7 +191,7 @@ def test_serve_prints_one_start_up_line(node_config: Path, tmp_path: Path) -> No
 
 def test_alembic_errors_still_show_when_its_info_lines_do_not() -> None:
     code = (
-        "import logging; from medvision.cli import _configure_logging; _configure_logging(); "
+        "import logging; from medvision.cli._common import configure_logging; configure_logging(); "
         "log = logging.getLogger('alembic.runtime.migration'); "
         "log.info('Context impl SQLiteImpl.'); log.error('migration 0004 failed'); "
         "logging.getLogger('medvision.node').info('node line')"

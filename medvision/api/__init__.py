@@ -1,21 +1,12 @@
-"""The REST API (FastAPI) and the authentication the web pages share."""
+"""The REST API (FastAPI): studies, jobs, findings, results, feedback, audit, metrics, admin,
+and the browser session routes (``/login``, ``/logout``).
 
-from medvision.api._app import create_app
-from medvision.api._auth import (
-    SESSION_COOKIE,
-    CurrentUser,
-    CurrentUserDep,
-    Role,
-    get_current_user,
-    require_roles,
-)
+``api_router`` is mounted by ``medvision.server.create_app``; ``BodyLimit`` is the request
+body limit the server puts around the whole app. Authentication is ``medvision.auth`` (the
+rules) and ``medvision.http_deps`` (the request dependencies shared with the web pages).
+"""
 
-__all__ = [
-    "SESSION_COOKIE",
-    "CurrentUser",
-    "CurrentUserDep",
-    "Role",
-    "create_app",
-    "get_current_user",
-    "require_roles",
-]
+from medvision.api._limits import BodyLimit
+from medvision.api._router import router as api_router
+
+__all__ = ["BodyLimit", "api_router"]

@@ -11,12 +11,11 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException
 
-from medvision.api._auth import CurrentUserDep, Role, require_roles
-from medvision.api._deps import AuditDep, DbDep, SettingsDep
 from medvision.api._schemas import UserIn
-from medvision.api._users import UserError, add_user, disable_user, list_users, new_token
 from medvision.audit import safe_url
+from medvision.auth import Role, UserError, add_user, disable_user, list_users, new_token
 from medvision.config import Settings
+from medvision.http_deps import AuditDep, CurrentUserDep, DbDep, SettingsDep, require_roles
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[require_roles(Role.ADMIN)])
 

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from medvision.api._auth import CurrentUserDep, Role, require_roles
-from medvision.api._deps import AuditDep, DbDep
 from medvision.audit import parse_time, verify_database
+from medvision.auth import Role
 from medvision.db import AuditEvent
+from medvision.http_deps import AuditDep, CurrentUserDep, DbDep, require_roles
 
 router = APIRouter(prefix="/audit", tags=["audit"], dependencies=[require_roles(Role.QA)])
 

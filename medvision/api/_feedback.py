@@ -12,15 +12,15 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from medvision.api._auth import CurrentUser, CurrentUserDep, Role, require_roles
-from medvision.api._deps import AuditDep, DbDep, SettingsDep, record_read
 from medvision.api._results import job_results
 from medvision.api._review import ReviewError, resend_rejected_sr
 from medvision.api._schemas import Decision, DecisionIn, FeedbackOut, MissedLesionIn
+from medvision.auth import CurrentUser, Role
 from medvision.db import Feedback, Job, Study, utcnow
+from medvision.http_deps import AuditDep, DbDep, ReaderDep, SettingsDep, require_roles
 
 LOG = logging.getLogger("medvision.api")
 
@@ -92,18 +92,16 @@ def give_decision(
 def read_decisions(
     job_id: int,
     finding_number: int,
-    request: Request,
-    user: CurrentUserDep,
+    reader: ReaderDep,
     db: DbDep,
-    audit: AuditDep,
 ) -> list[FeedbackOut]:
     res = job_results(db, job_id)
     query = select(Feedback).where(
         Feedback.job_id == job_id, Feedback.finding_number == finding_number
     )
     with db.session() as session:
-        rows = [FeedbackOut.of(f) for f in session.scalars(_visible(query, user))]
-    record_read(audit, request, res.study_instance_uid, job_id=job_id)
+        rows = [FeedbackOut.of(f) for f in session.scalars(_visible(query, reader.user))]
+    reader.record(res.study_instance_uid, job_id=job_id)
     return rows
 
 
@@ -145,24 +143,21 @@ def report_missed_lesion(
 
 
 @router.get("/studies/{study_uid}/missed-lesions")
-def read_missed_lesions(
-    study_uid: str, request: Request, user: CurrentUserDep, db: DbDep, audit: AuditDep
-) -> list[FeedbackOut]:
+def read_missed_lesions(study_uid: str, reader: ReaderDep, db: DbDep) -> list[FeedbackOut]:
     _study_exists(db, study_uid, None)
     query = select(Feedback).where(
         Feedback.study_instance_uid == study_uid, Feedback.kind == "missed_lesion"
     )
     with db.session() as session:
-        rows = [FeedbackOut.of(f) for f in session.scalars(_visible(query, user))]
-    record_read(audit, request, study_uid)
+        rows = [FeedbackOut.of(f) for f in session.scalars(_visible(query, reader.user))]
+    reader.record(study_uid)
     return rows
 
 
 @router.get("/feedback", dependencies=[require_roles(Role.QA)])
 def all_feedback(
-    request: Request,
+    reader: ReaderDep,
     db: DbDep,
-    audit: AuditDep,
     study: Annotated[str | None, Query()] = None,
     user: Annotated[str | None, Query()] = None,
     kind: Annotated[str | None, Query(pattern="^(decision|missed_lesion)$")] = None,
@@ -177,7 +172,7 @@ def all_feedback(
         query = query.where(Feedback.kind == kind)
     with db.session() as session:
         rows = [FeedbackOut.of(f) for f in session.scalars(query)]
-    record_read(audit, request, study, count=len(rows))
+    reader.record(study, count=len(rows))
     return rows
 
 

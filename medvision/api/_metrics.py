@@ -45,8 +45,7 @@ from prometheus_client.core import (
 from sqlalchemy import func, select
 
 import medvision
-from medvision.api._auth import Role, get_current_user, require_roles
-from medvision.api._deps import AuditDep, DbDep, SettingsDep
+from medvision.auth import Role
 from medvision.config import Settings
 from medvision.db import (
     Acceptor,
@@ -61,6 +60,7 @@ from medvision.db import (
     Worker,
     utcnow,
 )
+from medvision.http_deps import AuditDep, DbDep, SettingsDep, get_current_user, require_roles
 from medvision.jobs._queue import as_utc
 
 #: Upper bounds (s) of the job-duration buckets: seconds for small CTs up to an hour.

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from medvision.api._auth import Role, require_roles
-from medvision.api._deps import AuditDep, DbDep, record_read
 from medvision.api._review import sr_versions
+from medvision.auth import Role
 from medvision.db import Database, Feedback, Job
+from medvision.http_deps import DbDep, ReaderDep, require_roles
 
 #: Who may read results: the readers and QA (an admin runs the node, not the reading).
 RESULT_READERS = (Role.RADIOLOGIST, Role.QA)
@@ -66,7 +66,7 @@ results = APIRouter(
 
 
 @findings.get("/{job_id}")
-def read_findings(job_id: int, request: Request, db: DbDep, audit: AuditDep) -> dict[str, Any]:
+def read_findings(job_id: int, reader: ReaderDep, db: DbDep) -> dict[str, Any]:
     """findings.json of the job, with ``reviews``: every decision on its findings."""
     res = job_results(db, job_id)
     doc = res.findings()
@@ -85,7 +85,7 @@ def read_findings(job_id: int, request: Request, db: DbDep, audit: AuditDep) -> 
             }
             for f in rows
         ]
-    record_read(audit, request, res.study_instance_uid, job_id=job_id)
+    reader.record(res.study_instance_uid, job_id=job_id)
     return doc
 
 
@@ -96,25 +96,21 @@ def _dicom(path: Path | None, what: str, job_id: int) -> Path:
 
 
 @results.get("/{job_id}/seg", response_class=FileResponse)
-def download_seg(
-    study_uid: str, job_id: int, request: Request, db: DbDep, audit: AuditDep
-) -> FileResponse:
+def download_seg(study_uid: str, job_id: int, reader: ReaderDep, db: DbDep) -> FileResponse:
     """The DICOM SEG (404 when the job found nothing: then there is only an SR)."""
     res = job_results(db, job_id, study_uid)
     path = _dicom(res.result_dir / "seg.dcm", "SEG", job_id)
-    record_read(audit, request, study_uid, job_id=job_id, object="seg")
+    reader.record(study_uid, job_id=job_id, object="seg")
     return FileResponse(path, media_type="application/dicom", filename=f"seg-{job_id}.dcm")
 
 
 @results.get("/{job_id}/sr", response_class=FileResponse)
-def download_sr(
-    study_uid: str, job_id: int, request: Request, db: DbDep, audit: AuditDep
-) -> FileResponse:
+def download_sr(study_uid: str, job_id: int, reader: ReaderDep, db: DbDep) -> FileResponse:
     """The latest version of the TID 1500 SR."""
     res = job_results(db, job_id, study_uid)
     versions = sr_versions(res.result_dir) if res.result_dir.is_dir() else []
     path = _dicom(versions[-1] if versions else None, "SR", job_id)
-    record_read(audit, request, study_uid, job_id=job_id, object="sr", version=len(versions))
+    reader.record(study_uid, job_id=job_id, object="sr", version=len(versions))
     return FileResponse(path, media_type="application/dicom", filename=f"sr-{job_id}.dcm")
 
 

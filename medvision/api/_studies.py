@@ -10,13 +10,13 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import select
 
-from medvision.api._auth import Role, require_roles
-from medvision.api._deps import AuditDep, DbDep, record_read
 from medvision.api._schemas import DeliveryOut, JobOut, StudyDetail, StudyOut
+from medvision.auth import Role
 from medvision.db import Job, Outbox, Study
+from medvision.http_deps import DbDep, ReaderDep, require_roles
 
 #: Who may see studies and jobs: readers, QA, and the admin who runs the node.
 READERS = (Role.RADIOLOGIST, Role.QA, Role.ADMIN)
@@ -35,7 +35,7 @@ def list_studies(db: DbDep, state: Annotated[str | None, Query()] = None) -> lis
 
 
 @studies.get("/{study_uid}", response_model=StudyDetail)
-def read_study(study_uid: str, request: Request, db: DbDep, audit: AuditDep) -> StudyDetail:
+def read_study(study_uid: str, reader: ReaderDep, db: DbDep) -> StudyDetail:
     with db.session() as session:
         s = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if s is None:
@@ -47,7 +47,7 @@ def read_study(study_uid: str, request: Request, db: DbDep, audit: AuditDep) -> 
             jobs=[JobOut.of(j) for j in job_rows],
             deliveries=[DeliveryOut.model_validate(o, from_attributes=True) for o in outbox],
         )
-    record_read(audit, request, study_uid)
+    reader.record(study_uid)
     return detail
 
 

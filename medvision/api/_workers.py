@@ -17,10 +17,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from medvision.api._auth import require_roles
-from medvision.api._deps import DbDep
 from medvision.api._studies import READERS
 from medvision.db import Acceptor, Worker, utcnow
+from medvision.http_deps import DbDep, require_roles
 from medvision.jobs._queue import as_utc
 
 router = APIRouter(prefix="/workers", tags=["workers"], dependencies=[require_roles(*READERS)])

@@ -25,170 +25,45 @@ the verifier is the same site that holds the key).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import os
-import secrets
-import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from medvision.audit._anchor_file import (
+    ANCHOR_MSGID,
+    CHECKPOINT_EVENT,
+    AnchorKeyError,
+    append_line,
+    file_tail,
+    key_id,
+    line_text,
+    load_key,
+    load_or_create_key,
+    make_line,
+    read_anchor_node,
+    read_lines,
+    sign,
+)
+from medvision.audit._chain import GENESIS, Verification, verify_events
 
-from medvision.audit._chain import GENESIS, Verification, canonical, verify_events
-from medvision.db import AuditEvent, Database
+if TYPE_CHECKING:  # the database parts import it when they run: `medvision run` has none
+    from medvision.db import Database
 
 LOG = logging.getLogger("medvision.audit")
-
-#: The chain event that declares checkpoint ``n`` (and is the event line ``n`` anchors).
-CHECKPOINT_EVENT = "audit.checkpoint"
-#: Syslog MSGID of a checkpoint message (the audit messages use ``IHE+RFC-3881``).
-ANCHOR_MSGID = "MEDVISION-ANCHOR"
-FORMAT_VERSION = 1
-
-
-class AnchorKeyError(RuntimeError):
-    """The site key cannot be read (or is not a key)."""
-
-
-def load_or_create_key(path: Path) -> bytes:
-    """The site key from ``path``; made (32 random bytes, hex, mode 0600) if absent.
-
-    The file is created with ``O_EXCL`` so that two processes starting at once cannot each
-    write their own key; a key readable by others is used but warned about.
-    """
-    path = Path(path)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_key(path)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        LOG.warning("created the audit checkpoint key %s (mode 0600); back it up", path)
-    return load_key(path)
-
-
-def load_key(path: Path) -> bytes:
-    """Read an existing key file (hex); refuses an empty or non-hex file."""
-    path = Path(path)
-    try:
-        text = path.read_text().strip()
-    except OSError as err:
-        raise AnchorKeyError(f"cannot read the audit checkpoint key {path}: {err}") from err
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) < 16:
-        raise AnchorKeyError(f"{path} is not an audit checkpoint key (64 hex digits)")
-    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        LOG.warning("the audit checkpoint key %s is readable by others: chmod 600 it", path)
-    return key
-
-
-def key_id(key: bytes) -> str:
-    """A short public name of the key (not the key): the first 16 hex of its SHA-256."""
-    return hashlib.sha256(key).hexdigest()[:16]
-
-
-def sign(key: bytes, body: Mapping[str, Any]) -> str:
-    unsigned = {k: v for k, v in body.items() if k != "mac"}
-    return hmac.new(key, canonical(unsigned), "sha256").hexdigest()
-
-
-def make_line(
-    key: bytes, n: int, node: str, seq: int, head: str, time: str, prev: str
-) -> dict[str, Any]:
-    """Checkpoint ``n``: event ``seq`` has hash ``head``; ``prev`` is line ``n-1``'s MAC."""
-    body: dict[str, Any] = {
-        "v": FORMAT_VERSION,
-        "n": n,
-        "node": node,
-        "key_id": key_id(key),
-        "seq": seq,
-        "hash": head,
-        "time": time,
-        "prev": prev,
-    }
-    body["mac"] = sign(key, body)
-    return body
-
-
-def line_text(line: Mapping[str, Any]) -> str:
-    """The one-line JSON form written to the file and sent over syslog."""
-    return json.dumps(dict(line), sort_keys=True, separators=(",", ":"))
-
-
-def read_lines(path: Path) -> list[dict[str, Any] | str]:
-    """Each line parsed, or the raw text where it is not a JSON object (reported later)."""
-    out: list[dict[str, Any] | str] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                value = None
-            out.append(value if isinstance(value, dict) else raw.rstrip("\n"))
-    return out
-
-
-def _file_tail(path: Path, window: int = 64 * 1024) -> dict[str, Any] | None:
-    """The last checkpoint line, read from the end (the file grows by a line a minute for
-    years; the node must not read it all each time)."""
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return None
-    with fh:
-        size = fh.seek(0, os.SEEK_END)
-        fh.seek(max(0, size - window))
-        chunk = fh.read()
-    for raw in reversed(chunk.splitlines()):
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and "mac" in value:
-            return value
-    return None
-
-
-def _append(path: Path, line: Mapping[str, Any]) -> None:
-    """One line, appended with O_APPEND (never over what is there) and fsync'ed."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        data = (line_text(line) + "\n").encode()
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data  # a torn last line stays visible, but never swallows this one
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_anchor_node(path: Path) -> str:
-    """The node named by the file's first checkpoint (for a check without the config)."""
-    if not Path(path).exists():
-        return ""
-    first = next((x for x in read_lines(path) if isinstance(x, dict)), None)
-    return str(first.get("node", "")) if first else ""
 
 
 def last_declared(db: Database) -> tuple[int, dict[str, Any]] | None:
     """The newest ``audit.checkpoint`` event in the chain: (its ``n``, the event)."""
+    from sqlalchemy import select
+
+    from medvision.db import AuditEvent
+
     with db.session() as session:
         row = session.scalars(
             select(AuditEvent)
@@ -217,8 +92,8 @@ class Anchorer:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
 
-    def _file_tail(self) -> dict[str, Any] | None:
-        return _file_tail(self.path)
+    def file_tail(self) -> dict[str, Any] | None:
+        return file_tail(self.path)
 
     def checkpoint(self) -> dict[str, Any] | None:
         """Anchor the chain's head if anything was recorded since the last checkpoint.
@@ -233,7 +108,7 @@ class Anchorer:
         from medvision.audit._db import DbAuditLog
         from medvision.audit._verify import head
 
-        tail = self._file_tail()
+        tail = self.file_tail()
         declared = last_declared(self.db)
         file_n = int(tail["n"]) if tail else -1
         prev = str(tail["mac"]) if tail else GENESIS
@@ -243,7 +118,7 @@ class Anchorer:
             line = make_line(
                 self.key, declared[0], self.node, event["seq"], event["hash"], event["time"], prev
             )
-            self._append(line)
+            self.append_line(line)
             file_n, prev = declared[0], line["mac"]
         last = head(self.db)
         if last is None or (last["type"] == CHECKPOINT_EVENT and last["checkpoint"] <= file_n):
@@ -254,11 +129,11 @@ class Anchorer:
             CHECKPOINT_EVENT, checkpoint=n, anchor_file=str(self.path)
         )
         line = make_line(self.key, n, self.node, event["seq"], event["hash"], event["time"], prev)
-        self._append(line)
+        self.append_line(line)
         return line
 
-    def _append(self, line: Mapping[str, Any]) -> None:
-        _append(self.path, line)
+    def append_line(self, line: Mapping[str, Any]) -> None:
+        append_line(self.path, line)
 
     def _warn_if_cut(
         self,
@@ -275,6 +150,8 @@ class Anchorer:
                 f"chain records checkpoint {declared[0]}: the file was cut"
             )
         if tail is not None:
+            from medvision.db import AuditEvent
+
             with self.db.session() as session:
                 row = session.get(AuditEvent, int(tail["seq"]))
                 found = row.hash if row is not None else None
@@ -304,7 +181,7 @@ def anchor_jsonl(paths: Iterable[Path], anchor_file: Path, key: bytes) -> list[d
     the log (:func:`log_id`) and its last event, appended to ``anchor_file``."""
     from medvision.audit._chain import read_jsonl, utc_now
 
-    tail = _file_tail(anchor_file)
+    tail = file_tail(anchor_file)
     n = int(tail["n"]) + 1 if tail else 0
     prev = str(tail["mac"]) if tail else GENESIS
     written = []
@@ -314,7 +191,7 @@ def anchor_jsonl(paths: Iterable[Path], anchor_file: Path, key: bytes) -> list[d
             continue
         last = events[-1]
         line = make_line(key, n, log_id(events), last["seq"], last["hash"], utc_now(), prev)
-        _append(anchor_file, line)
+        append_line(anchor_file, line)
         written.append(line)
         n, prev = n + 1, line["mac"]
     return written

@@ -19,149 +19,48 @@ Every message is validated against the A.5.1 schema before it leaves this module
 
 from __future__ import annotations
 
-import base64
-import fnmatch
-import ipaddress
-import socket
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from medvision.audit._schema import validate
+from medvision.audit._messages import (
+    APPLICATION_ACTIVITY,
+    APPLICATION_START,
+    APPLICATION_STOP,
+    AUDIT_LOG_USED,
+    BEGIN_TRANSFERRING,
+    EXPORT,
+    ID_NODE,
+    ID_PATIENT,
+    ID_SOP_CLASS,
+    ID_STUDY,
+    ID_URI,
+    ID_USER,
+    INSTANCES_ACCESSED,
+    INSTANCES_TRANSFERRED,
+    LOGIN,
+    LOGOUT,
+    MINOR_FAILURE,
+    NODE_AUTHENTICATION,
+    QUERY,
+    ROLE_APPLICATION,
+    ROLE_DESTINATION,
+    ROLE_DESTINATION_MEDIA,
+    ROLE_SOURCE,
+    SECURITY_ALERT,
+    SECURITY_ROLES_CHANGED,
+    SERIOUS_FAILURE,
+    SUCCESS,
+    USER_AUTHENTICATION,
+    USER_SECURITY_ATTRIBUTES_CHANGED,
+    AuditMessage,
+    Code,
+    ExportContext,
+    Participant,
+    ParticipantObject,
+    SopClassEntry,
+)
 
 Event = Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Code:
-    """A coded value: ``csd-code``, ``codeSystemName`` and ``originalText`` (Code Meaning)."""
-
-    code: str
-    system: str
-    meaning: str
-
-
-def _dcm(code: str, meaning: str) -> Code:
-    return Code(code, "DCM", meaning)
-
-
-# EventID (DCID 400)
-APPLICATION_ACTIVITY = _dcm("110100", "Application Activity")
-AUDIT_LOG_USED = _dcm("110101", "Audit Log Used")
-BEGIN_TRANSFERRING = _dcm("110102", "Begin Transferring DICOM Instances")
-EXPORT = _dcm("110106", "Export")
-INSTANCES_ACCESSED = _dcm("110103", "DICOM Instances Accessed")
-INSTANCES_TRANSFERRED = _dcm("110104", "DICOM Instances Transferred")
-QUERY = _dcm("110112", "Query")
-SECURITY_ALERT = _dcm("110113", "Security Alert")
-USER_AUTHENTICATION = _dcm("110114", "User Authentication")
-# EventTypeCode (DCID 401)
-APPLICATION_START = _dcm("110120", "Application Start")
-APPLICATION_STOP = _dcm("110121", "Application Stop")
-LOGIN = _dcm("110122", "Login")
-LOGOUT = _dcm("110123", "Logout")
-NODE_AUTHENTICATION = _dcm("110126", "Node Authentication")
-SECURITY_ROLES_CHANGED = _dcm("110136", "Security Roles Changed")
-USER_SECURITY_ATTRIBUTES_CHANGED = _dcm("110137", "User security Attributes Changed")
-# RoleIDCode (DCID 402)
-ROLE_APPLICATION = _dcm("110150", "Application")
-ROLE_LAUNCHER = _dcm("110151", "Application Launcher")
-ROLE_DESTINATION = _dcm("110152", "Destination Role ID")
-ROLE_SOURCE = _dcm("110153", "Source Role ID")
-ROLE_DESTINATION_MEDIA = _dcm("110154", "Destination Media")
-# ParticipantObjectIDTypeCode (DCID 404 and RFC 3881)
-ID_STUDY = _dcm("110180", "Study Instance UID")
-ID_SOP_CLASS = _dcm("110181", "SOP Class UID")
-ID_NODE = _dcm("110182", "Node ID")
-ID_PATIENT = Code("2", "RFC-3881", "Patient Number")
-ID_URI = Code("12", "RFC-3881", "URI")
-ID_USER = Code("11", "RFC-3881", "User Identifier")
-
-#: EventOutcomeIndicator values (A.5.1): success, minor, serious and major failure.
-SUCCESS, MINOR_FAILURE, SERIOUS_FAILURE, MAJOR_FAILURE = 0, 4, 8, 12
-
-#: Audit source type (A.5.1.2.1): 4 = application server process.
-SOURCE_TYPE_APPLICATION_SERVER = "4"
-
-
-@dataclass(frozen=True)
-class ExportContext:
-    """Facts about the reporting node that events do not repeat on every line."""
-
-    #: AuditSourceID: which system reported the events.
-    audit_source_id: str = field(default_factory=socket.gethostname)
-    #: AuditEnterpriseSiteID: the site (hospital, department) that runs it.
-    site_id: str = "medvision"
-    #: The node's own AE title and host, for the node's ActiveParticipant.
-    node_aet: str = "MEDVISION"
-    node_host: str = field(default_factory=socket.gethostname)
-
-
-@dataclass
-class Participant:
-    """An ActiveParticipant (A.5.2.1): who or what took part, and from where."""
-
-    user_id: str
-    requestor: bool
-    role: Code | None = None
-    alternative_user_id: str | None = None
-    user_name: str | None = None
-    access_point: str | None = None
-
-
-@dataclass
-class SopClassEntry:
-    """One ``SOPClass`` of a study's ParticipantObjectDescription."""
-
-    count: int
-    uid: str | None = None
-    instances: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ParticipantObject:
-    """A ParticipantObjectIdentification: the study, patient, log or peer concerned."""
-
-    object_id: str
-    type_code: str
-    role: str
-    id_type: Code
-    name: str | None = None
-    query: bytes | None = None
-    details: list[tuple[str, str]] = field(default_factory=list)
-    sop_classes: list[SopClassEntry] = field(default_factory=list)
-    lifecycle: str | None = None
-
-
-@dataclass
-class AuditMessage:
-    """One DICOM audit message, before serialisation."""
-
-    event_id: Code
-    action: str | None
-    time: str
-    outcome: int
-    participants: list[Participant]
-    objects: list[ParticipantObject] = field(default_factory=list)
-    type_codes: list[Code] = field(default_factory=list)
-    outcome_description: str | None = None
-    #: The chain position it came from (not part of the XML; for watermarks and file names).
-    seq: int | None = None
-    event_type: str = ""
-
-
-# -- building blocks --------------------------------------------------------------------
-
-
-def _access_point_type(address: str) -> str:
-    """NetworkAccessPointTypeCode: 2 for an IP address, 1 for a machine name."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return "1"
-    return "2"
 
 
 def _aet_participant(
@@ -571,170 +470,9 @@ def to_message(event: Event, ctx: ExportContext | None = None) -> AuditMessage |
     return builder(event, ctx or ExportContext()) if builder else None
 
 
-# -- serialisation ----------------------------------------------------------------------
-
-
-def _code(parent: ET.Element, tag: str, code: Code) -> ET.Element:
-    return ET.SubElement(
-        parent,
-        tag,
-        {"csd-code": code.code, "codeSystemName": code.system, "originalText": code.meaning},
-    )
-
-
-def _xml_datetime(value: str) -> str:
-    """EventDateTime as xsd:dateTime with an explicit zone (AUD-06): naive times are UTC."""
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    text = dt.isoformat()
-    return text.replace("+00:00", "Z")
-
-
-def to_xml(msg: AuditMessage, ctx: ExportContext | None = None) -> bytes:
-    """Serialise and validate one message (UTF-8, with XML declaration)."""
-    ctx = ctx or ExportContext()
-    root = ET.Element("AuditMessage")
-    ev_attrs = {"EventDateTime": _xml_datetime(msg.time), "EventOutcomeIndicator": str(msg.outcome)}
-    if msg.action:
-        ev_attrs["EventActionCode"] = msg.action
-    ev = ET.SubElement(root, "EventIdentification", ev_attrs)
-    _code(ev, "EventID", msg.event_id)
-    for type_code in msg.type_codes:
-        _code(ev, "EventTypeCode", type_code)
-    if msg.outcome_description:
-        ET.SubElement(ev, "EventOutcomeDescription").text = msg.outcome_description
-    for p in msg.participants:
-        attrs = {"UserID": p.user_id, "UserIsRequestor": "true" if p.requestor else "false"}
-        if p.alternative_user_id:
-            attrs["AlternativeUserID"] = p.alternative_user_id
-        if p.user_name:
-            attrs["UserName"] = p.user_name
-        if p.access_point:
-            attrs["NetworkAccessPointID"] = p.access_point
-            attrs["NetworkAccessPointTypeCode"] = _access_point_type(p.access_point)
-        el = ET.SubElement(root, "ActiveParticipant", attrs)
-        if p.role:
-            _code(el, "RoleIDCode", p.role)
-    source = ET.SubElement(
-        root,
-        "AuditSourceIdentification",
-        {"AuditSourceID": ctx.audit_source_id, "AuditEnterpriseSiteID": ctx.site_id},
-    )
-    ET.SubElement(source, "AuditSourceTypeCode", {"csd-code": SOURCE_TYPE_APPLICATION_SERVER})
-    for obj in msg.objects:
-        attrs = {
-            "ParticipantObjectID": obj.object_id,
-            "ParticipantObjectTypeCode": obj.type_code,
-            "ParticipantObjectTypeCodeRole": obj.role,
-        }
-        if obj.lifecycle:
-            attrs["ParticipantObjectDataLifeCycle"] = obj.lifecycle
-        el = ET.SubElement(root, "ParticipantObjectIdentification", attrs)
-        _code(el, "ParticipantObjectIDTypeCode", obj.id_type)
-        if obj.query is not None:
-            ET.SubElement(el, "ParticipantObjectQuery").text = base64.b64encode(obj.query).decode()
-        else:
-            ET.SubElement(el, "ParticipantObjectName").text = obj.name or obj.object_id
-        for key, value in obj.details:
-            ET.SubElement(
-                el,
-                "ParticipantObjectDetail",
-                {"type": key, "value": base64.b64encode(value.encode()).decode()},
-            )
-        if obj.sop_classes:
-            desc = ET.SubElement(el, "ParticipantObjectDescription")
-            for entry in obj.sop_classes:
-                sop_attrs = {"NumberOfInstances": str(entry.count)}
-                if entry.uid:
-                    sop_attrs["UID"] = entry.uid
-                sop = ET.SubElement(desc, "SOPClass", sop_attrs)
-                for uid in entry.instances:
-                    ET.SubElement(sop, "Instance", {"UID": uid})
-    xml = ET.tostring(root, encoding="utf-8", xml_declaration=True)
-    validate(xml)
-    return xml
-
-
-# -- selecting events -------------------------------------------------------------------
-
-
-def parse_time(value: str, *, end: bool = False) -> datetime:
-    """A ``--since``/``--until`` bound: an ISO date or date-time (naive means UTC).
-
-    A bare date as an upper bound means "through the end of that day".
-    """
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    if end and len(value) == 10:
-        dt += timedelta(days=1)
-    return dt
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """Which events to export: a time window, a study and event-type patterns."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    study: str | None = None
-    types: tuple[str, ...] = ()
-
-    def matches(self, event: Event, study: str | None) -> bool:
-        if self.since or self.until:
-            t = parse_time(str(event["time"]))
-            if self.since and t < self.since:
-                return False
-            if self.until and t >= self.until:
-                return False
-        if self.study and study != self.study:
-            return False
-        return not self.types or any(fnmatch.fnmatchcase(str(event["type"]), p) for p in self.types)
-
-
-def with_study_context(events: Iterable[Event]) -> Iterator[dict[str, Any]]:
-    """Fill in ``study_instance_uid`` where a run's later events leave it implicit.
-
-    ``medvision run`` names the study once, in ``run.started``; the events after it belong
-    to that study until the next ``run.started``.
-    """
-    current: str | None = None
-    for event in events:
-        if event.get("type") == "run.started":
-            current = event.get("study_instance_uid")
-        if current and not event.get("study_instance_uid"):
-            yield {**event, "study_instance_uid": current}
-        else:
-            yield dict(event)
-
-
-def export_messages(
-    events: Iterable[Event],
-    ctx: ExportContext | None = None,
-    selection: EventFilter | None = None,
-) -> Iterator[tuple[AuditMessage, bytes]]:
-    """Each selected, mappable event as (message, validated XML)."""
-    ctx = ctx or ExportContext()
-    selection = selection or EventFilter()
-    for event in with_study_context(events):
-        if not selection.matches(event, event.get("study_instance_uid")):
-            continue
-        msg = to_message(event, ctx)
-        if msg is not None:
-            yield msg, to_xml(msg, ctx)
-
-
 __all__ = [
     "EVENT_MAP",
     "INTERNAL_EVENTS",
-    "AuditMessage",
-    "Code",
-    "EventFilter",
-    "ExportContext",
-    "export_messages",
-    "parse_time",
+    "Event",
     "to_message",
-    "to_xml",
-    "with_study_context",
 ]

@@ -29,7 +29,10 @@ from typing import Any
 
 from medvision.audit._anchor import ANCHOR_MSGID, CHECKPOINT_EVENT, line_text
 from medvision.audit._chain import GENESIS, chain_hash
-from medvision.audit._export import ExportContext, to_message, to_xml, with_study_context
+from medvision.audit._export import to_message
+from medvision.audit._messages import ExportContext
+from medvision.audit._select import with_study_context
+from medvision.audit._xml import to_xml
 
 #: Facility 10 (security/authorization, "authpriv") * 8 + severity 5 (notice).
 PRI = 10 * 8 + 5

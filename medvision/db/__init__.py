@@ -19,6 +19,24 @@ from medvision.db._models import (
     utcnow,
 )
 
+
+def upgrade_schema(db: Database, revision: str = "head") -> str:
+    """Migrate ``db`` to ``revision`` (Alembic); what was done, for logs and the CLI.
+
+    Alembic is imported here, not with the package: most users of the tables never migrate.
+    """
+    from medvision.db._migrate import upgrade
+
+    return upgrade(db, revision)
+
+
+def schema_revisions(db: Database) -> tuple[str | None, str]:
+    """The database's schema revision (None: never stamped) and the newest one shipped."""
+    from medvision.db._migrate import current_revision, head_revision
+
+    return current_revision(db), head_revision()
+
+
 __all__ = [
     "Acceptor",
     "ApiToken",
@@ -35,5 +53,7 @@ __all__ = [
     "StudyState",
     "User",
     "Worker",
+    "schema_revisions",
+    "upgrade_schema",
     "utcnow",
 ]

@@ -167,7 +167,7 @@ class AuditEvent(Base):
 
 
 class User(Base):
-    """A local API/web user. Roles are names from ``medvision.api.Role``, kept as a JSON
+    """A local API/web user. Roles are names from ``medvision.auth.Role``, kept as a JSON
     list so that adding a role never needs a migration; ``disabled`` keeps the row (and the
     name in old audit events meaningful) while refusing every credential."""
 

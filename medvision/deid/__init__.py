@@ -59,8 +59,13 @@ class Deidentifier:
         return uid if self.options.retain_uids else keyed_uid(self.secret, uid)
 
 
+# After Deidentifier: the export module builds on it (and on the database).
+from medvision.deid._export import ExportedCase, export_cases  # noqa: E402
+
 __all__ = [
     "TABLE_EDITION",
+    "ExportedCase",
+    "export_cases",
     "DeidOptions",
     "Deidentifier",
     "clean_text",

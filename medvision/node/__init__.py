@@ -1,14 +1,26 @@
 """The DICOM node: receive, spool, assemble studies, run jobs, send results back.
 
-The names below are imported on first use (PEP 562), not with the package: an acceptor
-process (``_acceptors``) imports only the SCP's modules, not the worker pool's and the
-pipelines' (about 55 MB less memory per process, and a faster start).
+The names below are imported on first use (PEP 562, ``medvision._lazy``), not with the
+package: an acceptor process (``_acceptors``) imports only the SCP's modules, not the worker
+pool's and the pipelines' (about 55 MB less memory per process, and a faster start).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from medvision._lazy import lazy_exports
+
+#: Names served from a module imported on first use, and where they live.
+_LAZY = {
+    "STORAGE_SOP_CLASSES": "medvision.node._scp",
+    "StorageSCP": "medvision.node._scp",
+    "Sender": "medvision.node._sender",
+    "Node": "medvision.node._service",
+    "Spool": "medvision.node._spool",
+    "SpoolError": "medvision.node._spool",
+    "StoredFile": "medvision.node._spool",
+}
 
 if TYPE_CHECKING:
     from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
@@ -16,22 +28,7 @@ if TYPE_CHECKING:
     from medvision.node._service import Node
     from medvision.node._spool import Spool, SpoolError, StoredFile
 
-_WHERE = {
-    "STORAGE_SOP_CLASSES": "_scp",
-    "StorageSCP": "_scp",
-    "Sender": "_sender",
-    "Node": "_service",
-    "Spool": "_spool",
-    "SpoolError": "_spool",
-    "StoredFile": "_spool",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "STORAGE_SOP_CLASSES",

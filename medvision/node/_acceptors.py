@@ -225,14 +225,26 @@ class AcceptorPool:
         self._children: dict[int, _Child] = {}
         self._lock = threading.Lock()
         self._cids = itertools.count(1)
-        self._listener: socket.socket | None = None
+        #: Listening sockets: (socket, True for the DICOM TLS port).
+        self._listeners: list[tuple[socket.socket, bool]] = []
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
 
     @property
     def port(self) -> int:
-        assert self._listener is not None
-        return int(self._listener.getsockname()[1])
+        """The plain DICOM port."""
+        return self._port_of(tls=False)
+
+    @property
+    def tls_port(self) -> int:
+        """The DICOM TLS port."""
+        return self._port_of(tls=True)
+
+    def _port_of(self, tls: bool) -> int:
+        for sock, is_tls in self._listeners:
+            if is_tls == tls:
+                return int(sock.getsockname()[1])
+        raise RuntimeError(f"the node has no {'DICOM TLS' if tls else 'plain DICOM'} listener")
 
     def recover(self) -> int:
         """Before start: write out what the acceptors of the last run left in their
@@ -244,18 +256,28 @@ class AcceptorPool:
         return removed + replay_journals(self.root)
 
     def start(self) -> None:
-        address = (self.settings.bind_address, self.settings.dicom_port)
-        family = socket.AF_INET6 if ":" in self.settings.bind_address else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listener.bind(address)
-            listener.listen(256)  # as the single-process server's request_queue_size
-        except OSError:
-            listener.close()
-            raise
-        listener.settimeout(0.5)
-        self._listener = listener
+        settings = self.settings
+        if settings.dicom_tls_port is not None:  # an unreadable certificate stops us here
+            from medvision.node._tls import server_context
+
+            server_context(settings)
+        ports = [] if settings.dicom_tls_only else [(settings.dicom_port, False)]
+        if settings.dicom_tls_port is not None:
+            ports.append((settings.dicom_tls_port, True))
+        family = socket.AF_INET6 if ":" in settings.bind_address else socket.AF_INET
+        for port, tls in ports:
+            listener = socket.socket(family, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind((settings.bind_address, port))
+                listener.listen(256)  # as the single-process server's request_queue_size
+            except OSError:
+                listener.close()
+                for other, _ in self._listeners:
+                    other.close()
+                raise
+            listener.settimeout(0.5)
+            self._listeners.append((listener, tls))
         self._slot_lock.parent.mkdir(parents=True, exist_ok=True)
         self._slot_lock.touch()
         for slot in range(1, self.count + 1):
@@ -267,21 +289,28 @@ class AcceptorPool:
                 if child.process.exitcode is not None or time.monotonic() > deadline:
                     self.stop()
                     raise OSError(f"acceptor process {child.slot} did not start (its log says why)")
-        for target, name in (
-            (self._accept_loop, "medvision-acceptors-listen"),
-            (self._supervise, "medvision-acceptors-supervise"),
-        ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+        for listener, tls in self._listeners:
+            thread = threading.Thread(
+                target=self._accept_loop,
+                args=(listener, tls),
+                name="medvision-acceptors-listen" + ("-tls" if tls else ""),
+                daemon=True,
+            )
             thread.start()
             self._threads.append(thread)
+        thread = threading.Thread(
+            target=self._supervise, name="medvision-acceptors-supervise", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
         # DEBUG: `serve` prints its one start-up line after this (docs/node.md).
-        LOG.debug("%d acceptor processes on DICOM port %d", self.count, self.port)
+        LOG.debug("%d acceptor processes on %s", self.count, [p for p, _ in ports])
 
     def stop(self) -> None:
         """Stop listening, then let every acceptor finish (index and journal drained)."""
         self._stopping.set()
-        if self._listener is not None:
-            self._listener.close()
+        for listener, _ in self._listeners:
+            listener.close()
         for thread in self._threads:
             thread.join(5)
         with self._lock:
@@ -412,11 +441,10 @@ class AcceptorPool:
 
     # -- connections ----------------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
+    def _accept_loop(self, listener: socket.socket, tls: bool) -> None:
         while not self._stopping.is_set():
             try:
-                sock, address = self._listener.accept()
+                sock, address = listener.accept()
             except TimeoutError:
                 continue
             except OSError as err:
@@ -429,9 +457,9 @@ class AcceptorPool:
             if not self.guard.admit(sock, address[0]):
                 sock.close()
                 continue
-            self._hand_over(sock, address)
+            self._hand_over(sock, address, tls)
 
-    def _hand_over(self, sock: socket.socket, address: tuple[str, int]) -> None:
+    def _hand_over(self, sock: socket.socket, address: tuple[str, int], tls: bool) -> None:
         """To the acceptor with the fewest open connections (then the fewest handed)."""
         deadline = time.monotonic() + 10.0
         while not self._stopping.is_set():
@@ -450,7 +478,7 @@ class AcceptorPool:
                 continue
             try:
                 with child.send_lock:
-                    child.conn.send(("conn", cid, address[:2]))
+                    child.conn.send(("conn", cid, address[:2], tls))
                     send_handle(child.conn, sock.fileno(), child.process.pid)
                 return
             except (OSError, ValueError) as err:  # it died just now: the next one
@@ -502,6 +530,12 @@ class _Link:
     def track(self, sock: socket.socket) -> None:
         with self._tracked_lock:
             self._tracked[sock] = self.current
+
+    def replace(self, old: socket.socket, new: socket.socket) -> None:
+        with self._tracked_lock:
+            cid = self._tracked.pop(old, None)
+            if cid is not None:
+                self._tracked[new] = cid
 
     def poll_closed(self) -> None:
         with self._tracked_lock:
@@ -571,7 +605,7 @@ def _acceptor_main(
         except (EOFError, OSError):
             break
         link.current = msg[1]
-        scp.serve(socket.socket(fileno=fd), msg[2])
+        scp.serve(socket.socket(fileno=fd), msg[2], tls=msg[3])
     done.set()
     watcher.join(5)
     scp.stop()

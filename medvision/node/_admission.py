@@ -3,8 +3,10 @@
 A caller is admitted when the called AE title is ours and its calling AE title is that of a
 configured modality or on ``allowed_calling_aets`` (or ``accept_unknown_calling_ae`` is
 set), from an address ``allowed_hosts`` and, for a modality that lists them, its
-``calling_hosts`` allow. A node with no peers configured therefore accepts no one until the
-operator says whom (or says "anyone").
+``calling_hosts`` allow, and, for a modality marked ``tls``, over the TLS listener only. A
+node with no peers configured therefore accepts no one until the operator says whom (or says
+"anyone"). On the TLS listener the caller has already presented a certificate that chains to
+``dicom_tls_ca`` before any of this is asked (``_scp``); these checks apply on top.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ def _in(host: str, networks: list[str]) -> bool:
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
-def refusal(settings: Settings, calling: str, called: str, host: str) -> Refusal | None:
+def refusal(
+    settings: Settings, calling: str, called: str, host: str, tls: bool = False
+) -> Refusal | None:
     """None when the caller may associate, else why not (checked in the order a peer's
-    operator would fix them: our AE title, their AE title, their address)."""
+    operator would fix them: our AE title, their AE title, their address, the port).
+    ``tls``: the association came in on the TLS listener."""
     if called != settings.ae_title:
         return Refusal(
             f"called AE title {called!r} is not ours ({settings.ae_title!r})",
@@ -74,6 +79,21 @@ def refusal(settings: Settings, calling: str, called: str, host: str) -> Refusal
     ):
         return Refusal(
             f"host {host} is not among the calling_hosts of AE title {calling!r}", NO_REASON
+        )
+    # A modality marked tls proves who it is with its certificate: with a TLS listener, its
+    # AE title on the plain port, where anyone can claim it, is an impostor or a
+    # misconfigured peer.
+    if (
+        not tls
+        and settings.dicom_tls_port is not None
+        and modalities
+        and all(m.tls for m in modalities)
+        and calling not in settings.allowed_calling_aets
+    ):
+        return Refusal(
+            f"AE title {calling!r} must call over DICOM TLS (its modality has tls = true; "
+            f"TLS port {settings.dicom_tls_port})",
+            NO_REASON,
         )
     return None
 
@@ -126,6 +146,17 @@ class ConnectionGuard:
             except OSError:
                 pass
         return True
+
+    def replace(self, old: socket.socket, new: socket.socket, host: str) -> None:
+        """``new`` (the TLS socket wrapping ``old``) is the same pending connection."""
+        with self._lock:
+            self._pending.pop(old, None)
+            self._pending[new] = host
+
+    def note(self, key: str, message: str) -> None:
+        """Log ``message`` at most once per ``LOG_EVERY_S`` for ``key`` (see ``_note``)."""
+        with self._lock:
+            self._note(key, message)
 
     def settle(self, sock: socket.socket | None) -> None:
         """The connection became an admitted association: no longer pending."""

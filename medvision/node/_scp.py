@@ -9,15 +9,24 @@ Who may associate is decided in ``_admission`` (deny by default): a refused call
 A-ASSOCIATE-RJ (permanent) and a security alert in the audit trail. Connections that have
 not become an admitted association are limited per address and in all, and closed by the
 ARTIM timer when they say nothing, so strangers cannot take the slots of allowed AEs.
+
+With ``dicom_tls_port`` a second listener speaks DICOM TLS (``_tls``: BCP 195 profile,
+mutual certificates). Its handshake runs on the connection's own thread under the ARTIM
+timer, after the connection guard admitted it (pynetdicom would run it in the accept loop,
+where one silent connection stops every other); a caller whose certificate does not chain
+to ``dicom_tls_ca``, or who presents none, is refused there and audited as a security alert,
+before it can send an A-ASSOCIATE-RQ.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Protocol
@@ -42,6 +51,7 @@ from medvision.node._admission import ConnectionGuard, refusal
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import LOCK_WAIT_S, Spool, SpoolError
+from medvision.node._tls import describe, peer_subject, server_context
 
 LOG = logging.getLogger("medvision.scp")
 
@@ -109,6 +119,9 @@ class AcceptorLink(Protocol):
         """Watch a handed-over connection (the socket pynetdicom serves): the node hears
         when it is closed."""
 
+    def replace(self, old: socket.socket, new: socket.socket) -> None:
+        """``new`` (the TLS socket wrapping ``old``) is the same connection."""
+
     def reserve(self, admitted: int) -> bool:
         """Whether this process may hold ``admitted`` associations, within the node's
         ``max_associations`` over all its acceptor processes; records the count if so."""
@@ -130,9 +143,55 @@ class _GuardedServer(ThreadedAssociationServer):
     #: and judged by the guard instead of waiting in SYN retries, a PACS's among them.
     request_queue_size = 256
 
+    #: DICOM TLS: the context each connection is wrapped in (None: plain DICOM).
+    tls: ssl.SSLContext | None = None
+    #: How long a TLS connection may take to finish its handshake (the ARTIM timer).
+    handshake_timeout: float = 10.0
+    #: Called with (host, port, error) when a TLS handshake fails.
+    on_handshake_failed: Callable[[str, int, BaseException], None] | None = None
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        # Accepted as plain TCP: pynetdicom's get_request would run the TLS handshake here,
+        # in the accept loop, where a silent connection blocks every other caller.
+        assert self.socket is not None
+        return self.socket.accept()  # type: ignore[return-value]
+
     def verify_request(self, request: object, client_address: object) -> bool:
         host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
         return self.guard.admit(request, host)  # type: ignore[arg-type]
+
+    def process_request_thread(self, request: object, client_address: object) -> None:
+        if self.tls is not None:
+            secured = self._handshake(request, client_address)  # type: ignore[arg-type]
+            if secured is None:
+                return
+            request = secured
+        super().process_request_thread(request, client_address)  # type: ignore[arg-type]
+
+    def _handshake(
+        self, raw: socket.socket, client_address: tuple[str, int]
+    ) -> ssl.SSLSocket | None:
+        """The connection, TLS-secured with a client certificate we trust, or None (closed)."""
+        assert self.tls is not None
+        host, port = client_address[0], int(client_address[1])
+        try:
+            secured = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except OSError:
+            raw.close()
+            return None
+        self.guard.replace(raw, secured, host)
+        try:
+            secured.settimeout(self.handshake_timeout)
+            secured.do_handshake()
+            secured.settimeout(None)
+        except (OSError, ValueError) as err:
+            try:
+                secured.close()
+            finally:
+                if self.on_handshake_failed is not None:
+                    self.on_handshake_failed(host, port, err)
+            return None
+        return secured
 
 
 class StorageSCP:
@@ -163,7 +222,9 @@ class StorageSCP:
         #: Totals of closed associations (``counts`` adds the open ones).
         self._closed_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server: ThreadedAssociationServer | None = None
+        self._servers: list[_GuardedServer] = []
+        # Built now, so that an unreadable certificate stops the node at start (ConfigError).
+        self._tls = server_context(settings) if settings.dicom_tls_port is not None else None
         self._admitted: set[Association] = set()
         self._guard = ConnectionGuard(
             settings.max_connections_per_host, settings.max_pending_connections
@@ -185,8 +246,20 @@ class StorageSCP:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+        """The plain DICOM listener's port."""
+        return self._port_of(plain=True)
+
+    @property
+    def tls_port(self) -> int:
+        """The DICOM TLS listener's port."""
+        return self._port_of(plain=False)
+
+    def _port_of(self, plain: bool) -> int:
+        server = next((s for s in self._servers if (s.tls is None) == plain), None)
+        if server is None:
+            which = "plain DICOM" if plain else "DICOM TLS"
+            raise RuntimeError(f"the SCP has no {which} listener (started? dicom_tls_*?)")
+        return int(server.server_address[1])
 
     def start(self) -> None:
         self.spool.start()
@@ -200,35 +273,41 @@ class StorageSCP:
             (evt.EVT_RELEASED, self._on_closed),
             (evt.EVT_ABORTED, self._on_closed),
         ]
-        server = self.ae.make_server(
-            (self.settings.bind_address, self.settings.dicom_port),
-            evt_handlers=handlers,
-            server_class=_HandedServer if self.acceptor is not None else _GuardedServer,
-        )
-        server.guard = self._guard
-        if self.acceptor is None:
-            thread = threading.Thread(
-                target=server.serve_forever, name="medvision-scp-accept", daemon=True
+        listeners: list[tuple[int, ssl.SSLContext | None]] = []
+        if not self.settings.dicom_tls_only:
+            listeners.append((self.settings.dicom_port, None))
+        if self._tls is not None and self.settings.dicom_tls_port is not None:
+            listeners.append((self.settings.dicom_tls_port, self._tls))
+        for port, tls in listeners:
+            server = self.ae.make_server(
+                (self.settings.bind_address, port),
+                evt_handlers=handlers,
+                # An acceptor process's servers listen nowhere: the node hands it connections.
+                server_class=_HandedServer if self.acceptor is not None else _GuardedServer,
             )
-            thread.start()
-        # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
-        self.ae._servers.append(server)
-        self._server = server
+            server.guard = self._guard if self.acceptor is None else _LinkGuard(self.acceptor)
+            if tls is not None:
+                server.tls = tls
+                server.handshake_timeout = self.settings.artim_timeout_s
+                server.on_handshake_failed = self._on_handshake_failed
+            if self.acceptor is None:
+                name = "medvision-scp-accept" + ("-tls" if tls is not None else "")
+                threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+            # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
+            self.ae._servers.append(server)
+            self._servers.append(server)
 
-    def serve(self, sock: socket.socket, address: tuple[str, int]) -> None:
-        """Serve a connection the node's listener accepted and handed to this acceptor
-        process (what the listener thread does after ``accept`` when there is one)."""
-        assert self._server is not None and self.acceptor is not None
-        request: socket.socket = sock
-        try:
-            if self._server.ssl_context is not None:  # as AssociationServer.get_request
-                request = self._server.ssl_context.wrap_socket(sock, server_side=True)
-        except Exception as err:
-            LOG.warning("connection from %s closed: %s", address[0], err)
+    def serve(self, sock: socket.socket, address: tuple[str, int], tls: bool = False) -> None:
+        """Serve a connection the node's listener accepted (on its TLS port: ``tls``) and
+        handed to this acceptor process, as the listener thread does after ``accept`` and
+        the guard's verdict (the TLS handshake then runs on the connection's thread)."""
+        assert self.acceptor is not None
+        server = next((s for s in self._servers if (s.tls is not None) == tls), None)
+        self.acceptor.track(sock)  # a closed one is reported as such
+        if server is None:  # not configured here (cannot happen: the node has our settings)
             sock.close()
-        self.acceptor.track(request)  # a closed one is reported as such
-        if request.fileno() != -1:
-            self._server.process_request(request, address)
+            return
+        server.process_request(sock, address)
 
     def counts(self) -> Counter[str]:
         """This process's counts since it started: associations, instances (stored),
@@ -247,16 +326,16 @@ class StorageSCP:
         return out
 
     def stop(self) -> None:
-        if self._server is not None:
+        for server in self._servers:
             if self.acceptor is None:
-                self._server.shutdown()
+                server.shutdown()
             else:  # no serve_forever to end (shutdown() would wait for it): close, and
                 # abort what is still open, before the index and journal are closed
-                for assoc in self._server.active_associations:
+                for assoc in server.active_associations:
                     assoc.abort()
-                self._server.server_close()
-                self.ae._servers.remove(self._server)
-            self._server = None
+                server.server_close()
+                self.ae._servers.remove(server)
+        self._servers = []
         self.indexer.stop()  # waits for the spool's journal to be materialised
         self.spool.stop()
 
@@ -274,7 +353,8 @@ class StorageSCP:
         calling = primitive.calling_ae_title.strip()
         called = primitive.called_ae_title.strip()
         host = assoc.requestor.address
-        found = refusal(self.settings, calling, called, host)
+        tls = isinstance(_socket_of(assoc), ssl.SSLSocket)
+        found = refusal(self.settings, calling, called, host, tls)
         if found is not None:
             # Recorded before the peer hears of it, so the trail never lags the rejection.
             LOG.warning(
@@ -292,6 +372,7 @@ class StorageSCP:
                 called_aet=called,
                 reason=found.reason,
                 security_alert=True,
+                tls=tls,
             )
             # Rejected-permanent, by the service user, with the diagnostic that names it.
             _reject(assoc, 0x01, 0x01, found.diagnostic)
@@ -335,9 +416,49 @@ class StorageSCP:
         with self._lock:
             self._stats[id(assoc)] = _AssocStats(calling, assoc.requestor.address)
             self._closed_counts["associations"] += 1
-        self.audit.record(
-            "association.accepted", calling_aet=calling, calling_host=assoc.requestor.address
+        sock = _socket_of(assoc)
+        tls = (
+            {"tls": True, "tls_subject": peer_subject(sock)}
+            if isinstance(sock, ssl.SSLSocket)
+            else {}
         )
+        self.audit.record(
+            "association.accepted", calling_aet=calling, calling_host=assoc.requestor.address, **tls
+        )
+
+    def _on_handshake_failed(self, host: str, port: int, err: BaseException) -> None:
+        """A TLS handshake on the TLS listener failed.
+
+        A peer that spoke and was refused (no certificate, one that does not chain to
+        ``dicom_tls_ca``, no common TLS version or cipher suite, plain DICOM on the TLS
+        port, or it refused ours) is a failed node authentication: logged and audited as
+        ``association.rejected`` with ``security_alert``, like a caller refused by AE title.
+        A connection that closed or stayed silent before saying anything is only logged,
+        at most once per 10 s per address, as the connection guard does for its closes.
+        """
+        spoke = isinstance(err, ssl.SSLError) and not isinstance(
+            err, ssl.SSLEOFError | ssl.SSLZeroReturnError
+        )
+        if not spoke:
+            self._guard.note(
+                f"tls:{host}",
+                f"TLS connection from {host} closed before its handshake: {describe(err)}",
+            )
+            return
+        reason = f"TLS handshake failed: {describe(err)}"
+        LOG.warning("association rejected: connection from %s:%d: %s", host, port, reason)
+        try:
+            self.audit.record(
+                "association.rejected",
+                outcome="failure",
+                calling_host=host,
+                calling_port=port,
+                reason=reason,
+                security_alert=True,
+                tls=True,
+            )
+        except Exception as audit_err:  # the refusal stands; the log line above stays
+            LOG.error("cannot audit the refused TLS connection from %s: %s", host, audit_err)
 
     def _on_closed(self, event: evt.Event) -> None:
         with self._lock:
@@ -523,6 +644,23 @@ class StorageSCP:
             if len(alive) != len(self._admitted):
                 self._admitted = alive
                 self.acceptor.release(len(alive))
+
+
+class _LinkGuard:
+    """The guard an acceptor process's servers see: the node's guard judged the connection
+    before handing it over; a TLS handshake's new socket is followed (``replace``)."""
+
+    def __init__(self, link: AcceptorLink) -> None:
+        self.link = link
+
+    def admit(self, sock: socket.socket, host: str) -> bool:
+        return True
+
+    def replace(self, old: socket.socket, new: socket.socket, host: str) -> None:
+        self.link.replace(old, new)
+
+    def settle(self, sock: socket.socket | None) -> None:
+        self.link.settle(sock)
 
 
 class _HandedServer(_GuardedServer):

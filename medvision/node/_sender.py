@@ -14,12 +14,17 @@ A destination marked ``deidentify`` (research, model training: anything but the 
 PACS) gets each result de-identified on the way out (:mod:`medvision.deid`, PS3.15 Annex E
 with keyed pseudonyms and UIDs); the file in the results folder stays as it is, so the
 source PACS still gets the original.
+
+A destination marked ``tls`` gets its C-STOREs over DICOM TLS (``_tls``: BCP 195 profile, our
+certificate presented, the PACS's checked against the destination's trust store); a failed
+handshake says why in the outbox row and the ``results.send_failed`` event.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -41,6 +46,7 @@ from medvision.db import Database, Outbox, OutboxState, utcnow
 from medvision.deid import Deidentifier
 from medvision.jobs._queue import _refresh_study_state, as_utc, log_pass_failure
 from medvision.node._net import set_nodelay
+from medvision.node._tls import client_context, describe
 
 LOG = logging.getLogger("medvision.sender")
 
@@ -169,13 +175,33 @@ class Sender:
         ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 30
         for cls in sorted({r.sop_class_uid for r in rows}):
             ae.add_requested_context(cls, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        self._send_started(rows, destination=aet, host=host, port=port)
+        modality = self.settings.modalities.get(rows[0].destination)
+        tls: ssl.SSLContext | None = None
+        if modality is not None and modality.tls:
+            try:
+                tls = client_context(self.settings, rows[0].destination, modality)
+            except ConfigError as err:
+                for row in rows:
+                    self._failed(row, str(err))
+                return 0
+            tls.sslsocket_class = _RecordingSSLSocket
+        self._send_started(rows, destination=aet, host=host, port=port, tls=tls is not None)
         assoc = ae.associate(
-            host, port, ae_title=aet, evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)]
+            host,
+            port,
+            ae_title=aet,
+            evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+            tls_args=(tls, host) if tls is not None else None,
         )
         if not assoc.is_established:
+            why = f"cannot associate with {aet}@{host}:{port}"
+            failed = getattr(tls, "tls_error", None)
+            if failed is not None:
+                why = f"{why}: DICOM TLS handshake failed: {describe(failed)}"
+            elif tls is not None:
+                why = f"{why} over DICOM TLS"
             for row in rows:
-                self._failed(row, f"cannot associate with {aet}@{host}:{port}")
+                self._failed(row, why)
             return 0
         sent = 0
         try:
@@ -243,6 +269,31 @@ class Sender:
             attempt=r.attempts,
             reason=reason,
         )
+
+
+class _RecordingSSLSocket(ssl.SSLSocket):
+    """Keeps the first TLS error on its context (``tls_error``): pynetdicom logs it and
+    reports only "not established", while the outbox should say what to fix. With TLS 1.3
+    a PACS refuses our certificate after our side of the handshake is done, so its alert
+    arrives on the first read."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except Exception as err:
+            self._record(err)
+            raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as err:
+            self._record(err)
+            raise
+
+    def _record(self, err: Exception) -> None:
+        if getattr(self.context, "tls_error", None) is None:
+            self.context.tls_error = err  # type: ignore[attr-defined]
 
 
 def _encode(ds: Dataset) -> bytes:

@@ -78,7 +78,8 @@ class Node:
             "application.start",
             medvision_version=medvision.__version__,
             ae_title=self.settings.ae_title,
-            dicom_port=self.settings.dicom_port,
+            dicom_port=None if self.settings.dicom_tls_only else self.settings.dicom_port,
+            dicom_tls_port=self.settings.dicom_tls_port,
             **recovered,
         )
         self._checkpoint()
@@ -139,11 +140,17 @@ class Node:
 
     @property
     def dicom_port(self) -> int:
-        """The port the DICOM listener is bound to (``dicom_port`` 0: the one it got)."""
-        if self.scp is not None:
-            return self.scp.port
-        assert self.acceptors is not None
-        return self.acceptors.port
+        """The plain DICOM listener's port (``dicom_port`` 0: the one it got)."""
+        receiver = self.scp if self.scp is not None else self.acceptors
+        assert receiver is not None
+        return receiver.port
+
+    @property
+    def dicom_tls_port(self) -> int:
+        """The DICOM TLS listener's port."""
+        receiver = self.scp if self.scp is not None else self.acceptors
+        assert receiver is not None
+        return receiver.tls_port
 
     def recover(self) -> dict[str, int]:
         if self.scp is not None:

@@ -3,19 +3,23 @@
 from medvision.pipelines._contract import (
     Acceptance,
     Pipeline,
+    PipelineBase,
     Progress,
     Selection,
     no_progress,
+    select_series,
 )
 from medvision.pipelines._registry import available, get, register
 
 __all__ = [
     "Acceptance",
     "Pipeline",
+    "PipelineBase",
     "Progress",
     "Selection",
     "available",
     "get",
     "no_progress",
     "register",
+    "select_series",
 ]

@@ -1,16 +1,21 @@
 """The contract every pipeline fulfils, whether hand-written or a MONAI bundle.
 
-Callers (``medvision run`` and, later, the node's worker) only ever use this interface:
-ask each registered pipeline whether it accepts a series, load the accepted series as a
-:class:`~medvision.dicom.Volume`, call :meth:`Pipeline.run`, and hand the returned
-:class:`~medvision.findings.Findings` to the result writers.
+Callers (``medvision run``, the node's job worker, ``evaluate``) only ever use this
+interface: ask each registered pipeline whether it accepts a series, load the accepted
+series as a :class:`~medvision.dicom.Volume`, call :meth:`Pipeline.run`, and hand the
+returned :class:`~medvision.findings.Findings` to the result writers.
+
+:class:`Pipeline` is a :class:`~typing.Protocol`: anything with these members is a
+pipeline, so a model family can be added without inheriting from medvision. The built-in
+ones share the one series-selection rule by deriving from :class:`PipelineBase`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from medvision.dicom import SeriesInfo, Volume
 from medvision.findings import Findings, Label
@@ -108,10 +113,48 @@ def _series_name(series: SeriesInfo) -> str:
     return f"series {number} ({series.modality or 'no modality'})"
 
 
-class Pipeline(ABC):
-    """A named, versioned analysis of one series."""
+class Pipeline(Protocol):
+    """A named, versioned analysis of one series: what every caller relies on."""
 
     #: Registry key, e.g. "lung-ct".
+    name: str
+    version: str
+    description: str
+
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        """Every label this pipeline may produce (SEG segment descriptions come from here)."""
+        ...
+
+    def accepts(self, series: SeriesInfo) -> Acceptance:
+        """Decide from headers alone whether this pipeline can analyse ``series``."""
+        ...
+
+    def run(self, volume: Volume, progress: Progress = no_progress) -> Findings:
+        """Analyse one volume; raise :class:`medvision.errors.PipelineError` on failure."""
+        ...
+
+    def choose(self, series: Sequence[SeriesInfo]) -> SeriesInfo | None:
+        """The best accepted series of a study, or None when none is accepted."""
+        ...
+
+    def select(self, series: Sequence[SeriesInfo]) -> Selection:
+        """Judge every series of a study; the best accepted one is ``chosen``."""
+        ...
+
+
+def select_series(pipeline: Pipeline, series: Sequence[SeriesInfo]) -> Selection:
+    """The one selection rule: the accepted series with the highest score, the first of
+    equals in study order; every decision kept so a refusal can name its rules."""
+    decisions = tuple((s, pipeline.accepts(s)) for s in series)
+    accepted = [(a.score, i, s) for i, (s, a) in enumerate(decisions) if a]
+    chosen = max(accepted, key=lambda t: (t[0], -t[1]))[2] if accepted else None
+    return Selection(pipeline.name, decisions, chosen)
+
+
+class PipelineBase(ABC):
+    """The built-in pipelines' common base: the members to write, and the selection rule."""
+
     name: str
     version: str
     description: str = ""
@@ -129,16 +172,21 @@ class Pipeline(ABC):
     def run(self, volume: Volume, progress: Progress = no_progress) -> Findings:
         """Analyse one volume; raise :class:`medvision.errors.PipelineError` on failure."""
 
-    def choose(self, series: list[SeriesInfo] | tuple[SeriesInfo, ...]) -> SeriesInfo | None:
+    def choose(self, series: Sequence[SeriesInfo]) -> SeriesInfo | None:
         """The best accepted series of a study, or None when none is accepted."""
         return self.select(series).chosen
 
-    def select(self, series: list[SeriesInfo] | tuple[SeriesInfo, ...]) -> Selection:
+    def select(self, series: Sequence[SeriesInfo]) -> Selection:
         """Judge every series of a study; the best accepted one is ``chosen``."""
-        decisions = tuple((s, self.accepts(s)) for s in series)
-        accepted = [(a.score, i, s) for i, (s, a) in enumerate(decisions) if a]
-        chosen = max(accepted, key=lambda t: (t[0], -t[1]))[2] if accepted else None
-        return Selection(self.name, decisions, chosen)
+        return select_series(self, series)
 
 
-__all__ = ["Acceptance", "Pipeline", "Progress", "Selection", "no_progress"]
+__all__ = [
+    "Acceptance",
+    "Pipeline",
+    "PipelineBase",
+    "Progress",
+    "Selection",
+    "no_progress",
+    "select_series",
+]

@@ -6,7 +6,7 @@ renderers only lay them out, so every format says the same thing. Served by
 ``medvision.web`` at ``/qa`` (see docs/reviewing.md).
 """
 
-from medvision.reports._html import study_report_html, summary_charts
+from medvision.reports._html import num, secs, study_report_html, summary_charts, when
 from medvision.reports._pdf import study_report_pdf
 from medvision.reports._period import (
     PeriodSummary,
@@ -14,7 +14,13 @@ from medvision.reports._period import (
     percentiles,
     reason_class,
 )
-from medvision.reports._study import JobReport, SeriesInput, StudyReport, build_study_report
+from medvision.reports._study import (
+    JobReport,
+    SeriesInput,
+    StudyReport,
+    build_study_report,
+    read_findings,
+)
 from medvision.reports._svg import column_chart, hbar_chart
 
 __all__ = [
@@ -26,9 +32,13 @@ __all__ = [
     "build_study_report",
     "column_chart",
     "hbar_chart",
+    "num",
     "percentiles",
+    "read_findings",
     "reason_class",
+    "secs",
     "study_report_html",
     "study_report_pdf",
     "summary_charts",
+    "when",
 ]

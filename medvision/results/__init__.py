@@ -10,6 +10,7 @@ findings and point at each other (tracking UIDs, referenced segments, SOP Instan
 See ``docs/results.md`` for the codes and the conformance choices.
 """
 
+from medvision.results._codes import display_color
 from medvision.results._device import DeviceInfo, algorithm_device_uid
 from medvision.results._kos import build_kos
 from medvision.results._overlay import build_overlays
@@ -27,6 +28,7 @@ __all__ = [
     "build_planar_sr",
     "build_seg",
     "build_sr",
+    "display_color",
     "findings_json",
     "save_dicom",
     "write_results",

@@ -3,7 +3,9 @@ reports. Server-rendered HTML, PNG slices and overlays, SVG charts and a little 
 JavaScript, all served by the node itself (no CDN, no build step). See docs/reading.md and
 docs/reviewing.md.
 
-Mounted by :func:`medvision.api.create_app` with ``app.include_router(web_router)``.
+Mounted beside the API by :func:`medvision.server.create_app`; the pages share the API's
+authentication and audited reads through ``medvision.http_deps``, and import nothing from
+``medvision.api``.
 """
 
 from fastapi import APIRouter

@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.multival import MultiValue
 
 from medvision.dicom import Volume, load_series, scan
-from medvision.results._codes import display_color
+from medvision.results import display_color
 
 #: Named windows (centre, width) in HU, the usual chest CT presets.
 PRESETS: dict[str, tuple[float, float]] = {

@@ -1,9 +1,10 @@
 """What the web pages share: templates, the sign-in guard for pages, the per-app image cache.
 
-Pages and images use the API's one authentication (``medvision.api.get_current_user``:
+Pages and images use the API's one authentication (``medvision.http_deps.get_current_user``:
 the ``medvision_session`` cookie set by ``POST /login``). A page answers an unknown caller
 with a redirect to the sign-in page instead of the API's bare 401, and a signed-in user
 without the role with a readable 403 page; image and JSON routes keep the API's 401/403.
+A page that shows a study's data audits it through the same ``Reader`` as the API's reads.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 import medvision
-from medvision.api._auth import get_current_user
-from medvision.api._users import CurrentUser, Role
 from medvision.audit import DbAuditLog
+from medvision.auth import Role
 from medvision.db import Database
 from medvision.findings import key_slice, key_slice_number, slice_number
-from medvision.reports._html import num, secs, when
+from medvision.http_deps import Reader, get_current_user, get_reader
+from medvision.reports import num, secs, when
 from medvision.web._imaging import VolumeCache
 
 #: Who may look at images and findings (the API's RESULT_READERS).
@@ -56,10 +57,11 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> HT
     )
 
 
-def page_user(
+def page_reader(
     request: Request, db: Database, audit: DbAuditLog, roles: tuple[Role, ...]
-) -> CurrentUser | Response:
-    """The signed-in user holding one of ``roles``, or the response to send instead."""
+) -> Reader | Response:
+    """The signed-in user holding one of ``roles`` (as the ``Reader`` that audits what the
+    page shows: ``reader.record(study_uid)``), or the response to send instead."""
     try:
         user = get_current_user(request, db, audit)
     except HTTPException as err:
@@ -70,26 +72,7 @@ def page_user(
     if not user.has_any(set(roles)):
         names = ", ".join(r.value for r in roles)
         return render(request, "forbidden.html", status=403, needed=names, roles=sorted(user.roles))
-    return user
-
-
-def record_view(audit: DbAuditLog, request: Request, study_uid: str, **fields: object) -> None:
-    """``api.read`` for a page that shows a study's data: who, which route, which study.
-
-    The same event the API records for its reads. One event per page, not per slice image:
-    the slices are what that page shows, and an event per scroll step would bury the trail.
-    The route template is recorded, never the URL, so no query string reaches the trail.
-    """
-    user = getattr(request.state, "user", None)
-    route = request.scope.get("route")
-    audit.record(
-        "api.read",
-        study_instance_uid=study_uid,
-        user=user.name if user is not None else "anonymous",
-        route=f"{request.method} {getattr(route, 'path', request.url.path)}",
-        client_host=request.client.host if request.client else "",
-        **fields,
-    )
+    return get_reader(request, user, audit)
 
 
 def image_cache(request: Request) -> VolumeCache:
@@ -105,7 +88,6 @@ __all__ = [
     "READ_ROLES",
     "STATIC_DIR",
     "image_cache",
-    "page_user",
-    "record_view",
+    "page_reader",
     "render",
 ]

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from medvision.api import CurrentUser
-from medvision.api._deps import AuditDep, DbDep
+from medvision.auth import CurrentUser
+from medvision.http_deps import AuditDep, DbDep
 from medvision.reports import (
     StudyReport,
     build_period_summary,
@@ -19,7 +19,7 @@ from medvision.reports import (
     study_report_pdf,
     summary_charts,
 )
-from medvision.web._pages import QA_ROLES, page_user, record_view, render
+from medvision.web._pages import QA_ROLES, page_reader, render
 
 router = APIRouter(prefix="/qa", include_in_schema=False)
 
@@ -44,9 +44,9 @@ def dashboard(
     since: Annotated[date | None, Query()] = None,
     until: Annotated[date | None, Query()] = None,
 ) -> Response:
-    user = page_user(request, db, audit, QA_ROLES)
-    if isinstance(user, Response):
-        return user
+    reader = page_reader(request, db, audit, QA_ROLES)
+    if isinstance(reader, Response):
+        return reader
     start, end = _period(since, until)
     summary = build_period_summary(db, start, end)
     return render(
@@ -62,9 +62,9 @@ def _viewed_report(
     study_uid: str, request: Request, db: DbDep, audit: AuditDep
 ) -> tuple[CurrentUser, StudyReport] | Response:
     """(user, report) for a QA user, audited as a view; otherwise the page to answer with."""
-    user = page_user(request, db, audit, QA_ROLES)
-    if isinstance(user, Response):
-        return user
+    reader = page_reader(request, db, audit, QA_ROLES)
+    if isinstance(reader, Response):
+        return reader
     report = build_study_report(db, study_uid)
     if report is None:
         return render(
@@ -74,8 +74,8 @@ def _viewed_report(
             title="Study not found",
             text="The node has no study with this UID.",
         )
-    record_view(audit, request, study_uid)
-    return user, report
+    reader.record(study_uid)
+    return reader.user, report
 
 
 @router.get("/studies/{study_uid}/report.html")

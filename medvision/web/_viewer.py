@@ -11,19 +11,17 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import func, select
 
-from medvision.api._auth import require_roles
-from medvision.api._deps import AuditDep, DbDep, SettingsDep
 from medvision.config import Settings
 from medvision.db import Database, Feedback, Instance, Job, Study
 from medvision.findings import key_slice
-from medvision.reports._study import read_findings
+from medvision.http_deps import AuditDep, DbDep, SettingsDep, require_roles
+from medvision.reports import read_findings
 from medvision.web._imaging import Study3D, load_study3d, overlay_png, window_png
 from medvision.web._pages import (
     READ_ROLES,
     STATIC_DIR,
     image_cache,
-    page_user,
-    record_view,
+    page_reader,
     render,
 )
 
@@ -54,9 +52,9 @@ def signin(request: Request, next: str = "/") -> Response:  # noqa: A002 - form 
 
 @router.get("/")
 def study_list(request: Request, db: DbDep, audit: AuditDep) -> Response:
-    user = page_user(request, db, audit, READ_ROLES)
-    if isinstance(user, Response):
-        return user
+    reader = page_reader(request, db, audit, READ_ROLES)
+    if isinstance(reader, Response):
+        return reader
     with db.session() as session:
         studies = list(session.scalars(select(Study).order_by(Study.id.desc()).limit(200)))
         uids = [s.study_instance_uid for s in studies]
@@ -142,9 +140,9 @@ def viewer(
     settings: SettingsDep,
     job: Annotated[int | None, Query()] = None,
 ) -> Response:
-    user = page_user(request, db, audit, READ_ROLES)
-    if isinstance(user, Response):
-        return user
+    reader = page_reader(request, db, audit, READ_ROLES)
+    if isinstance(reader, Response):
+        return reader
     with db.session() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if study is None:
@@ -213,9 +211,9 @@ def viewer(
             for f in feedback
             if f["kind"] == "missed_lesion" and f["location"].get("slice_index") is not None
         ],
-        "canReview": "radiologist" in {r.value for r in user.roles},
+        "canReview": "radiologist" in {r.value for r in reader.user.roles},
     }
-    record_view(audit, request, study_uid, job_id=selected.id)
+    reader.record(study_uid, job_id=selected.id)
     return render(
         request,
         "viewer.html",

@@ -25,10 +25,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from medvision.api import create_app
-from medvision.api._users import add_user, new_token
+from medvision.auth import add_user, new_token
 from medvision.config import Settings
 from medvision.db import Database, User
+from medvision.server import create_app
 from tests.node.peers import free_port, wait_for
 
 ROLE_USERS = {"rad": "radiologist", "qa": "qa", "admin": "admin"}
@@ -153,10 +153,10 @@ def cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     these tests check the rules, not the cost, so they use the smallest parameters."""
     from argon2 import PasswordHasher
 
-    from medvision.api import _users
+    from medvision.auth import _passwords
 
     monkeypatch.setattr(
-        _users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+        _passwords, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     )
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from medvision.api._users import UserError, add_user, check_password, disable_user
+from medvision.auth import UserError, add_user, check_password, disable_user
 from medvision.cli import main
 from medvision.db import ApiToken
 from tests.api.conftest import Client, Server
@@ -92,14 +92,15 @@ def test_cookie_posts_from_another_origin_are_refused(api: Server) -> None:
 
 
 def test_unknown_user_costs_a_hash_check(api: Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    from medvision.api import _users
+    from medvision.auth import _passwords
 
     calls: list[str] = []
-    real = _users._verify
-    monkeypatch.setattr(_users, "_verify", lambda h, p: calls.append(h) or real(h, p))
+    real = _passwords._verify
+    monkeypatch.setattr(_passwords, "_verify", lambda h, p: calls.append(h) or real(h, p))
     assert check_password(api.db, "no-such-user", "x") is None
     assert check_password(api.db, "rad", "wrong") is None
-    assert calls[0] == _users._DUMMY_HASH and calls[1] != _users._DUMMY_HASH
+    dummy = _passwords._dummy_hash()
+    assert calls[0] == dummy and calls[1] != dummy
 
 
 def test_add_user_checks_its_input(api: Server) -> None:

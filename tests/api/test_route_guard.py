@@ -11,7 +11,7 @@ import re
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from medvision.api._app import PUBLIC_PATHS
+from medvision.server import PUBLIC_PATHS
 from tests.api.conftest import Client, Server, ServerFactory
 
 #: Static assets of the web pages may be public too (no patient data in them).

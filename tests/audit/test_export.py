@@ -43,10 +43,18 @@ CTX = ExportContext(
 
 #: One realistic event per type, with the fields the code records (see test below).
 NODE_SAMPLES: dict[str, dict] = {
-    "application.start": dict(medvision_version="0.1.0", ae_title="MEDVISION", dicom_port=11112),
+    "application.start": dict(
+        medvision_version="0.1.0", ae_title="MEDVISION", dicom_port=11112, dicom_tls_port=2762
+    ),
     "application.stop": dict(interrupted_jobs=[3]),
     "audit.checkpoint": dict(checkpoint=3, anchor_file="/var/lib/medvision/audit-anchors.jsonl"),
-    "association.accepted": dict(calling_aet="ORTHANC", calling_host="10.0.0.5"),
+    "association.accepted": dict(
+        calling_aet="ORTHANC",
+        calling_host="10.0.0.5",
+        # over DICOM TLS: the subject of the certificate the PACS presented
+        tls=True,
+        tls_subject="organizationName=Hospital A, commonName=ORTHANC",
+    ),
     "association.rejected": dict(
         outcome="failure",
         calling_aet="INTRUDER",
@@ -54,6 +62,9 @@ NODE_SAMPLES: dict[str, dict] = {
         called_aet="MEDVISION",
         reason="calling AE title 'INTRUDER' is not on the allow-list",
         security_alert=True,
+        tls=False,
+        # set when the TLS handshake failed (no AE title yet): the caller's source port
+        calling_port=40312,
     ),
     "instances.received": dict(
         study_instance_uid=STUDY, calling_aet="ORTHANC", calling_host="10.0.0.5", instances=64
@@ -116,6 +127,7 @@ NODE_SAMPLES: dict[str, dict] = {
         destination="ORTHANC",
         host="10.0.0.5",
         port=4242,
+        tls=True,
         instances=[SEG_UID, SR_UID],
         studies=[
             {
@@ -181,9 +193,12 @@ NODE_SAMPLES: dict[str, dict] = {
     "api.read": dict(
         study_instance_uid=STUDY,
         user="dr.a",
-        route="GET /findings/{job_id}",
+        route="GET /studies/{study_uid}/results/{job_id}/sr",
         client_host="10.0.0.21",
         job_id=1,
+        object="sr",
+        version=2,
+        count=1,
     ),
     "review.decision": dict(
         study_instance_uid=STUDY,
@@ -290,6 +305,11 @@ def _recorded_types() -> dict[str, set[str]]:
                 and node.args
             ):
                 kwargs = {k.arg for k in node.keywords if k.arg and k.arg != "outcome"}
+                receiver = node.func.value
+                if isinstance(receiver, ast.Name) and receiver.id == "reader":
+                    # http_deps' Reader.record(study_uid, **fields) writes "api.read"
+                    found.setdefault("api.read", set()).update(kwargs)
+                    continue
                 for name in names(node.args[0]):
                     found.setdefault(name, set()).update(kwargs)
     return found

@@ -21,6 +21,7 @@ import pytest
 from medvision.audit import (
     ChainMismatch,
     DbAuditLog,
+    ExportContext,
     SyslogSender,
     SyslogTarget,
     Watermark,
@@ -28,7 +29,6 @@ from medvision.audit import (
     forward,
     validation_errors,
 )
-from medvision.audit._export import ExportContext
 from medvision.db import Database
 from tests.conftest import REPO_ROOT
 

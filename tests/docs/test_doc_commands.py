@@ -72,6 +72,12 @@ NOT_RUN: dict[str, str] = {
         "node.md names the offline subcommand in prose; its command lines are in "
         "docs/results.md and tests/test_cli.py"
     ),
+    "TCP_NODELAY=1 /usr/bin/echoscu -v +tls node.key node.pem +cf ca.pem -aet MEDVISION "
+    "-aec ORTHANC pacs.example.org 4242": (
+        "pacs.md step 6, node -> PACS over TLS: this module's Orthanc speaks plain DICOM (the "
+        "other steps need it so); tests/node/test_tls.py runs Orthanc with step 6's DICOM TLS "
+        "keys and the node's sender to it over TLS"
+    ),
 }
 
 
@@ -145,6 +151,8 @@ class Site:
     node_dicom_port: int
     node_http_port: int
     env: dict[str, str]
+    #: The node's DICOM TLS port (pacs.md step 6), with step 6's certificates.
+    node_tls_port: int = 0
     commands: set[str] = field(default_factory=lambda: {c.key for c in doc_commands()})
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -284,9 +292,12 @@ def _orthanc_from_docs(tmp: Path, node_dicom_port: int) -> Orthanc:
     return orthanc
 
 
-def _node_config(site_dir: Path, orthanc: Orthanc, dicom_port: int, http_port: int) -> None:
+def _node_config(
+    site_dir: Path, orthanc: Orthanc, dicom_port: int, http_port: int, tls_port: int
+) -> None:
     """pacs.md's ``medvision.toml``, on this site's ports, with a 1 s quiet period (only to
-    be quick), the HTTP port and loopback binding in front."""
+    be quick), the HTTP port and loopback binding in front, and a DICOM TLS listener with
+    the certificates of pacs.md step 6 (made by its ``openssl`` commands, see ``site``)."""
     toml = _replace(
         _fenced("pacs.md", "toml"),
         {
@@ -299,6 +310,10 @@ def _node_config(site_dir: Path, orthanc: Orthanc, dicom_port: int, http_port: i
         "pacs.md's medvision.toml",
     )
     header = f'http_port = {http_port}\nbind_address = "127.0.0.1"\npoll_interval_s = 0.2\n'
+    header += (
+        f"dicom_tls_port = {tls_port}\n"
+        'dicom_tls_cert = "node.pem"\ndicom_tls_key = "node.key"\ndicom_tls_ca = "ca.pem"\n'
+    )
     (site_dir / "medvision.toml").write_text(header + toml)
 
 
@@ -308,10 +323,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     workdir = tmp / "site"
     workdir.mkdir()
     (workdir / "dicom_samples").symlink_to(REPO_ROOT / "dicom_samples", target_is_directory=True)
-    dicom_port, http_port = free_port(), free_port()
+    dicom_port, http_port, tls_port = free_port(), free_port(), free_port()
     orthanc = _orthanc_from_docs(tmp, dicom_port)
-    _node_config(workdir, orthanc, dicom_port, http_port)
-    site = Site(workdir, orthanc, dicom_port, http_port, _environment(workdir))
+    _node_config(workdir, orthanc, dicom_port, http_port, tls_port)
+    site = Site(workdir, orthanc, dicom_port, http_port, _environment(workdir), tls_port)
+    _make_certificates(site)
     orthanc.start()
     try:
         node = site.start("medvision serve --config medvision.toml")
@@ -323,6 +339,28 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         for proc in site.processes:
             site.stop(proc)
         orthanc.stop()
+
+
+def _make_certificates(site: Site) -> None:
+    """pacs.md step 6: the CA, the node's and the PACS's keys and certificates, in the
+    reader's folder, before the node (which reads them at start) is started."""
+    names = {
+        "DNS:node.example.org": "DNS:localhost,IP:127.0.0.1",
+        "DNS:pacs.example.org": "DNS:localhost,IP:127.0.0.1",
+    }
+    site.sh(
+        'openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 -subj "/CN=Hospital DICOM '
+        'CA" -addext basicConstraints=critical,CA:TRUE -keyout ca.key -out ca.pem',
+        'openssl req -newkey rsa:2048 -nodes -subj "/CN=MEDVISION" -keyout node.key -out node.csr',
+        "openssl x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days "
+        "825 -extfile <(printf 'subjectAltName=DNS:node.example.org\\nextendedKeyUsage=serverAuth,"
+        "clientAuth') -out node.pem",
+        'openssl req -newkey rsa:2048 -nodes -subj "/CN=ORTHANC" -keyout pacs.key -out pacs.csr',
+        "openssl x509 -req -in pacs.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days "
+        "825 -extfile <(printf 'subjectAltName=DNS:pacs.example.org\\nextendedKeyUsage=serverAuth,"
+        "clientAuth') -out pacs.pem",
+        subs=names,
+    )
 
 
 def _alive(proc: subprocess.Popen) -> bool:
@@ -394,6 +432,33 @@ def test_echo_both_ways(site: Site) -> None:
     )
     for done in (to_pacs, to_node):
         assert "Received Echo Response (Success)" in done.stdout + done.stderr
+
+
+def test_dicom_tls_echo_and_a_caller_without_a_certificate(site: Site) -> None:
+    """pacs.md step 6: dcmtk with the PACS's certificate reaches the node's TLS port; without
+    a certificate it is refused, and the node's log says why."""
+    tls = {"node.example.org 2762": f"127.0.0.1 {site.node_tls_port}"}
+    secured = site.sh(
+        "TCP_NODELAY=1 /usr/bin/echoscu -v +tls pacs.key pacs.pem +cf ca.pem -aet ORTHANC "
+        "-aec MEDVISION node.example.org 2762",
+        subs=tls,
+    )
+    assert "Received Echo Response (Success)" in secured.stdout + secured.stderr
+    refused = site.sh(
+        "TCP_NODELAY=1 /usr/bin/echoscu -v +tla +cf ca.pem -aet ORTHANC -aec MEDVISION "
+        "node.example.org 2762",
+        subs=tls,
+        ok=False,
+    )
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert "Peer aborted Association" in said or "Connection reset by peer" in said, said
+    log = site.workdir / "0.log"  # the node's (site.start)
+    wait_for(
+        "the node's log line",
+        lambda: "TLS handshake failed: the peer presented no certificate" in log.read_text(),
+        10,
+    )
 
 
 def test_orthanc_learns_the_node_by_rest(site: Site) -> None:

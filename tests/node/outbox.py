@@ -4,6 +4,7 @@ from, whatever the way of delivery (C-STORE, STOW-RS)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydicom import dcmread
 from sqlalchemy import select
@@ -22,14 +23,18 @@ RESULT_FILES = (
 
 class PendingResults:
     """One study in state done, its two results queued for the destination ``pacs``, and
-    a :class:`Sender` with short retry intervals (0.2 s, doubling, at most 0.5 s)."""
+    a :class:`Sender` with short retry intervals (0.2 s, doubling, at most 0.5 s).
+    ``settings`` add to the node's (DICOM TLS certificates ...)."""
 
-    def __init__(self, tmp_path: Path, shared_data: Path, pacs: Modality, uid: str) -> None:
+    def __init__(
+        self, tmp_path: Path, shared_data: Path, pacs: Modality, uid: str, **settings: Any
+    ) -> None:
         self.settings = Settings(
             data_dir=tmp_path / "data",
             modalities={"pacs": pacs},
             retry_initial_s=0.2,
             retry_max_s=0.5,
+            **settings,
         )
         self.db = Database(self.settings.db_url)
         self.db.create_schema()

@@ -104,10 +104,24 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
             proc.wait(timeout)
 
 
-class Orthanc:
-    """An Orthanc PACS in its own folder, with ``medvision`` as a known modality."""
+def _entry(aet: str, port: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One of Orthanc's DicomModalities, on loopback."""
+    return {"AET": aet, "Host": "127.0.0.1", "Port": port, **(extra or {})}
 
-    def __init__(self, workdir: Path, modalities: Mapping[str, tuple[str, int]]) -> None:
+
+class Orthanc:
+    """An Orthanc PACS in its own folder, with ``medvision`` as a known modality.
+
+    ``modalities``: name -> (AE title, port) or (AE title, port, extra keys of the entry,
+    e.g. ``{"UseDicomTls": True}``); ``config``: top-level keys added to or overriding
+    Orthanc's configuration (``DicomTlsEnabled`` ...)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        modalities: Mapping[str, tuple[str, int] | tuple[str, int, Mapping[str, Any]]],
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_port()
@@ -132,11 +146,9 @@ class Orthanc:
             "DicomAlwaysAllowStore": True,
             "DicomCheckModalityHost": False,
             "UnknownSopClassAccepted": True,
-            "DicomModalities": {
-                name: {"AET": aet, "Host": "127.0.0.1", "Port": port}
-                for name, (aet, port) in modalities.items()
-            },
+            "DicomModalities": {name: _entry(*peer) for name, peer in modalities.items()},
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            **(config or {}),
         }
         (self.dir / "orthanc.json").write_text(json.dumps(config, indent=2))
         self.proc: subprocess.Popen | None = None
@@ -228,7 +240,7 @@ class NodeProcess:
         """The API wants credentials: create a user with every role and keep a token."""
         if self.token is not None:
             return
-        from medvision.api._users import Role, add_user, new_token
+        from medvision.auth import Role, add_user, new_token
         from medvision.config import Settings
         from medvision.db import Database
 

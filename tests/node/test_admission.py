@@ -15,7 +15,7 @@ import pytest
 from pynetdicom import AE
 from sqlalchemy import func, select
 
-from medvision.audit._export import to_message, to_xml
+from medvision.audit import to_message, to_xml
 from medvision.config import Settings
 from medvision.db import Instance
 from tests.node.peers import dcmtk, wait_for

@@ -269,7 +269,7 @@ def test_our_associations_carry_no_per_message_logging(start_scp) -> None:
     assert assoc.is_established
     try:
         assert assoc.send_c_echo().Status == 0x0000
-        (accepted,) = scp.scp._server.active_associations
+        (accepted,) = scp.scp._servers[0].active_associations
         events = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
         assert {e.name: accepted.get_handlers(e) for e in events} == {e.name: [] for e in events}
         assert all(assoc.get_handlers(e) for e in events)  # the requestor's are untouched

@@ -27,11 +27,11 @@ from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
-from medvision.api import create_app
-from medvision.api._users import add_user
+from medvision.auth import add_user
 from medvision.config import Settings
 from medvision.db import Job
 from medvision.node import Node
+from medvision.server import create_app
 from tests.node.peers import dcmtk, free_port, http_json, wait_for
 
 CHROMIUM = Path(os.environ.get("MEDVISION_CHROMIUM", "/usr/lib/chromium/chromium"))

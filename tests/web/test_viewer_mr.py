@@ -22,7 +22,7 @@ from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import select
 
-from medvision.api._users import add_user
+from medvision.auth import add_user
 from medvision.db import Database, Job
 from medvision.dicom import load_series, scan
 from medvision.web._imaging import auto_window

@@ -4,6 +4,7 @@ See docs/models.md. Importing this package does not import torch or MONAI; runni
 bundle does.
 """
 
+from medvision.pipelines.bundle._cli import add_models_parser
 from medvision.pipelines.bundle._discover import (
     bundled_models_dir,
     find_bundles,
@@ -29,6 +30,7 @@ from medvision.pipelines.bundle._spec import (
 __all__ = [
     "UNTRAINED_FLAG",
     "BundlePipeline",
+    "add_models_parser",
     "InputSpec",
     "LabelSpec",
     "PipelineSpec",

@@ -24,7 +24,7 @@ from scipy import ndimage
 from medvision.dicom import SeriesInfo, Volume
 from medvision.errors import PipelineError
 from medvision.findings import AlgorithmInfo, Finding, FindingKind, Findings, Label, measure
-from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
+from medvision.pipelines._contract import Acceptance, PipelineBase, Progress, no_progress
 from medvision.pipelines.bundle._quality import check_series, match_series, quality_flags
 from medvision.pipelines.bundle._spec import LabelSpec, PipelineSpec, read_spec, spec_path_for
 
@@ -35,7 +35,7 @@ UNCERTAINTY_METHOD = (
 )
 
 
-class BundlePipeline(Pipeline):
+class BundlePipeline(PipelineBase):
     """One bundle folder plus its ``pipeline.yaml``."""
 
     #: How :meth:`_scores` computes a finding's confidence (written into findings and SR).

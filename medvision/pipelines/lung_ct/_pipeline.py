@@ -17,7 +17,7 @@ from medvision.findings import (
     QualityFlag,
     measure,
 )
-from medvision.pipelines._contract import Acceptance, Pipeline, Progress, no_progress
+from medvision.pipelines._contract import Acceptance, PipelineBase, Progress, no_progress
 from medvision.pipelines.lung_ct._accept import accept_series
 from medvision.pipelines.lung_ct._lungs import segment_lungs
 from medvision.pipelines.lung_ct._params import LungParams
@@ -66,7 +66,7 @@ def slice_thickness(volume: Volume) -> float:
         return float(volume.spacing[2])
 
 
-class LungCT(Pipeline):
+class LungCT(PipelineBase):
     """Lungs by HU thresholds, lesion candidates by shape rules (see docs/pipelines.md)."""
 
     name = "lung-ct"

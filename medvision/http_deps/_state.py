@@ -1,7 +1,8 @@
-"""Shared FastAPI dependencies: the database, settings and audit log of the running app.
+"""The running app's database, settings, audit log and login throttle, as dependencies.
 
-``create_app`` puts them on ``app.state``; routes (and the web pages) reach them through
-these functions, so tests can swap any of them with ``app.dependency_overrides``.
+``medvision.server.create_app`` puts them on ``app.state``; the API's routes and the web
+pages reach them through these functions, so tests can swap any of them with
+``app.dependency_overrides``.
 
 No ``from __future__ import annotations``: FastAPI reads these annotations at runtime.
 """
@@ -12,8 +13,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from medvision.api._throttle import LoginThrottle
 from medvision.audit import DbAuditLog
+from medvision.auth import LoginThrottle
 from medvision.config import Settings
 from medvision.db import Database
 
@@ -58,24 +59,6 @@ def client_host(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def record_read(
-    audit: DbAuditLog, request: Request, study_uid: str | None, **fields: object
-) -> None:
-    """``api.read``: who read which study's data through which route (AUD-02, GDPR access
-    control on patient data). The route template is recorded, not the URL, so no query
-    string or free text reaches the audit trail."""
-    user = getattr(request.state, "user", None)
-    route = request.scope.get("route")
-    audit.record(
-        "api.read",
-        study_instance_uid=study_uid,
-        user=user.name if user is not None else "anonymous",
-        route=f"{request.method} {getattr(route, 'path', request.url.path)}",
-        client_host=client_host(request),
-        **fields,
-    )
-
-
 __all__ = [
     "AuditDep",
     "DbDep",
@@ -83,7 +66,6 @@ __all__ = [
     "SettingsDep",
     "ThrottleDep",
     "client_host",
-    "record_read",
     "get_audit",
     "get_db",
     "get_session",

@@ -1,5 +1,8 @@
 """Who is calling, and may they: the one authentication dependency of the API and web pages.
 
+The rules (passwords, tokens, sessions, throttle) are ``medvision.auth``'s; this module
+reads the credentials off the HTTP request and answers 401, 403 or 429.
+
 Three ways in, tried in this order:
 
 1. ``Authorization: Bearer <api token>`` - scripts; tokens come from ``medvision users token``;
@@ -21,9 +24,10 @@ Browser sessions are protected against cross-site requests by ``SameSite=Lax`` a
 unsafe methods, by refusing an ``Origin`` that is not this host (403); ``/login`` and
 ``/logout`` check the ``Origin`` too (no login or logout forced from another site).
 
-Password checks (form and Basic) go through the login throttle (``_throttle.py``): too many
-wrong passwords for one account or from one address lock it out for a while (429 with
-``Retry-After``, even for the right password), and each lock-out is audited.
+Password checks (form and Basic) go through the login throttle (``check_password_throttled``
+over ``medvision.auth.LoginThrottle``): too many wrong passwords for one account or from one
+address lock it out for a while (429 with ``Retry-After``, even for the right password), and
+each lock-out is audited.
 
 No ``from __future__ import annotations``: FastAPI resolves these annotations at runtime.
 """
@@ -31,27 +35,25 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 import base64
 import binascii
 import math
-from datetime import timedelta
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
-from fastapi.responses import JSONResponse, RedirectResponse
 
-from medvision.api._deps import AuditDep, DbDep, SettingsDep, ThrottleDep, client_host
-from medvision.api._throttle import LoginThrottle
-from medvision.api._users import (
+from medvision.audit import DbAuditLog
+from medvision.auth import (
     CurrentUser,
+    LoginThrottle,
     Role,
     TokenKind,
     check_password,
     check_token,
-    drop_token,
-    new_token,
     parse_roles,
+    session_user,
 )
-from medvision.audit import DbAuditLog
+from medvision.db import Database
+from medvision.http_deps._state import AuditDep, DbDep, client_host
 
 SESSION_COOKIE = "medvision_session"
 _CHALLENGE = 'Basic realm="medvision", Bearer realm="medvision"'
@@ -76,12 +78,13 @@ def _basic(value: str) -> tuple[str, str] | None:
     return (name, password) if sep else None
 
 
-def _cross_site() -> HTTPException:
+def cross_site() -> HTTPException:
+    """The 403 for a cookie-carrying unsafe request (or a login/logout) from another site."""
     return HTTPException(403, "Cross-site request refused: the Origin is not this host.")
 
 
-def _check_password(
-    db: DbDep,
+def check_password_throttled(
+    db: Database,
     audit: DbAuditLog,
     throttle: LoginThrottle,
     request: Request,
@@ -122,7 +125,8 @@ def _check_password(
     return None
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
+    """Whether the request's ``Origin`` (if any) is this host."""
     origin = request.headers.get("origin")
     if not origin or origin == "null":
         # Browsers send Origin on cross-site POSTs; none means same-site or a non-browser.
@@ -144,7 +148,7 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
         elif scheme == "basic" and (pair := _basic(value)) is not None:
             attempted = pair[0][:64]
             throttle = request.app.state.login_throttle
-            user = _check_password(db, audit, throttle, request, *pair, method="basic")
+            user = check_password_throttled(db, audit, throttle, request, *pair, method="basic")
         if user is None:
             audit.record(
                 "user.login_failed",
@@ -156,12 +160,11 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
             )
             raise unauthorized()
     else:
-        cookie = request.cookies.get(SESSION_COOKIE, "")
-        user = check_token(db, cookie, TokenKind.SESSION, "session") if cookie else None
+        user = session_user(db, request.cookies.get(SESSION_COOKIE, ""))
         if user is None:
             raise unauthorized()
-        if request.method not in _SAFE_METHODS and not _same_origin(request):
-            raise _cross_site()
+        if request.method not in _SAFE_METHODS and not same_origin(request):
+            raise cross_site()
     request.state.user = user
     return user
 
@@ -191,93 +194,13 @@ def require_roles(*roles: Role | str) -> DependsParam:
     return Depends(check)
 
 
-def _local(target: str | None) -> str | None:
-    """``next`` only ever redirects within this site (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
-
-
-router = APIRouter(tags=["auth"])
-
-
-@router.post("/login")
-def login(
-    request: Request,
-    username: Annotated[str, Form()],
-    password: Annotated[str, Form()],
-    db: DbDep,
-    audit: AuditDep,
-    settings: SettingsDep,
-    throttle: ThrottleDep,
-    next: Annotated[str | None, Form()] = None,  # noqa: A002 - the conventional form field
-) -> Response:
-    """Start a browser session: sets the ``medvision_session`` cookie (HttpOnly,
-    SameSite=Lax, Secure over HTTPS). With a local ``next`` path, answers 303 to it.
-    403 when the ``Origin`` names another site, 429 while locked out."""
-    if not _same_origin(request):
-        raise _cross_site()
-    user = _check_password(db, audit, throttle, request, username, password, method="form")
-    host = client_host(request)
-    if user is None:
-        audit.record(
-            "user.login_failed", "failure", user=username[:64], method="form", client_host=host
-        )
-        raise HTTPException(
-            401, "Wrong user name or password.", headers={"WWW-Authenticate": "Form"}
-        )
-    ttl = timedelta(seconds=settings.session_ttl_s)
-    secret = new_token(db, user.name, TokenKind.SESSION, ttl)
-    audit.record("user.login", user=user.name, method="form", client_host=host)
-    target = _local(next)
-    response: Response = (
-        RedirectResponse(target, status_code=303)
-        if target
-        else JSONResponse({"user": user.name, "roles": sorted(r.value for r in user.roles)})
-    )
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        max_age=int(ttl.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
-    return response
-
-
-@router.post("/logout")
-def logout(
-    request: Request,
-    db: DbDep,
-    audit: AuditDep,
-    next: Annotated[str | None, Form()] = None,  # noqa: A002
-) -> Response:
-    """End the browser session (harmless without one); 403 when the ``Origin`` names
-    another site."""
-    if not _same_origin(request):
-        raise _cross_site()
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    user = check_token(db, cookie, TokenKind.SESSION, "session") if cookie else None
-    if user is not None:
-        drop_token(db, cookie)
-        audit.record("user.logout", user=user.name, client_host=client_host(request))
-    target = _local(next)
-    response: Response = (
-        RedirectResponse(target, status_code=303) if target else Response(status_code=204)
-    )
-    response.delete_cookie(SESSION_COOKIE, path="/")
-    return response
-
-
 __all__ = [
     "SESSION_COOKIE",
-    "CurrentUser",
     "CurrentUserDep",
-    "Role",
+    "check_password_throttled",
+    "cross_site",
     "get_current_user",
     "require_roles",
-    "router",
+    "same_origin",
     "unauthorized",
 ]

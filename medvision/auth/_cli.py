@@ -16,7 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from medvision.api._users import Role, UserError, add_user, disable_user, list_users, new_token
+from medvision.auth._roles import Role, UserError
+
+# The commands import the database side (SQLAlchemy, argon2) when they run: building the
+# `medvision` parser must stay light for the offline `run`.
 
 
 def add_users_parser(sub: Any) -> None:  # noqa: ANN401 - argparse's private subparsers type
@@ -79,6 +82,9 @@ def _fail(err: Exception) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from medvision.auth._tokens import new_token
+    from medvision.auth._users import add_user
+
     password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -102,6 +108,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from medvision.auth._users import list_users
+
     db, _ = _open(args)
     rows = list_users(db)
     if args.json:
@@ -114,6 +122,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from medvision.auth._tokens import new_token
+
     db, audit = _open(args)
     try:
         token = new_token(db, args.name)
@@ -125,6 +135,8 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _disable(args: argparse.Namespace) -> int:
+    from medvision.auth._users import disable_user
+
     db, audit = _open(args)
     try:
         disable_user(db, args.name)
