@@ -30,6 +30,7 @@ from medvision.config import Settings
 from medvision.db import Acceptor, Base, Database, Instance, Job, Study
 from medvision.node._acceptors import AcceptorPool
 from medvision.node._assembler import complete_quiet_studies
+from tests.node.certs import make_certs
 from tests.node.peers import NodeProcess, dcmtk, free_port, wait_for
 
 POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
@@ -290,6 +291,50 @@ def test_silent_connections_are_limited_per_address_for_the_node(
         for sock in held:
             sock.close()
     assert p.pool.guard.pending() <= 2
+
+
+def test_tls_port_is_served_by_the_acceptor_processes(
+    start_pool: Callable[..., RunningPool], tmp_path: Path, chest_ct_dir: Path
+) -> None:
+    """The node listens on its DICOM TLS port too; the handshake runs in the acceptor that
+    gets the connection, so an untrusted caller is refused (and audited) there."""
+    certs = make_certs(tmp_path / "certs")
+    p = start_pool(
+        2,
+        dicom_tls_port=free_port(),
+        dicom_tls_cert=certs.node.cert,
+        dicom_tls_key=certs.node.key,
+        dicom_tls_ca=certs.ca,
+    )
+    files = sorted(chest_ct_dir.glob("*.dcm"))[:2]
+
+    def storescu_tls(key: Path, cert: Path, part: list[Path]) -> Any:
+        return dcmtk(
+            "storescu", "+tls", key, cert, "+cf", certs.ca, "-aet", "PACS", "-aec",
+            "MEDVISION", "127.0.0.1", p.pool.tls_port, *part, timeout=60,
+        )  # fmt: skip
+
+    for part in ([files[0]], [files[1]]):  # one association each, on each process
+        sent = storescu_tls(certs.pacs.key, certs.pacs.cert, part)
+        assert sent.returncode == 0, sent.stderr
+    rogue = storescu_tls(certs.rogue.key, certs.rogue.cert, files[:1])
+    assert rogue.returncode != 0
+    wait_for("both instances in the index", lambda: len(p.indexed()) == 2, 30)
+    accepted = [e for e in p.audit.events() if e["type"] == "association.accepted"]
+    assert len(accepted) == 2 and all(e["tls"] is True for e in accepted), accepted
+    wait_for(
+        "the refused handshake in the audit trail",
+        lambda: [e for e in p.audit.events() if e["type"] == "association.rejected"],
+        30,
+    )
+    wait_for(
+        "each acceptor to report its instance",
+        lambda: sorted(a.instances for a in p.acceptors().values()) == [1, 1],
+        30,
+        0.2,
+    )
+    # The plain port serves beside it.
+    assert _storescu(p.port, files[:1]).returncode == 0
 
 
 def test_status_workers_and_metrics_show_the_acceptor_processes(
