@@ -114,7 +114,17 @@ def _read_header(file: Path) -> tuple[Dataset, bool] | None:
                 fh.seek(0)
                 ds = dcmread(fh, stop_before_pixels=True)
             has_pixels = fh.tell() < size
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as err:
+    except (
+        InvalidDicomError,
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        TypeError,
+        # Sequences nested a few hundred deep (a malformed or hostile file) exhaust
+        # pydicom's recursion: that file is unreadable, not the whole scan.
+        RecursionError,
+    ) as err:
         log.debug("skipping unreadable file: %s", type(err).__name__)
         return None
     meta = getattr(ds, "file_meta", None)

@@ -73,7 +73,12 @@ def complete_quiet_studies(
             for s in session.scalars(select(Study).where(Study.state == StudyState.COMPLETE))
         ]
     for uid, version in complete:
-        if _queue_jobs(uid, version, settings, db, audit, publish) and uid not in done:
+        try:
+            queued = _queue_jobs(uid, version, settings, db, audit, publish)
+        except Exception as err:  # one study's failure must not hold up the ones after it
+            LOG.error("cannot queue the jobs of study %s: %s: %s", uid, type(err).__name__, err)
+            continue
+        if queued and uid not in done:
             done.append(uid)
     return done
 

@@ -48,6 +48,7 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node._admission import ConnectionGuard, refusal
+from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
 from medvision.node._spool import LOCK_WAIT_S, Spool, SpoolError
@@ -266,6 +267,7 @@ class StorageSCP:
         self.indexer.start()
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, guard_association, [self.settings.max_pdu]),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
@@ -378,7 +380,12 @@ class StorageSCP:
             _reject(assoc, 0x01, 0x01, found.diagnostic)
             return
         with self._lock:
-            self._admitted = {a for a in self._admitted if a.is_alive()}
+            # A released or aborted association gives its slot back at once: its thread
+            # lingers a moment (stopping the DUL), and a PACS that opens its next
+            # association straight away must not be told "local limit exceeded".
+            self._admitted = {
+                a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
+            }
             if self.acceptor is not None:  # the node's slots, over all its processes
                 full = not self.acceptor.reserve(len(self._admitted) + 1)
             else:
@@ -640,7 +647,9 @@ class StorageSCP:
         release or abort event (a dropped connection), as the next request would."""
         assert self.acceptor is not None
         with self._lock:
-            alive = {a for a in self._admitted if a.is_alive()}
+            alive = {
+                a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
+            }
             if len(alive) != len(self._admitted):
                 self._admitted = alive
                 self.acceptor.release(len(alive))
