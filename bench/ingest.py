@@ -1,7 +1,7 @@
 """Ingest rate of the node against Orthanc and dcmtk's storescp, and the PACS round trip.
 
     .venv/bin/python bench/ingest.py [--rounds 3] [--instances 300] [--streams 1,2,4]
-                                          [--no-e2e] [--e2e-only]
+                                          [--processes 1,2,4] [--no-e2e] [--e2e-only]
     .venv/bin/python bench/ingest.py --ceiling     # what the disk allows, and storescp
 
 One sender for every receiver: dcmtk ``/usr/bin/storescu`` with ``TCP_NODELAY=1``, sending
@@ -15,7 +15,10 @@ within a round, so that the machine's load drifts over all of them alike:
 - ``medvision``: ``medvision serve`` as a subprocess (the real node: durable spool, index,
   HTTP API, workers idle because the quiet period is long). Timed until storescu has every
   Success (an acknowledgement means flushed to disk: in the spool's journal, or as a file);
-  the time until the index has caught up is reported beside it.
+  the time until the index has caught up is reported beside it. It runs with the default
+  ``scp_processes`` (one acceptor process per core); ``--processes 1,2,4`` replaces it by
+  one receiver per count (``medvision-p1``, ``medvision-p2``, ...), so that one run shows how
+  the rate scales with acceptor processes at each stream count, beside Orthanc's.
 - ``orthanc``: Debian's Orthanc (1.10.1) with ``TCP_NODELAY=1`` and its default storage;
   ``strace`` shows it ``fdatasync``s each stored file (not its folder), index in SQLite WAL.
 - ``storescp``: dcmtk's ``storescp --fork`` with ``TCP_NODELAY=1``, writing files (no fsync:
@@ -120,14 +123,22 @@ class Result:
 
 
 def run_medvision(
-    work: Path, study: str, files: list[Path], streams: int, code: Path | None = None
+    work: Path,
+    study: str,
+    files: list[Path],
+    streams: int,
+    code: Path | None = None,
+    processes: int | None = None,
 ) -> Result:
-    """``code``: a folder holding another version's ``medvision`` package (the baseline)."""
+    """``code``: a folder holding another version's ``medvision`` package (the baseline);
+    ``processes``: the node's ``scp_processes`` (None: its default)."""
+    extra = {} if processes is None else {"scp_processes": processes}
     node = NodeProcess(
         work / "medvision-data",
         quiet_period_s=3600,
         max_associations=max(10, streams + 2),
         pipelines=["lung-ct"],
+        **extra,
     )
     saved = os.environ.get("PYTHONPATH")
     if code is not None:  # the child imports medvision from there (before the venv's)
@@ -155,7 +166,8 @@ def run_medvision(
         assert len(spooled) == len(files), len(spooled)
     finally:
         node.stop()
-    return Result("baseline" if code else "medvision", streams, seconds, indexed, load)
+    name = "baseline" if code else "medvision" if processes is None else f"medvision-p{processes}"
+    return Result(name, streams, seconds, indexed, load)
 
 
 def run_orthanc(work: Path, study: str, files: list[Path], streams: int) -> Result:
@@ -209,6 +221,12 @@ def throughput(args: argparse.Namespace) -> None:
     if args.baseline is not None:
         code = args.baseline.resolve()
         RECEIVERS["baseline"] = lambda w, s, f, n: run_medvision(w, s, f, n, code)
+    if args.processes:
+        del RECEIVERS["medvision"]
+        for count in (int(p) for p in args.processes.split(",")):
+            RECEIVERS[f"medvision-p{count}"] = lambda w, s, f, n, count=count: run_medvision(
+                w, s, f, n, processes=count
+            )
     streams_list = [int(s) for s in args.streams.split(",")]
     with tempfile.TemporaryDirectory(prefix="medvision-ingest-") as tmp:
         src = Path(tmp) / "series"
@@ -247,17 +265,30 @@ def report(results: list[Result], n: int, mb: float, rounds: int, streams_list: 
             med = statistics.median(rates)
             runs = " / ".join(f"{x:.0f}" for x in rates)
             print(f"| {streams} | {name} | {med:.0f} | {med * mb / n:.0f} | {runs} |")
-    others = [name for name in RECEIVERS if name != "medvision"]
-    print("\n| streams | " + " | ".join(f"medvision/{o} (per round)" for o in others) + " |")
-    print("| --- " * (len(others) + 1) + "|")
+    mine = [name for name in RECEIVERS if name.startswith("medvision")]
+    others = [name for name in RECEIVERS if name not in mine]
+    print(
+        "\n| streams | receiver | " + " | ".join(f"receiver/{o} (per round)" for o in others) + " |"
+    )
+    print("| --- " * (len(others) + 2) + "|")
     for streams in streams_list:
-        mv = of("medvision", streams)
-        cells = []
-        for other in others:
-            ratios = [o.seconds / m.seconds for m, o in zip(mv, of(other, streams), strict=True)]
-            runs = " / ".join(f"{x:.2f}" for x in ratios)
-            cells.append(f"{statistics.median(ratios):.2f} ({runs})")
-        print(f"| {streams} | " + " | ".join(cells) + " |")
+        for name in mine:
+            mv = of(name, streams)
+            cells = []
+            for other in others:
+                pairs = zip(mv, of(other, streams), strict=True)
+                ratios = [o.seconds / m.seconds for m, o in pairs]
+                runs = " / ".join(f"{x:.2f}" for x in ratios)
+                cells.append(f"{statistics.median(ratios):.2f} ({runs})")
+            print(f"| {streams} | {name} | " + " | ".join(cells) + " |")
+    if len(streams_list) > 1:  # how each receiver's rate grows with associations
+        lo, hi = streams_list[0], streams_list[-1]
+        print(f"\n| receiver | rate at {hi} streams / rate at {lo} (median) |")
+        print("| --- | --- |")
+        for name in RECEIVERS:
+            low = statistics.median(n / r.seconds for r in of(name, lo))
+            high = statistics.median(n / r.seconds for r in of(name, hi))
+            print(f"| {name} | {high / low:.2f} |")
     idx = [r.indexed_s - r.seconds for r in results if r.indexed_s is not None]
     print(f"\nmedvision index lag after the last Success: median {statistics.median(idx):.2f} s")
     loads = [r.load for r in results]
@@ -418,6 +449,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--instances", type=int, default=300)
     parser.add_argument("--streams", default="1,2,4", help="concurrent associations, e.g. 1,2,4")
+    parser.add_argument(
+        "--processes",
+        help="the node's scp_processes to sweep, e.g. 1,2,4 (default: only the node's "
+        "default, one acceptor per core)",
+    )
     parser.add_argument("--real-ct", type=Path, default=REAL_CT)
     parser.add_argument("--quiet", type=float, default=2.0, help="quiet period, end to end")
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end case")

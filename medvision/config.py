@@ -9,6 +9,7 @@ environment as JSON (``MEDVISION_ALLOWED_CALLING_AETS='["ORTHANC"]'``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -147,7 +148,15 @@ class Settings(BaseSettings):
     allowed_hosts: list[str] = Field(default_factory=list)
     max_pdu: int = Field(default=65536, ge=0)
     #: Associations of allowed AEs at a time; strangers and silent connections never take one.
+    #: With several acceptor processes (``scp_processes``) the limit is for the node as a
+    #: whole, not per process.
     max_associations: int = Field(default=10, ge=1)
+    #: DICOM acceptor processes sharing ``dicom_port`` (docs/node.md, "Acceptor processes"):
+    #: one listener hands each accepted connection to the least busy of them, each spools
+    #: into its own journal and indexes into the same database. 0: one per CPU core the node
+    #: may use (its CPU affinity, and a container's CPU quota); 1: the SCP runs inside the
+    #: node's own process (no child processes). Each process takes ~115 MB of memory.
+    scp_processes: int = Field(default=0, ge=0)
     #: ARTIM timer (PS3.8 9.1.5): a connection that has not sent an A-ASSOCIATE-RQ this many
     #: seconds after it opened is closed.
     artim_timeout_s: float = Field(default=10.0, gt=0)
@@ -280,6 +289,11 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def acceptor_count(self) -> int:
+        """How many acceptor processes ``scp_processes`` asks for (0: the usable cores)."""
+        return self.scp_processes or usable_cores()
+
+    @property
     def spool_dir(self) -> Path:
         return self.data_dir / "spool"
 
@@ -320,6 +334,22 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment first, so it overrides what the file (passed as init kwargs) says.
         return (env_settings, init_settings)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use: its affinity, and within a container the CPU
+    quota of its cgroup (``cpu.max``, cgroup v2), which affinity does not show."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, -(-int(quota) // int(period)))  # rounded up
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 class ConfigError(ValueError):

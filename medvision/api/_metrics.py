@@ -16,7 +16,14 @@ they would reset on restart and miss other workers' work. Exposed:
 - ``medvision_job_stage_seconds{stage}`` (histograms of finished jobs per stage: ``wait``
   queued to started, ``load``, ``inference``, ``write`` from the job's own timings, and
   ``deliver`` finished to the last of its results sent, once all are);
-- ``medvision_audit_events_total`` (counter: events in the trail).
+- ``medvision_audit_events_total`` (counter: events in the trail);
+- the DICOM acceptor processes' own counts, summed over every process (and every receiver)
+  that reports in the ``acceptors`` table (docs/node.md): ``medvision_scp_associations_total``,
+  ``medvision_scp_instances_total{outcome}`` (stored, duplicate, refused),
+  ``medvision_scp_received_bytes_total``, ``medvision_scp_active_associations`` and
+  ``medvision_scp_acceptors{state}`` (serving, starting, restarting, stopped, dead: silent
+  for ``worker_stale_s``), ``medvision_scp_acceptor_restarts_total``. Each process writes its
+  counts every 2 s, carrying on from its slot's previous process, so the sums only grow.
 
 Access: roles ``qa`` or ``admin``; with ``metrics_public = true`` no credentials at all, for
 a Prometheus on a trusted network that cannot hold a token. Metrics carry no UIDs.
@@ -25,7 +32,7 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 """
 
 from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -41,6 +48,7 @@ import medvision
 from medvision.auth import Role
 from medvision.config import Settings
 from medvision.db import (
+    Acceptor,
     AuditEvent,
     Database,
     Job,
@@ -131,6 +139,21 @@ class NodeCollector:
             }
             workers = list(session.execute(select(Worker.state, Worker.heartbeat_at)))
             audit_count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+            acceptors = list(
+                session.execute(
+                    select(
+                        Acceptor.state,
+                        Acceptor.heartbeat_at,
+                        Acceptor.restarts,
+                        Acceptor.associations,
+                        Acceptor.active_associations,
+                        Acceptor.instances,
+                        Acceptor.duplicates,
+                        Acceptor.refused,
+                        Acceptor.bytes_received,
+                    )
+                )
+            )
         for name, table, states, doc in (
             ("medvision_studies", Study, StudyState, "Studies per state."),
             ("medvision_jobs", Job, JobState, "Jobs per state."),
@@ -186,6 +209,58 @@ class NodeCollector:
         yield CounterMetricFamily(
             "medvision_audit_events", "Events in the audit trail.", value=audit_count
         )
+        yield from _acceptor_metrics(acceptors, stale_before)
+
+
+ACCEPTOR_STATES = ("serving", "starting", "restarting", "stopped", "dead")
+
+
+def _acceptor_metrics(rows: list, stale_before: datetime) -> Iterator[Metric]:
+    """The acceptor processes' counters, summed (see the module docstring)."""
+    by_state = dict.fromkeys(ACCEPTOR_STATES, 0)
+    for row in rows:
+        state = row.state
+        if state in ("serving", "starting") and as_utc(row.heartbeat_at) <= stale_before:
+            state = "dead"
+        by_state[state] = by_state.get(state, 0) + 1
+    gauge = GaugeMetricFamily(
+        "medvision_scp_acceptors",
+        "DICOM acceptor processes by state (dead: silent too long).",
+        labels=["state"],
+    )
+    for state, n in by_state.items():
+        gauge.add_metric([state], n)
+    yield gauge
+    live = [r for r in rows if r.state in ("serving", "starting")]
+    yield GaugeMetricFamily(
+        "medvision_scp_active_associations",
+        "Associations open now, over all acceptor processes.",
+        value=sum(r.active_associations for r in live),
+    )
+    yield CounterMetricFamily(
+        "medvision_scp_associations",
+        "Associations accepted, over all acceptor processes.",
+        value=sum(r.associations for r in rows),
+    )
+    instances = CounterMetricFamily(
+        "medvision_scp_instances",
+        "Instances received by C-STORE, by outcome (stored, duplicate, refused).",
+        labels=["outcome"],
+    )
+    instances.add_metric(["stored"], sum(r.instances for r in rows))
+    instances.add_metric(["duplicate"], sum(r.duplicates for r in rows))
+    instances.add_metric(["refused"], sum(r.refused for r in rows))
+    yield instances
+    yield CounterMetricFamily(
+        "medvision_scp_received_bytes",
+        "Bytes of instances stored, over all acceptor processes.",
+        value=sum(r.bytes_received for r in rows),
+    )
+    yield CounterMetricFamily(
+        "medvision_scp_acceptor_restarts",
+        "Acceptor processes that died and were started again.",
+        value=sum(r.restarts for r in rows),
+    )
 
 
 def metrics_guard(request: Request, settings: SettingsDep, db: DbDep, audit: AuditDep) -> None:

@@ -31,7 +31,9 @@ class DbAuditLog:
             data["study_instance_uid"] = study_instance_uid
         for _ in range(20):  # another process may take the same seq: take the next one
             try:
-                with self.db.session() as session:
+                # Immediate: on SQLite another process (an acceptor) may append between
+                # our read of the head and our insert (docs/node.md).
+                with self.db.session(immediate=True) as session:
                     last = session.scalars(
                         select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)
                     ).first()

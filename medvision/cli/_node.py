@@ -87,9 +87,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # http_bind_address opens it (Settings.http_host).
     http = "HTTPS" if settings.tls_cert else "HTTP"
     local = "" if settings.http_bind_address or settings.tls_cert else " (local only)"
-    dicom = [] if settings.dicom_tls_only else [f"DICOM port {node.scp.port}"]
+    dicom = [] if settings.dicom_tls_only else [f"DICOM port {node.dicom_port}"]
     if settings.dicom_tls_port is not None:
-        dicom.append(f"DICOM TLS port {node.scp.tls_port}")
+        dicom.append(f"DICOM TLS port {node.dicom_tls_port}")
     print(
         f"medvision node {settings.ae_title} listening on {', '.join(dicom)}, "
         f"{http} on {settings.http_host}:{settings.http_port}{local}, "
@@ -177,7 +177,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from medvision.db import Database, Job, Study, Worker
+    from medvision.db import Acceptor, Database, Job, Study, Worker
 
     settings = settings_from(args)
     db = Database(settings.db_url)
@@ -186,6 +186,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         studies = list(session.scalars(select(Study).order_by(Study.id)))
         jobs = list(session.scalars(select(Job).order_by(Job.id)))
         workers = list(session.scalars(select(Worker).order_by(Worker.id)))
+        acceptors = list(session.scalars(select(Acceptor).order_by(Acceptor.name)))
     if args.json:
         print(
             json.dumps(
@@ -213,6 +214,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if acceptors:
+        print(_acceptors_section(acceptors, settings.worker_stale_s))
     if workers:
         print(_workers_section(workers, settings.worker_stale_s))
     if not studies:
@@ -248,6 +251,30 @@ def _workers_section(workers: list, stale_s: float) -> str:
         lines.append(
             f"    {w.name:<28} {state:<8} {w.device}; {models}{job}; {w.jobs_done} done; "
             f"heartbeat {as_utc(w.heartbeat_at):%Y-%m-%d %H:%M:%S}Z"
+        )
+    return "\n".join(lines)
+
+
+def _acceptors_section(acceptors: list, stale_s: float) -> str:
+    """DICOM acceptor processes (docs/node.md), one line each; dead = silent for ``stale_s``
+    while it should be serving (the node itself gone)."""
+    from datetime import timedelta
+
+    from medvision.db import utcnow
+    from medvision.jobs._queue import as_utc
+
+    cutoff = utcnow() - timedelta(seconds=stale_s)
+    lines = ["acceptors:"]
+    for a in acceptors:
+        state = a.state
+        if state in ("starting", "serving") and as_utc(a.heartbeat_at) <= cutoff:
+            state = "dead"
+        restarts = f"; {a.restarts} restarts" if a.restarts else ""
+        lines.append(
+            f"    {a.name:<28} {state:<10} pid {a.pid}; {a.active_associations} open, "
+            f"{a.associations} associations, {a.instances} instances "
+            f"({a.bytes_received / 1e6:.1f} MB), {a.duplicates} duplicates, "
+            f"{a.refused} refused{restarts}; heartbeat {as_utc(a.heartbeat_at):%H:%M:%S}Z"
         )
     return "\n".join(lines)
 

@@ -2,6 +2,7 @@
 
 from medvision.db._engine import Database
 from medvision.db._models import (
+    Acceptor,
     ApiToken,
     AuditEvent,
     Base,
@@ -37,6 +38,7 @@ def schema_revisions(db: Database) -> tuple[str | None, str]:
 
 
 __all__ = [
+    "Acceptor",
     "ApiToken",
     "AuditEvent",
     "Base",

@@ -57,9 +57,21 @@ class Database:
         upgrade(self)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed on success, rolled back on any exception."""
+    def session(self, immediate: bool = False) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any exception.
+
+        ``immediate``: on SQLite, take the write lock at the start (``BEGIN IMMEDIATE``), for
+        a transaction that reads and then writes while other *processes* write the same file
+        (the acceptor processes, docs/node.md). A deferred one that read before another
+        process committed cannot upgrade to a writer: SQLite answers "database is locked"
+        at once instead of waiting (the busy timeout does not apply to a stale snapshot).
+        The per-process lock above only orders this process's threads. Not for a
+        transaction opened while the same thread holds another that wrote: it would wait
+        for itself. No effect on PostgreSQL (row locks, ``with_for_update``, do that job).
+        """
         with self._lock or nullcontext(), self._sessions() as session, session.begin():
+            if immediate and self.is_sqlite:
+                session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
     def dispose(self) -> None:

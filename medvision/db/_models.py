@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -238,7 +247,40 @@ class Worker(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Acceptor(Base):
+    """A DICOM acceptor process of a receiver (docs/node.md, "Acceptor processes").
+
+    One row per receiver host and slot (``name`` is "host/acceptor-N"), refreshed every
+    few seconds by the process that serves the slot. The counters are cumulative over the
+    processes that have served the slot: a process restarted after a crash carries on from
+    the last values its predecessor reported, so ``/metrics`` sums never go down (counts of
+    the last seconds before a kill -9 are lost, the instances themselves are not).
+    """
+
+    __tablename__ = "acceptors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    slot: Mapped[int] = mapped_column(Integer)
+    pid: Mapped[int] = mapped_column(Integer)
+    #: starting, serving, restarting (its process died; its journal is being replayed),
+    #: stopped.
+    state: Mapped[str] = mapped_column(String(16), default="starting")
+    #: Times this slot's process died and was started again.
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    associations: Mapped[int] = mapped_column(Integer, default=0)
+    active_associations: Mapped[int] = mapped_column(Integer, default=0)
+    instances: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_received: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 __all__ = [
+    "Acceptor",
     "ApiToken",
     "AuditEvent",
     "Feedback",

@@ -1,9 +1,34 @@
-"""The DICOM node: receive, spool, assemble studies, run jobs, send results back."""
+"""The DICOM node: receive, spool, assemble studies, run jobs, send results back.
 
-from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
-from medvision.node._sender import Sender
-from medvision.node._service import Node
-from medvision.node._spool import Spool, SpoolError, StoredFile
+The names below are imported on first use (PEP 562, ``medvision._lazy``), not with the
+package: an acceptor process (``_acceptors``) imports only the SCP's modules, not the worker
+pool's and the pipelines' (about 55 MB less memory per process, and a faster start).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medvision._lazy import lazy_exports
+
+#: Names served from a module imported on first use, and where they live.
+_LAZY = {
+    "STORAGE_SOP_CLASSES": "medvision.node._scp",
+    "StorageSCP": "medvision.node._scp",
+    "Sender": "medvision.node._sender",
+    "Node": "medvision.node._service",
+    "Spool": "medvision.node._spool",
+    "SpoolError": "medvision.node._spool",
+    "StoredFile": "medvision.node._spool",
+}
+
+if TYPE_CHECKING:
+    from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
+    from medvision.node._sender import Sender
+    from medvision.node._service import Node
+    from medvision.node._spool import Spool, SpoolError, StoredFile
+
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "STORAGE_SOP_CLASSES",

@@ -85,8 +85,13 @@ def complete_quiet_studies(
 
 def _mark_complete(uid: str, version: int, settings: Settings, db: Database) -> bool:
     """``receiving → complete`` if nothing arrived meanwhile (same version, still quiet)."""
-    with db.session() as session:
-        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+    # Locked (immediate, FOR UPDATE) against an acceptor process indexing into the study at
+    # the same moment: it either commits first, and the study is not quiet any more, or
+    # waits and re-opens the study as a new version.
+    with db.session(immediate=True) as session:
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == uid).with_for_update()
+        )
         if study is None or study.state != StudyState.RECEIVING or study.version != version:
             return False
         if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
@@ -124,8 +129,10 @@ def _queue_jobs(
                 refused.append(selection.reason)
             else:
                 not_applicable.append(selection.reason)
-    with db.session() as session:
-        study = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+    with db.session(immediate=True) as session:
+        study = session.scalar(
+            select(Study).where(Study.study_instance_uid == uid).with_for_update()
+        )
         # New instances may have re-opened it while we looked: then its jobs wait for the
         # new version's quiet period.
         if study is None or study.state != StudyState.COMPLETE or study.version != version:

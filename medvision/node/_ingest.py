@@ -19,11 +19,16 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from pydicom import dcmread
 from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from medvision._hashing import sha256_file
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
 from medvision.node._spool import Spool, StoredFile
 
@@ -72,7 +77,9 @@ def index_instances(db: Database, items: list[tuple[Received, StoredFile]]) -> i
     one per study, and one multi-row INSERT for the instances, instead of two queries and a
     flush per instance (the ORM path cost ~3 ms of Python per instance under load).
     """
-    with db.session() as session:
+    # Several acceptor processes index into one database: on SQLite the batch takes the
+    # write lock first; on PostgreSQL each study row is locked (below) before it is counted.
+    with db.session(immediate=True) as session:
         return _index_batch(session, items)
 
 
@@ -106,7 +113,11 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
             )
             continue
         if uid not in studies:
-            studies[uid] = session.scalar(select(Study).where(Study.study_instance_uid == uid))
+            # FOR UPDATE: another process's batch for the same study waits for this one, so
+            # neither counts on a stale instance_count (a no-op on SQLite).
+            studies[uid] = session.scalar(
+                select(Study).where(Study.study_instance_uid == uid).with_for_update()
+            )
         study = studies[uid]
         exists = place is not None
         if exists and study is not None:
@@ -163,6 +174,45 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
     return len(rows)
 
 
+def reindex_spool(db: Database, root: Path) -> int:
+    """Index every spooled file under ``root`` that the index does not know; returns how
+    many were new. At start-up, and after an acceptor process died: what it acknowledged
+    and had not indexed yet is in the spool (its journal replayed first).
+
+    Another process may index the same file meanwhile (an acceptor that received it): the
+    instance is then known, or on PostgreSQL the insert collides and is tried once more.
+    """
+    with db.session() as session:
+        known = set(session.scalars(select(Instance.path)))
+    n = 0
+    for path in sorted(root.glob("*/*/*.dcm")):
+        rel = str(path.relative_to(root))
+        if rel in known:
+            continue
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+        except Exception as err:  # never ours: we only rename complete files in
+            LOG.error("cannot index spooled file %s: %s", rel, err)
+            continue
+        item = Received(
+            study_instance_uid=str(ds.StudyInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            # Written by our SCP into the file meta; absent in files spooled by
+            # older versions, which then keep the study's recorded sender.
+            calling_aet=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
+            calling_host="",
+        )
+        stored = StoredFile(rel, path.stat().st_size, sha256_file(path), created=False)
+        try:
+            new = index_instance(db, item, stored)
+        except IntegrityError:
+            new = index_instance(db, item, stored)
+        n += int(new)
+    return n
+
+
 #: After the index could not be read, seconds before the duplicate-UID check tries again.
 CHECK_RETRY_S = 5.0
 
@@ -186,8 +236,14 @@ class Indexer:
         batch_size: int = 500,
         linger_s: float = 0.1,
         spool: Spool | None = None,
+        on_busy: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.db = db
+        #: Told when a study starts (True) and stops (False) having instances on their way
+        #: into the index, in that order: an acceptor process reports :meth:`pending` to
+        #: the node's study assembler in another process this way (before the C-STORE that
+        #: made the study busy is answered).
+        self.on_busy = on_busy
         #: Files acknowledged from the spool's journal may reach their path a moment later;
         #: a batch is indexed only once its files are there, so that an indexed path is
         #: always a file (and ``pending`` covers the gap for the study assembler).
@@ -300,6 +356,8 @@ class Indexer:
     def put(self, item: Received, stored: StoredFile) -> None:
         with self._lock:
             self._pending[item.study_instance_uid] += 1
+            if self.on_busy is not None and self._pending[item.study_instance_uid] == 1:
+                self.on_busy(item.study_instance_uid, True)  # under the lock: in order
         self._queue.put((item, stored))
 
     def pending(self) -> set[str]:
@@ -368,8 +426,12 @@ class Indexer:
         with self._idle:
             for item, _ in batch:
                 self._pending[item.study_instance_uid] -= 1
+            if self.on_busy is not None:
+                for uid in {item.study_instance_uid for item, _ in batch}:
+                    if self._pending[uid] <= 0:
+                        self.on_busy(uid, False)
             self._pending = +self._pending
             self._idle.notify_all()
 
 
-__all__ = ["Indexer", "Received", "index_instance", "index_instances"]
+__all__ = ["Indexer", "Received", "index_instance", "index_instances", "reindex_spool"]

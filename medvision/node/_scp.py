@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
+from typing import Protocol
 
 from pydicom import Dataset, dcmread
 from pydicom.tag import Tag
@@ -50,7 +51,7 @@ from medvision.node._admission import ConnectionGuard, refusal
 from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
-from medvision.node._spool import Spool, SpoolError
+from medvision.node._spool import LOCK_WAIT_S, Spool, SpoolError
 from medvision.node._tls import describe, peer_subject, server_context
 
 LOG = logging.getLogger("medvision.scp")
@@ -101,6 +102,36 @@ class _AssocStats:
     received: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     failures: int = 0
+    received_bytes: int = 0
+
+
+class AcceptorLink(Protocol):
+    """What an SCP in an acceptor process (``medvision.node._acceptors``) shares with the
+    node that handed it its connections: the node's connection guard and association slots,
+    and which studies it has on their way into the index."""
+
+    #: Journal name in the spool (``Spool.name``).
+    name: str
+
+    def settle(self, sock: socket.socket | None) -> None:
+        """The connection became an admitted association (``ConnectionGuard.settle``)."""
+
+    def track(self, sock: socket.socket) -> None:
+        """Watch a handed-over connection (the socket pynetdicom serves): the node hears
+        when it is closed."""
+
+    def replace(self, old: socket.socket, new: socket.socket) -> None:
+        """``new`` (the TLS socket wrapping ``old``) is the same connection."""
+
+    def reserve(self, admitted: int) -> bool:
+        """Whether this process may hold ``admitted`` associations, within the node's
+        ``max_associations`` over all its acceptor processes; records the count if so."""
+
+    def release(self, admitted: int) -> None:
+        """This process now holds ``admitted`` associations."""
+
+    def busy(self, study_uid: str, busy: bool) -> None:
+        """``Indexer.on_busy``."""
 
 
 class _GuardedServer(ThreadedAssociationServer):
@@ -167,13 +198,30 @@ class _GuardedServer(ThreadedAssociationServer):
 class StorageSCP:
     """Runs the DICOM listener in background threads until :meth:`stop`."""
 
-    def __init__(self, settings: Settings, db: Database, audit: DbAuditLog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        audit: DbAuditLog,
+        acceptor: AcceptorLink | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.audit = audit
-        self.spool = Spool(settings.spool_dir)
-        self.indexer = Indexer(db, spool=self.spool)
+        #: Set in an acceptor process: connections come from the node's listener
+        #: (:meth:`serve`), which guards them; admission slots are the node's.
+        self.acceptor = acceptor
+        self.spool = (
+            Spool(settings.spool_dir, name=acceptor.name, lock_wait_s=LOCK_WAIT_S)
+            if acceptor is not None
+            else Spool(settings.spool_dir)
+        )
+        self.indexer = Indexer(
+            db, spool=self.spool, on_busy=acceptor.busy if acceptor is not None else None
+        )
         self._stats: dict[int, _AssocStats] = {}
+        #: Totals of closed associations (``counts`` adds the open ones).
+        self._closed_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._servers: list[_GuardedServer] = []
         # Built now, so that an unreadable certificate stops the node at start (ConfigError).
@@ -236,22 +284,59 @@ class StorageSCP:
             server = self.ae.make_server(
                 (self.settings.bind_address, port),
                 evt_handlers=handlers,
-                server_class=_GuardedServer,
+                # An acceptor process's servers listen nowhere: the node hands it connections.
+                server_class=_HandedServer if self.acceptor is not None else _GuardedServer,
             )
-            server.guard = self._guard
+            server.guard = self._guard if self.acceptor is None else _LinkGuard(self.acceptor)
             if tls is not None:
                 server.tls = tls
                 server.handshake_timeout = self.settings.artim_timeout_s
                 server.on_handshake_failed = self._on_handshake_failed
-            name = "medvision-scp-accept" + ("-tls" if tls is not None else "")
-            threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+            if self.acceptor is None:
+                name = "medvision-scp-accept" + ("-tls" if tls is not None else "")
+                threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
             # As AE.start_server does, so that AE.shutdown() and server.shutdown() find it.
             self.ae._servers.append(server)
             self._servers.append(server)
 
+    def serve(self, sock: socket.socket, address: tuple[str, int], tls: bool = False) -> None:
+        """Serve a connection the node's listener accepted (on its TLS port: ``tls``) and
+        handed to this acceptor process, as the listener thread does after ``accept`` and
+        the guard's verdict (the TLS handshake then runs on the connection's thread)."""
+        assert self.acceptor is not None
+        server = next((s for s in self._servers if (s.tls is not None) == tls), None)
+        self.acceptor.track(sock)  # a closed one is reported as such
+        if server is None:  # not configured here (cannot happen: the node has our settings)
+            sock.close()
+            return
+        server.process_request(sock, address)
+
+    def counts(self) -> Counter[str]:
+        """This process's counts since it started: associations, instances (stored),
+        duplicates, refused, bytes (received and stored), active (associations now)."""
+        with self._lock:
+            out = Counter(self._closed_counts)
+            live = list(self._stats.values())
+        out["active"] = len(live)
+        for stats in live:  # the open associations' own counters (written by their thread)
+            for _ in range(3):
+                try:
+                    out.update(_stats_counts(stats))
+                    break
+                except RuntimeError:  # its study Counter grew while we summed it
+                    continue
+        return out
+
     def stop(self) -> None:
         for server in self._servers:
-            server.shutdown()
+            if self.acceptor is None:
+                server.shutdown()
+            else:  # no serve_forever to end (shutdown() would wait for it): close, and
+                # abort what is still open, before the index and journal are closed
+                for assoc in server.active_associations:
+                    assoc.abort()
+                server.server_close()
+                self.ae._servers.remove(server)
         self._servers = []
         self.indexer.stop()  # waits for the spool's journal to be materialised
         self.spool.stop()
@@ -301,7 +386,10 @@ class StorageSCP:
             self._admitted = {
                 a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
             }
-            full = len(self._admitted) >= self.settings.max_associations
+            if self.acceptor is not None:  # the node's slots, over all its processes
+                full = not self.acceptor.reserve(len(self._admitted) + 1)
+            else:
+                full = len(self._admitted) >= self.settings.max_associations
             if not full:
                 self._admitted.add(assoc)
         if full:
@@ -314,7 +402,10 @@ class StorageSCP:
             # Rejected-transient, by the service provider (presentation): local limit exceeded.
             _reject(assoc, 0x02, 0x03, 0x02)
             return
-        self._guard.settle(_socket_of(assoc))
+        if self.acceptor is not None:
+            self.acceptor.settle(_socket_of(assoc))
+        else:
+            self._guard.settle(_socket_of(assoc))
 
     def _on_accepted(self, event: evt.Event) -> None:
         assoc = event.assoc
@@ -331,6 +422,7 @@ class StorageSCP:
         calling = assoc.requestor.ae_title.strip()
         with self._lock:
             self._stats[id(assoc)] = _AssocStats(calling, assoc.requestor.address)
+            self._closed_counts["associations"] += 1
         sock = _socket_of(assoc)
         tls = (
             {"tls": True, "tls_subject": peer_subject(sock)}
@@ -378,6 +470,11 @@ class StorageSCP:
     def _on_closed(self, event: evt.Event) -> None:
         with self._lock:
             stats = self._stats.pop(id(event.assoc), None)
+            if stats is not None:
+                self._closed_counts.update(_stats_counts(stats))
+            if self.acceptor is not None and event.assoc in self._admitted:
+                self._admitted.discard(event.assoc)
+                self.acceptor.release(len(self._admitted))
         if stats is None:
             return
         for study_uid, count in stats.received.items():
@@ -470,6 +567,7 @@ class StorageSCP:
         if stats is not None:
             if stored.created:
                 stats.received[item.study_instance_uid] += 1
+                stats.received_bytes += stored.size
             else:
                 stats.duplicates += 1
         return SUCCESS
@@ -517,6 +615,8 @@ class StorageSCP:
             else f"SOP Instance UID is already held in series {held[1]} of this study"
         )
         self._refuse(event, None, CANNOT_UNDERSTAND, reason)
+        with self._lock:
+            self._closed_counts["refused"] += 1
         try:
             self._audit_conflict(item, held)
         except Exception as err:  # the answer is the same; the log line above stays
@@ -541,6 +641,56 @@ class StorageSCP:
             instances=1,
             reason="SOP Instance UID already held in another study or series",
         )
+
+    def prune_admitted(self) -> None:
+        """Acceptor process: give back the slots of associations that ended without a
+        release or abort event (a dropped connection), as the next request would."""
+        assert self.acceptor is not None
+        with self._lock:
+            alive = {
+                a for a in self._admitted if a.is_alive() and not (a.is_released or a.is_aborted)
+            }
+            if len(alive) != len(self._admitted):
+                self._admitted = alive
+                self.acceptor.release(len(alive))
+
+
+class _LinkGuard:
+    """The guard an acceptor process's servers see: the node's guard judged the connection
+    before handing it over; a TLS handshake's new socket is followed (``replace``)."""
+
+    def __init__(self, link: AcceptorLink) -> None:
+        self.link = link
+
+    def admit(self, sock: socket.socket, host: str) -> bool:
+        return True
+
+    def replace(self, old: socket.socket, new: socket.socket, host: str) -> None:
+        self.link.replace(old, new)
+
+    def settle(self, sock: socket.socket | None) -> None:
+        self.link.settle(sock)
+
+
+class _HandedServer(_GuardedServer):
+    """The association server of an acceptor process: it never listens (the node's
+    listener accepts and hands connections over, :meth:`StorageSCP.serve`), so it binds
+    nothing."""
+
+    def server_bind(self) -> None:
+        pass
+
+    def server_activate(self) -> None:
+        pass
+
+
+def _stats_counts(stats: _AssocStats) -> Counter[str]:
+    return Counter(
+        instances=sum(stats.received.values()),
+        duplicates=stats.duplicates,
+        refused=stats.failures,
+        bytes=stats.received_bytes,
+    )
 
 
 def _reject(assoc: Association, result: int, source: int, diagnostic: int) -> None:
@@ -662,4 +812,4 @@ def _skip_undefined(buf: bytes, pos: int, implicit: bool, depth: int = 0) -> int
             pos += length
 
 
-__all__ = ["STORAGE_SOP_CLASSES", "StorageSCP", "file_meta_bytes", "header_uids"]
+__all__ = ["STORAGE_SOP_CLASSES", "AcceptorLink", "StorageSCP", "file_meta_bytes", "header_uids"]

@@ -7,28 +7,32 @@ lost messages and requeues the jobs of dead Celery workers.
 ``start`` first recovers from whatever the last process left behind: temporary files that
 were never acknowledged are removed, spooled files the index does not know are indexed, and
 jobs left running are queued again. So a restart resumes every unfinished study and job.
+
+With ``scp_processes`` other than 1 (the default: one per core) the SCP runs in acceptor
+processes behind the node's listener (:mod:`medvision.node._acceptors`); ``scp`` is then
+None and ``acceptors`` the pool. Everything else stays in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
-from pydicom import dcmread
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 import medvision
-from medvision._hashing import sha256_file
 from medvision.audit import Anchorer, DbAuditLog, load_or_create_key
 from medvision.config import Settings
-from medvision.db import Database, Instance, Study, StudyState, utcnow
+from medvision.db import Database, Study, StudyState, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
 from medvision.jobs._queue import log_pass_failure
+from medvision.node._acceptors import AcceptorPool, AcceptorReporter, retire_slots
 from medvision.node._assembler import complete_quiet_studies
-from medvision.node._ingest import Received, index_instance
+from medvision.node._ingest import reindex_spool
 from medvision.node._scp import StorageSCP
 from medvision.node._sender import Sender
-from medvision.node._spool import StoredFile
+from medvision.node._spool import replay_journals
 
 LOG = logging.getLogger("medvision.node")
 
@@ -40,7 +44,14 @@ class Node:
         self.db = Database(settings.db_url)
         self.db.create_schema()
         self.audit = DbAuditLog(self.db)
-        self.scp = StorageSCP(settings, self.db, self.audit)
+        processes = settings.acceptor_count
+        self.scp: StorageSCP | None = None
+        self.acceptors: AcceptorPool | None = None
+        self._reporter: AcceptorReporter | None = None
+        if processes == 1:
+            self.scp = StorageSCP(settings, self.db, self.audit)
+        else:
+            self.acceptors = AcceptorPool(settings, self.db, processes)
         self.distributed = bool(settings.broker_url)
         self.workers = None if self.distributed else WorkerPool(settings, self.db, self.audit)
         self.sender = Sender(settings, self.db, self.audit)
@@ -72,7 +83,17 @@ class Node:
             **recovered,
         )
         self._checkpoint()
-        self.scp.start()
+        if self.scp is not None:
+            self.scp.start()
+            # The one acceptor is this process (slot 1), shown like the others would be.
+            self._reporter = AcceptorReporter(self.db, 1, self.scp.counts)
+            self._reporter.start()
+            retire_slots(self.db, 1)
+        else:
+            assert self.acceptors is not None
+            self.acceptors.start()
+        # From when the node can receive again: acceptor processes take seconds to start.
+        self._restart_quiet_periods()
         self._assembler = threading.Thread(
             target=self._assemble_loop, name="medvision-assembler", daemon=True
         )
@@ -96,7 +117,12 @@ class Node:
         threads still run: see :meth:`WorkerPool.stop` for why the caller must then
         leave with ``os._exit``."""
         self._stop.set()
-        self.scp.stop()
+        if self.scp is not None:
+            self.scp.stop()
+        if self._reporter is not None:
+            self._reporter.stop()
+        if self.acceptors is not None:
+            self.acceptors.stop()
         interrupted = self.workers.stop() if self.workers is not None else []
         self.sender.stop()
         for thread in (self._assembler, self._sweeper, self._anchor_thread):
@@ -112,13 +138,32 @@ class Node:
         self.db.dispose()
         return interrupted
 
+    @property
+    def dicom_port(self) -> int:
+        """The plain DICOM listener's port (``dicom_port`` 0: the one it got)."""
+        receiver = self.scp if self.scp is not None else self.acceptors
+        assert receiver is not None
+        return receiver.port
+
+    @property
+    def dicom_tls_port(self) -> int:
+        """The DICOM TLS listener's port."""
+        receiver = self.scp if self.scp is not None else self.acceptors
+        assert receiver is not None
+        return receiver.tls_port
+
     def recover(self) -> dict[str, int]:
-        partial = self.scp.spool.discard_partial()
-        indexed = self._reindex_spool()
+        if self.scp is not None:
+            partial = self.scp.spool.discard_partial()
+            # Journals of acceptor processes from a run with scp_processes > 1.
+            partial += replay_journals(self.settings.spool_dir)
+        else:
+            assert self.acceptors is not None
+            partial = self.acceptors.recover()
+        indexed = reindex_spool(self.db, self.settings.spool_dir)
         # Scale-out: running jobs belong to Celery workers that may well be alive; the
         # sweep requeues those whose worker stopped reporting.
         requeued = 0 if self.distributed else recover_orphans(self.db)
-        self._restart_quiet_periods()
         if partial or indexed or requeued:
             LOG.info(
                 "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
@@ -146,45 +191,24 @@ class Node:
                 .values(last_received_at=utcnow())
             )
 
-    def _reindex_spool(self) -> int:
-        spool = self.scp.spool
-        with self.db.session() as session:
-            known = set(session.scalars(select(Instance.path)))
-        n = 0
-        for path in spool.files():
-            rel = str(path.relative_to(spool.root))
-            if rel in known:
-                continue
-            try:
-                ds = dcmread(path, stop_before_pixels=True)
-            except Exception as err:  # never ours: we only rename complete files in
-                LOG.error("cannot index spooled file %s: %s", rel, err)
-                continue
-            item = Received(
-                study_instance_uid=str(ds.StudyInstanceUID),
-                series_instance_uid=str(ds.SeriesInstanceUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                # Written by our SCP into the file meta; absent in files spooled by
-                # older versions, which then keep the study's recorded sender.
-                calling_aet=str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip(),
-                calling_host="",
-            )
-            stored = StoredFile(rel, path.stat().st_size, sha256_file(path), created=False)
-            if index_instance(self.db, item, stored):
-                n += 1
-        return n
-
     def _assemble_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                complete_quiet_studies(
-                    self.settings,
-                    self.db,
-                    self.audit,
-                    busy=self.scp.indexer.pending(),
-                    publish=self.publisher.publish if self.publisher is not None else None,
-                )
+                if self.acceptors is not None:
+                    # Not while a dead acceptor's instances are being indexed again.
+                    lock: contextlib.AbstractContextManager = self.acceptors.assembly_lock
+                    busy = self.acceptors.busy()
+                else:
+                    assert self.scp is not None
+                    lock, busy = contextlib.nullcontext(), self.scp.indexer.pending()
+                with lock:
+                    complete_quiet_studies(
+                        self.settings,
+                        self.db,
+                        self.audit,
+                        busy=busy,
+                        publish=self.publisher.publish if self.publisher is not None else None,
+                    )
             except Exception as err:
                 log_pass_failure(LOG, "study assembly", err)
             self._stop.wait(self.settings.poll_interval_s)

@@ -127,11 +127,17 @@ class Spool:
     path.
     """
 
-    def __init__(self, root: Path, journal: bool = True) -> None:
+    def __init__(
+        self, root: Path, journal: bool = True, name: str = "", lock_wait_s: float = 0.0
+    ) -> None:
         self.root = Path(root)
-        self.tmp = self.root / ".incoming"
+        #: Several acceptor processes write one spool, each with its own journal segments
+        #: and temporary files (``.journal/<name>``, ``.incoming/<name>``): a process
+        #: replays, recycles and cleans up only what is its own. "" is the node's own.
+        self.name = name
+        self.tmp = self.root / ".incoming" / name if name else self.root / ".incoming"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self.journal_dir = self.root / ".journal"
+        self.journal_dir = self.root / ".journal" / name if name else self.root / ".journal"
         self.use_journal = journal
         self._append_lock = threading.Lock()
         self._cond = threading.Condition()  # guards everything below
@@ -148,15 +154,24 @@ class Spool:
         self._thread: threading.Thread | None = None
         #: Counters for benchmarks and logs: instances by path, segments made and reused.
         self.counts: Counter[str] = Counter()
-        self.journal_dir.mkdir(exist_ok=True)
-        # One process per spool: a second one would replay and recycle the first one's
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        # One process per journal: a second one would replay and recycle the first one's
         # live segments.
+        # ``lock_wait_s``: an acceptor process of a node that died may still be finishing
+        # (it stops when it sees the node gone); its successor waits for it.
         self._lock_fd = os.open(self.journal_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(self._lock_fd)
-            raise SpoolError(f"the spool {self.root} is in use by another process") from err
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if time.monotonic() >= deadline:
+                    os.close(self._lock_fd)
+                    raise SpoolError(
+                        f"the spool journal {self.journal_dir} is in use by another process"
+                    ) from err
+                time.sleep(0.1)
         self._generation = self._replay()
 
     # -- public -----------------------------------------------------------------------
@@ -518,6 +533,36 @@ class Spool:
         return highest
 
 
+def journal_names(root: Path) -> list[str]:
+    """The names of the acceptor journals under the spool ``root`` (see ``Spool.name``)."""
+    folder = Path(root) / ".journal"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+#: How long the node and a new acceptor process wait for an acceptor journal's lock.
+LOCK_WAIT_S = 30.0
+
+
+def replay_journals(root: Path, names: list[str] | None = None) -> int:
+    """Write out what the acceptor journals ``names`` (default: all) still hold, as opening
+    their spool does, and remove their temporary files; returns how many were removed.
+
+    For the node, before its acceptor processes start and after one of them died: each
+    record in a journal was acknowledged by its process. A journal still locked by a live
+    process is left to it.
+    """
+    removed = 0
+    for name in journal_names(root) if names is None else names:
+        try:
+            spool = Spool(root, name=name, lock_wait_s=LOCK_WAIT_S)
+        except SpoolError as err:
+            LOG.warning("journal %s not replayed: %s", name, err)
+            continue
+        removed += spool.discard_partial()
+        spool.stop()
+    return removed
+
+
 def _generation(path: Path) -> int:
     try:
         return int(path.stem.split("-", 1)[1])
@@ -593,4 +638,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["Spool", "SpoolError", "StoredFile", "valid_uid"]
+__all__ = [
+    "Spool",
+    "SpoolError",
+    "StoredFile",
+    "journal_names",
+    "replay_journals",
+    "valid_uid",
+]

@@ -170,7 +170,7 @@ def test_sigkill_while_receiving_and_while_running(pacs_and_node, sample_dir: Pa
     # Every image is in the spool exactly once; nothing half-written is left.
     spool = node.data_dir / "spool"
     assert len(list(spool.glob(f"{uid}/*/*.dcm"))) == len(files)
-    assert list((spool / ".incoming").iterdir()) == []
+    assert list((spool / ".incoming").rglob("*.part")) == []  # acceptors' folders too
 
     audit = _audit(node)
     starts = [e for e in audit.events() if e["type"] == "application.start"]
