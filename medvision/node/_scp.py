@@ -23,35 +23,31 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-import struct
 import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Protocol
 
 from pydicom import Dataset, dcmread
 from pydicom.tag import Tag
 from pynetdicom import (
     AE,
     ALL_TRANSFER_SYNTAXES,
-    PYNETDICOM_IMPLEMENTATION_UID,
-    PYNETDICOM_IMPLEMENTATION_VERSION,
     evt,
 )
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node._admission import ConnectionGuard, refusal
+from medvision.node._dataset_bytes import file_meta_bytes, header_uids
 from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer, Received
 from medvision.node._net import set_nodelay
-from medvision.node._spool import LOCK_WAIT_S, Spool, SpoolError
+from medvision.node._servers import AcceptorLink, GuardedServer, HandedServer, LinkGuard
+from medvision.node._spool import LOCK_WAIT_S, InvalidUID, Spool, SpoolError
 from medvision.node._tls import describe, peer_subject, server_context
 
 LOG = logging.getLogger("medvision.scp")
@@ -63,16 +59,6 @@ CANNOT_UNDERSTAND = 0xC000
 _STUDY_UID = Tag(0x0020, 0x000D)
 _SERIES_UID = Tag(0x0020, 0x000E)
 _SOP_UID = Tag(0x0008, 0x0018)
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_DEFLATED = ("1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.4.95")
-#: Explicit VRs whose value length takes 4 bytes (PS3.5 7.1.2).
-_LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_WANTED = {0x00080018: "sop", 0x0020000D: "study", 0x0020000E: "series"}
 #: Events that only pynetdicom's own logging handlers listen to (we bind none of them).
 _LOGGING_EVENTS = (evt.EVT_PDU_RECV, evt.EVT_PDU_SENT, evt.EVT_DIMSE_RECV, evt.EVT_DIMSE_SENT)
 
@@ -105,96 +91,6 @@ class _AssocStats:
     received_bytes: int = 0
 
 
-class AcceptorLink(Protocol):
-    """What an SCP in an acceptor process (``medvision.node._acceptors``) shares with the
-    node that handed it its connections: the node's connection guard and association slots,
-    and which studies it has on their way into the index."""
-
-    #: Journal name in the spool (``Spool.name``).
-    name: str
-
-    def settle(self, sock: socket.socket | None) -> None:
-        """The connection became an admitted association (``ConnectionGuard.settle``)."""
-
-    def track(self, sock: socket.socket) -> None:
-        """Watch a handed-over connection (the socket pynetdicom serves): the node hears
-        when it is closed."""
-
-    def replace(self, old: socket.socket, new: socket.socket) -> None:
-        """``new`` (the TLS socket wrapping ``old``) is the same connection."""
-
-    def reserve(self, admitted: int) -> bool:
-        """Whether this process may hold ``admitted`` associations, within the node's
-        ``max_associations`` over all its acceptor processes; records the count if so."""
-
-    def release(self, admitted: int) -> None:
-        """This process now holds ``admitted`` associations."""
-
-    def busy(self, study_uid: str, busy: bool) -> None:
-        """``Indexer.on_busy``."""
-
-
-class _GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, asking the :class:`ConnectionGuard` before it starts
-    an association thread for a new connection (socketserver's ``verify_request``: a
-    refused connection is closed at once and costs no thread)."""
-
-    guard: ConnectionGuard
-    #: listen() backlog (socketserver's default is 5): a burst of connections is accepted
-    #: and judged by the guard instead of waiting in SYN retries, a PACS's among them.
-    request_queue_size = 256
-
-    #: DICOM TLS: the context each connection is wrapped in (None: plain DICOM).
-    tls: ssl.SSLContext | None = None
-    #: How long a TLS connection may take to finish its handshake (the ARTIM timer).
-    handshake_timeout: float = 10.0
-    #: Called with (host, port, error) when a TLS handshake fails.
-    on_handshake_failed: Callable[[str, int, BaseException], None] | None = None
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        # Accepted as plain TCP: pynetdicom's get_request would run the TLS handshake here,
-        # in the accept loop, where a silent connection blocks every other caller.
-        assert self.socket is not None
-        return self.socket.accept()  # type: ignore[return-value]
-
-    def verify_request(self, request: object, client_address: object) -> bool:
-        host = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        return self.guard.admit(request, host)  # type: ignore[arg-type]
-
-    def process_request_thread(self, request: object, client_address: object) -> None:
-        if self.tls is not None:
-            secured = self._handshake(request, client_address)  # type: ignore[arg-type]
-            if secured is None:
-                return
-            request = secured
-        super().process_request_thread(request, client_address)  # type: ignore[arg-type]
-
-    def _handshake(
-        self, raw: socket.socket, client_address: tuple[str, int]
-    ) -> ssl.SSLSocket | None:
-        """The connection, TLS-secured with a client certificate we trust, or None (closed)."""
-        assert self.tls is not None
-        host, port = client_address[0], int(client_address[1])
-        try:
-            secured = self.tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-        except OSError:
-            raw.close()
-            return None
-        self.guard.replace(raw, secured, host)
-        try:
-            secured.settimeout(self.handshake_timeout)
-            secured.do_handshake()
-            secured.settimeout(None)
-        except (OSError, ValueError) as err:
-            try:
-                secured.close()
-            finally:
-                if self.on_handshake_failed is not None:
-                    self.on_handshake_failed(host, port, err)
-            return None
-        return secured
-
-
 class StorageSCP:
     """Runs the DICOM listener in background threads until :meth:`stop`."""
 
@@ -223,7 +119,7 @@ class StorageSCP:
         #: Totals of closed associations (``counts`` adds the open ones).
         self._closed_counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._servers: list[_GuardedServer] = []
+        self._servers: list[GuardedServer] = []
         # Built now, so that an unreadable certificate stops the node at start (ConfigError).
         self._tls = server_context(settings) if settings.dicom_tls_port is not None else None
         self._admitted: set[Association] = set()
@@ -285,9 +181,9 @@ class StorageSCP:
                 (self.settings.bind_address, port),
                 evt_handlers=handlers,
                 # An acceptor process's servers listen nowhere: the node hands it connections.
-                server_class=_HandedServer if self.acceptor is not None else _GuardedServer,
+                server_class=HandedServer if self.acceptor is not None else GuardedServer,
             )
-            server.guard = self._guard if self.acceptor is None else _LinkGuard(self.acceptor)
+            server.guard = self._guard if self.acceptor is None else LinkGuard(self.acceptor)
             if tls is not None:
                 server.tls = tls
                 server.handshake_timeout = self.settings.artim_timeout_s
@@ -542,12 +438,12 @@ class StorageSCP:
                 calling_host=assoc.requestor.address,
             )
             if uids.get("sop", "") != item.sop_instance_uid:
-                raise SpoolError("SOP Instance UID in the dataset differs from the request's")
+                raise InvalidUID("SOP Instance UID in the dataset differs from the request's")
             # Whole-string UI checks before anything else: a UID names a spool folder.
             self.spool.path_for(
                 item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
             )
-        except SpoolError as err:
+        except InvalidUID as err:
             return self._refuse(event, stats, CANNOT_UNDERSTAND, str(err))
         except Exception as err:  # undecodable dataset from the peer
             return self._refuse(event, stats, CANNOT_UNDERSTAND, f"cannot decode dataset: {err}")
@@ -560,7 +456,7 @@ class StorageSCP:
             )
         except SpoolError as err:
             self.indexer.release(item)
-            status = CANNOT_UNDERSTAND if "UID" in str(err) else OUT_OF_RESOURCES
+            status = CANNOT_UNDERSTAND if isinstance(err, InvalidUID) else OUT_OF_RESOURCES
             return self._refuse(event, stats, status, str(err))
         # Durable now: the index follows (and is rebuilt from the spool after a crash).
         self.indexer.put(item, stored)
@@ -655,35 +551,6 @@ class StorageSCP:
                 self.acceptor.release(len(alive))
 
 
-class _LinkGuard:
-    """The guard an acceptor process's servers see: the node's guard judged the connection
-    before handing it over; a TLS handshake's new socket is followed (``replace``)."""
-
-    def __init__(self, link: AcceptorLink) -> None:
-        self.link = link
-
-    def admit(self, sock: socket.socket, host: str) -> bool:
-        return True
-
-    def replace(self, old: socket.socket, new: socket.socket, host: str) -> None:
-        self.link.replace(old, new)
-
-    def settle(self, sock: socket.socket | None) -> None:
-        self.link.settle(sock)
-
-
-class _HandedServer(_GuardedServer):
-    """The association server of an acceptor process: it never listens (the node's
-    listener accepts and hands connections over, :meth:`StorageSCP.serve`), so it binds
-    nothing."""
-
-    def server_bind(self) -> None:
-        pass
-
-    def server_activate(self) -> None:
-        pass
-
-
 def _stats_counts(stats: _AssocStats) -> Counter[str]:
     return Counter(
         instances=sum(stats.received.values()),
@@ -713,103 +580,6 @@ def _shown(value: str) -> str:
 
 def _on_echo(event: evt.Event) -> int:
     return SUCCESS
-
-
-def _element(tag: int, vr: bytes, value: bytes) -> bytes:
-    """One Explicit VR Little Endian element of the file meta (group 0002)."""
-    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
-    if vr in _LONG_VRS:
-        return head + struct.pack("<HI", 0, len(value)) + value
-    return head + struct.pack("<H", len(value)) + value
-
-
-def _text(value: str, pad: bytes) -> bytes:
-    raw = value.encode("ascii")
-    return raw + pad if len(raw) % 2 else raw
-
-
-def file_meta_bytes(sop_class: str, sop_instance: str, syntax: str, calling_aet: str) -> bytes:
-    """The encoded File Meta Information group, as pydicom would write it.
-
-    Written by hand because building and encoding a pydicom dataset for eight elements
-    costs ~1-2 ms of Python per instance on the C-STORE path, which is serial per
-    association.
-    """
-    body = b"".join(
-        (
-            _element(0x00020001, b"OB", b"\x00\x01"),
-            _element(0x00020002, b"UI", _text(sop_class, b"\x00")),
-            _element(0x00020003, b"UI", _text(sop_instance, b"\x00")),
-            _element(0x00020010, b"UI", _text(syntax, b"\x00")),
-            _element(0x00020012, b"UI", _text(PYNETDICOM_IMPLEMENTATION_UID, b"\x00")),
-            _element(0x00020013, b"SH", _text(PYNETDICOM_IMPLEMENTATION_VERSION, b" ")),
-            _element(0x00020016, b"AE", _text(calling_aet, b" ")),
-        )
-    )
-    return _element(0x00020000, b"UL", struct.pack("<I", len(body))) + body
-
-
-def header_uids(dataset: bytes, syntax: str) -> dict[str, str] | None:
-    """Study, Series and SOP Instance UIDs from an encoded little-endian dataset.
-
-    Walks the top-level elements only as far as (0020,000E), skipping values (and
-    sequences of undefined length) without decoding them, which is all the spool needs.
-    None for a deflated or big-endian dataset, or one this walk cannot follow: the caller
-    then asks pydicom.
-    """
-    if syntax == _BIG_ENDIAN or syntax in _DEFLATED:
-        return None
-    implicit = syntax == _IMPLICIT_LE
-    found: dict[str, str] = {}
-    try:
-        pos, end = 0, len(dataset)
-        while pos + 8 <= end and len(found) < 3:
-            tag, pos, length = _element_at(dataset, pos, implicit)
-            if tag > 0x0020000E:
-                break
-            if length == _UNDEFINED:
-                pos = _skip_undefined(dataset, pos, implicit)
-                continue
-            if tag in _WANTED:
-                value = dataset[pos : pos + length].decode("ascii")
-                found[_WANTED[tag]] = value.rstrip("\x00 ")
-            pos += length
-    except (struct.error, UnicodeDecodeError, ValueError):
-        return None
-    return found
-
-
-def _element_at(buf: bytes, pos: int, implicit: bool) -> tuple[int, int, int]:
-    """(tag, offset of the value, value length) of the element at ``pos``."""
-    group, elem = struct.unpack_from("<HH", buf, pos)
-    tag = group << 16 | elem
-    if implicit or group == 0xFFFE:
-        (length,) = struct.unpack_from("<I", buf, pos + 4)
-        return tag, pos + 8, length
-    vr = buf[pos + 4 : pos + 6]
-    if vr in _LONG_VRS:
-        (length,) = struct.unpack_from("<I", buf, pos + 8)
-        return tag, pos + 12, length
-    if not vr.isalpha():
-        raise ValueError("not an explicit VR")
-    (length,) = struct.unpack_from("<H", buf, pos + 6)
-    return tag, pos + 8, length
-
-
-def _skip_undefined(buf: bytes, pos: int, implicit: bool, depth: int = 0) -> int:
-    """Past the delimiter of a value of undefined length that starts at ``pos``."""
-    if depth > 16:
-        raise ValueError("sequences nested too deep")
-    while True:
-        tag, pos, length = _element_at(buf, pos, implicit)
-        if tag in (_SEQ_END, _ITEM_END):
-            return pos
-        if length == _UNDEFINED:
-            pos = _skip_undefined(buf, pos, implicit, depth + 1)
-        elif pos + length > len(buf):
-            raise ValueError("value runs past the end")
-        else:
-            pos += length
 
 
 __all__ = ["STORAGE_SOP_CLASSES", "AcceptorLink", "StorageSCP", "file_meta_bytes", "header_uids"]

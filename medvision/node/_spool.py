@@ -69,6 +69,11 @@ class SpoolError(Exception):
     """The instance could not be stored (disk full, unwritable spool, bad UID)."""
 
 
+class InvalidUID(SpoolError):
+    """A UID of the instance is missing or not a valid UID: the sender's data is at fault
+    (C-STORE Cannot Understand), not the node's resources (Out of Resources, retry)."""
+
+
 @dataclass(frozen=True)
 class StoredFile:
     #: Path relative to the spool root.
@@ -179,7 +184,7 @@ class Spool:
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         for name, uid in (("Study", study_uid), ("Series", series_uid), ("SOP", sop_uid)):
             if not valid_uid(uid):
-                raise SpoolError(f"{name} Instance UID {uid!r} is missing or not a valid UID")
+                raise InvalidUID(f"{name} Instance UID {uid!r} is missing or not a valid UID")
         return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
 
     def start(self) -> None:
@@ -640,6 +645,7 @@ def _fsync_dir(path: Path) -> None:
 
 __all__ = [
     "Spool",
+    "InvalidUID",
     "SpoolError",
     "StoredFile",
     "journal_names",
