@@ -29,41 +29,42 @@ never deleted because processing failed; only a retention policy may remove them
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import hashlib
 import logging
 import os
-import re
 import struct
 import threading
 import time
 import uuid
 import zlib
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from medvision._hashing import sha256_file
+from medvision.node._journal_io import (
+    HEADER,
+    MAGIC,
+    MAX_RECORD,
+    SEGMENT_SIZE,
+    Record,
+    Segment,
+    aligned,
+    fsync_dir,
+    generation_of,
+    pwrite_all,
+    read_records,
+    syncfs,
+    valid_uid,
+)
 
 #: The UI value representation (PS3.5 6.2): digits in dot-separated components, at most
 #: 64 characters. Matched against the whole string (``fullmatch``): ``$`` would also accept
 #: a trailing newline, and a UID names a spool folder. Leading zeros in a component
 #: (forbidden by PS3.5 9.1) are tolerated: they are harmless in a path and occur in the wild.
-_UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 LOG = logging.getLogger("medvision.spool")
-
-#: Size of one journal segment. Each is written once in full before use and then recycled.
-SEGMENT_SIZE = 32 * 1024 * 1024
-#: Instances larger than this take the direct path (a segment holds at least four).
-MAX_RECORD = SEGMENT_SIZE // 4
-_ALIGN = 4096
-#: magic, generation, length of the relative path, length of the data, CRC-32.
-_HEADER = struct.Struct("<4sQHQI")
-_MAGIC = b"MVJ1"
-
 
 class SpoolError(Exception):
     """The instance could not be stored (disk full, unwritable spool, bad UID)."""
@@ -85,42 +86,6 @@ class StoredFile:
     #: Journal sequence number while the file may still be on its way from the journal to
     #: its path (see :meth:`Spool.wait_materialised`); 0 when it is in place already.
     seq: int = 0
-
-
-def valid_uid(uid: str) -> bool:
-    """Whether ``uid`` is a whole, well-formed DICOM UID (the UI VR, <= 64 characters)."""
-    return len(uid) <= 64 and _UID.fullmatch(uid) is not None
-
-
-@dataclass
-class _Segment:
-    path: Path
-    generation: int
-    fd: int
-    size: int = SEGMENT_SIZE
-    #: Next free offset; advanced (and the record written) under the spool's append lock.
-    offset: int = 0
-    #: Offset up to which records are written / flushed; records below `written` are whole.
-    written: int = 0
-    synced: int = 0
-    sync_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: No more appends (full, or a write into it failed).
-    closed: bool = False
-    #: A flush failed: nothing written to this segment may be acknowledged any more (after
-    #: a failed fdatasync a later one may succeed without the lost pages).
-    broken: bool = False
-    #: Appends that reserved space and have not finished (written + flushed, or failed).
-    in_flight: int = 0
-    #: Records acknowledged and not yet materialised.
-    unmaterialised: int = 0
-
-
-@dataclass(frozen=True)
-class _Record:
-    seq: int
-    segment: _Segment
-    relpath: str
-    data: bytes
 
 
 class Spool:
@@ -146,11 +111,11 @@ class Spool:
         self.use_journal = journal
         self._append_lock = threading.Lock()
         self._cond = threading.Condition()  # guards everything below
-        self._active: _Segment | None = None
-        self._ready: _Segment | None = None
-        self._segments: list[_Segment] = []  # with records possibly not yet materialised
-        self._queue: deque[_Record] = deque()
-        self._unmaterialised: dict[str, _Record] = {}  # relpath -> record
+        self._active: Segment | None = None
+        self._ready: Segment | None = None
+        self._segments: list[Segment] = []  # with records possibly not yet materialised
+        self._queue: deque[Record] = deque()
+        self._unmaterialised: dict[str, Record] = {}  # relpath -> record
         self._pending_seqs: set[int] = set()
         self._seq = 0
         self._failure: str | None = None
@@ -298,19 +263,19 @@ class Spool:
         one ``fdatasync`` answers every association waiting on the same segment.
         """
         path = relpath.encode()
-        head = _HEADER.size + len(path)
+        head = HEADER.size + len(path)
         with self._append_lock:
             seg = self._segment_for(head + len(data))
             if seg is None:
                 return 0
             offset = seg.offset
-            seg.offset = _aligned(offset + head + len(data))
+            seg.offset = aligned(offset + head + len(data))
             gen = seg.generation
             crc = zlib.crc32(data, zlib.crc32(path, zlib.crc32(struct.pack("<Q", gen))))
-            header = _HEADER.pack(_MAGIC, gen, len(path), len(data), crc) + path
+            header = HEADER.pack(MAGIC, gen, len(path), len(data), crc) + path
             try:
-                _pwrite_all(seg.fd, header, offset)
-                _pwrite_all(seg.fd, data, offset + head)
+                pwrite_all(seg.fd, header, offset)
+                pwrite_all(seg.fd, data, offset + head)
             except OSError as err:
                 # Nothing after a failed record may go into this segment: start-up replays
                 # a segment's records only up to the first one that is not whole.
@@ -340,7 +305,7 @@ class Spool:
             raise SpoolError(f"cannot flush the spool journal: {err}") from err
         with self._cond:
             self._seq += 1
-            record = _Record(self._seq, seg, relpath, data)
+            record = Record(self._seq, seg, relpath, data)
             seg.in_flight -= 1
             seg.unmaterialised += 1
             self._queue.append(record)
@@ -349,7 +314,7 @@ class Spool:
             self._cond.notify_all()
         return record.seq
 
-    def _segment_for(self, length: int) -> _Segment | None:
+    def _segment_for(self, length: int) -> Segment | None:
         """The active segment with room for ``length`` bytes (caller holds the append lock)."""
         seg = self._active
         if seg is not None and not seg.closed and seg.offset + length <= seg.size:
@@ -375,7 +340,7 @@ class Spool:
                     os.fsync(fh.fileno())
             os.replace(tmp, final)
             if sync:
-                _fsync_dir(final.parent)
+                fsync_dir(final.parent)
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise SpoolError(f"cannot write to the spool: {err.strerror or err}") from err
@@ -416,7 +381,7 @@ class Spool:
             return True
         return any(s.closed and s.in_flight == 0 and s.unmaterialised == 0 for s in self._segments)
 
-    def _materialise(self, record: _Record) -> None:
+    def _materialise(self, record: Record) -> None:
         final = self.root / record.relpath
         if not final.exists():  # else a second copy: the first is kept
             self._write_file(final, record.data, sync=False)
@@ -453,7 +418,7 @@ class Spool:
         if not done:
             return
         try:
-            _syncfs(self.root)
+            syncfs(self.root)
         except OSError:
             with self._cond:  # not durable as files yet: keep the segments
                 self._segments.extend(done)
@@ -473,7 +438,7 @@ class Spool:
         except OSError as err:
             LOG.warning("cannot recycle journal segment %s: %s", path.name, err)
 
-    def _prepare(self) -> _Segment:
+    def _prepare(self) -> Segment:
         """A segment whose blocks are written and whose name is durable, ready for appends."""
         with self._cond:
             self._generation += 1
@@ -498,8 +463,8 @@ class Spool:
             except OSError:
                 part.unlink(missing_ok=True)
                 raise
-        _fsync_dir(self.journal_dir)
-        return _Segment(path, gen, os.open(path, os.O_WRONLY))
+        fsync_dir(self.journal_dir)
+        return Segment(path, gen, os.open(path, os.O_WRONLY))
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -516,12 +481,12 @@ class Spool:
         for part in self.journal_dir.glob("new-*.part"):
             part.unlink(missing_ok=True)
         for free in self.journal_dir.glob("free-*.wal"):
-            highest = max(highest, _generation(free))
-        segments = sorted(self.journal_dir.glob("seg-*.wal"), key=_generation)
+            highest = max(highest, generation_of(free))
+        segments = sorted(self.journal_dir.glob("seg-*.wal"), key=generation_of)
         copies: dict[str, list[bytes]] = {}
         for seg in segments:
-            highest = max(highest, _generation(seg))
-            for relpath, data in _records(seg, _generation(seg)):
+            highest = max(highest, generation_of(seg))
+            for relpath, data in read_records(seg, generation_of(seg)):
                 copies.setdefault(relpath, []).append(data)
         written = 0
         for relpath, datas in copies.items():
@@ -532,9 +497,9 @@ class Spool:
             written += 1
         if segments:
             LOG.info("journal: %d records, %d written out again", len(copies), written)
-            _syncfs(self.root)  # the files that were already there, too
+            syncfs(self.root)  # the files that were already there, too
         for seg in segments:
-            self._recycle(seg, _generation(seg))
+            self._recycle(seg, generation_of(seg))
         return highest
 
 
@@ -566,81 +531,6 @@ def replay_journals(root: Path, names: list[str] | None = None) -> int:
         removed += spool.discard_partial()
         spool.stop()
     return removed
-
-
-def _generation(path: Path) -> int:
-    try:
-        return int(path.stem.split("-", 1)[1])
-    except ValueError:
-        return 0
-
-
-def _records(path: Path, gen: int) -> list[tuple[str, bytes]]:
-    """The whole records of generation ``gen`` at the start of a segment, in order."""
-    out: list[tuple[str, bytes]] = []
-    with open(path, "rb") as fh:
-        blob = fh.read()
-    offset = 0
-    while offset + _HEADER.size <= len(blob):
-        magic, g, plen, dlen, crc = _HEADER.unpack_from(blob, offset)
-        if magic != _MAGIC or g != gen:
-            break
-        start = offset + _HEADER.size
-        raw_path = blob[start : start + plen]
-        data = blob[start + plen : start + plen + dlen]
-        if len(data) != dlen:
-            break
-        if zlib.crc32(data, zlib.crc32(raw_path, zlib.crc32(struct.pack("<Q", g)))) != crc:
-            break
-        relpath = raw_path.decode(errors="replace")
-        parts = relpath.split("/")
-        if (
-            len(parts) != 3
-            or not parts[2].endswith(".dcm")
-            or not all(valid_uid(p) for p in (parts[0], parts[1], parts[2][:-4]))
-        ):
-            break
-        out.append((relpath, data))
-        offset = _aligned(start + plen + dlen)
-    return out
-
-
-def _aligned(n: int) -> int:
-    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        if n <= 0:
-            raise OSError(errno.EIO, "short write")
-        view, offset = view[n:], offset + n
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-
-
-def _syncfs(path: Path) -> None:
-    """Flush the file system that holds ``path`` (one flush for many files)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        syncfs = getattr(_LIBC, "syncfs", None)
-        if syncfs is None:
-            os.sync()
-        elif syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from medvision.node._spool import Spool, _generation, _records
+from medvision.node._journal_io import generation_of, read_records
+from medvision.node._spool import Spool
 from tests.node.peers import REPO_ROOT, dcmtk
 
 #: The child: stores instances and prints one JSON line per acknowledgement, as the SCP
@@ -172,6 +173,8 @@ def test_scp_acknowledges_through_the_journal(start_scp, chest_ct_dir: Path) -> 
         assert spooled.file_meta.SourceApplicationEntityTitle.strip() == "PACS1"
     # They went through the journal: the live segment (not full yet) holds all six.
     records = [
-        r for seg in (spool / ".journal").glob("seg-*.wal") for r in _records(seg, _generation(seg))
+        r
+        for seg in (spool / ".journal").glob("seg-*.wal")
+        for r in read_records(seg, generation_of(seg))
     ]
     assert len(records) == 6
