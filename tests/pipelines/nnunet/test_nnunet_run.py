@@ -139,3 +139,41 @@ def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> No
         for s in seg.SegmentSequence
     }
     assert types == {"kidney_left": "SCT", "kidney_right": "99MEDVISION"}
+
+
+@pytest.mark.parametrize(
+    "trainer", ["nnUNetTrainerNoMirroring", "nnUNetTrainer_4000epochs_NoMirroring"]
+)
+def test_totalsegmentator_trainers_load_and_predict_alike(trainer: str, tmp_path: Path) -> None:
+    """TotalSegmentator's checkpoints name other trainers than ``nnUNetTrainer`` (``total``:
+    NoMirroring; its 3 mm ``--fast`` model: 4000epochs_NoMirroring). nnU-Net rebuilds the
+    network through that trainer class, whose lookup imports every trainer module and so
+    failed wherever torchvision does not import. The same weights under either name must
+    load and give the same labels as under nnUNetTrainer."""
+    import shutil
+
+    import torch
+
+    from medvision.dicom import load_series, scan
+    from medvision.pipelines.nnunet import import_nnunet
+    from medvision.pipelines.nnunet._runtime import NnunetRuntime
+
+    results = tmp_path / "Dataset297_Renamed" / f"{trainer}__nnUNetPlans__3d_fullres"
+    shutil.copytree(FIXTURE, results)
+    checkpoint = results / "fold_0" / "checkpoint_final.pth"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["trainer_name"] == "nnUNetTrainer"
+    saved["trainer_name"] = trainer
+    torch.save(saved, checkpoint)
+
+    series, _, _ = write_series(AXIAL, tmp_path / "study")
+    volume = load_series(scan(series)[0].series[0])
+    labels = []
+    for source in (FIXTURE, results):
+        folder = import_nnunet(source, tmp_path / "models", name=f"m{len(labels)}")
+        settings = {"folds": ["0"], "orientation": "RAS", "use_mirroring": False}
+        runtime = NnunetRuntime(folder, settings, device="cpu")
+        labels.append(runtime.predict([volume]).labels)
+    assert runtime.predictor.trainer_name == trainer
+    assert set(np.unique(labels[0])) == {0, 1, 2}
+    assert np.array_equal(labels[0], labels[1])
