@@ -37,6 +37,14 @@ INSTALL_HINT = (
     "nnU-Net v2 is not installed; install medvision's extra: pip install 'medvision[nnunet]'"
 )
 _LOOKUP_LOCK = threading.Lock()
+#: Trainers TotalSegmentator defines itself for training (totalsegmentator/custom_trainers.py,
+#: v2.18; its lung_vessels and lung_nodules checkpoints name them). None overrides
+#: ``build_network_architecture``: the network is the one their nnunetv2 base class builds.
+TRAINING_ONLY_TRAINERS = {
+    "nnUNetTrainerSkeletonRecall": "nnUNetTrainer",
+    "nnUNetTrainer_MOSAIC_1k_QuarterLR_NoMirroring": "nnUNetTrainerNoMirroring",
+    "nnUNetTrainerDiceTopK10Loss_2000epochs": "nnUNetTrainerDiceTopK10Loss",
+}
 
 
 def find_trainer(name: str) -> Any:
@@ -49,8 +57,9 @@ def find_trainer(name: str) -> Any:
     first module that fails to import: its Primus trainers import timm, timm imports
     torchvision, and a torchvision that does not match the CPU torch (PyPI's CUDA build)
     raises there. Every trainer but ``nnUNetTrainer`` itself then fails to load. This walk
-    skips such modules (they define other trainers) and logs them; a trainer outside
-    nnunetv2 (``nnUNet_extTrainer``) is left to nnU-Net's own lookup.
+    skips such modules (they define other trainers) and logs them; TotalSegmentator's
+    training-only trainers stand for their nnunetv2 base (``TRAINING_ONLY_TRAINERS``); any
+    other trainer outside nnunetv2 (``nnUNet_extTrainer``) is left to nnU-Net's own lookup.
     """
     import nnunetv2.training.nnUNetTrainer as package
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
@@ -67,7 +76,7 @@ def find_trainer(name: str) -> Any:
         except Exception as exc:  # noqa: BLE001 - any import failure: not this module
             skipped.append(f"{info.name} ({type(exc).__name__}: {exc})")
             continue
-        found = getattr(module, name, None)
+        found = getattr(module, TRAINING_ONLY_TRAINERS.get(name, name), None)
         if isinstance(found, type) and issubclass(found, nnUNetTrainer):
             return found
     if skipped:
@@ -240,6 +249,7 @@ class NnunetRuntime:
 
 __all__ = [
     "INSTALL_HINT",
+    "TRAINING_ONLY_TRAINERS",
     "NnunetPrediction",
     "NnunetRuntime",
     "Weights",

@@ -142,14 +142,20 @@ def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    "trainer", ["nnUNetTrainerNoMirroring", "nnUNetTrainer_4000epochs_NoMirroring"]
+    "trainer",
+    [
+        "nnUNetTrainerNoMirroring",  # total
+        "nnUNetTrainer_4000epochs_NoMirroring",  # total --fast / --fastest
+        "nnUNetTrainerSkeletonRecall",  # lung_vessels: TotalSegmentator's own trainer
+    ],
 )
 def test_totalsegmentator_trainers_load_and_predict_alike(trainer: str, tmp_path: Path) -> None:
     """TotalSegmentator's checkpoints name other trainers than ``nnUNetTrainer`` (``total``:
-    NoMirroring; its 3 mm ``--fast`` model: 4000epochs_NoMirroring). nnU-Net rebuilds the
-    network through that trainer class, whose lookup imports every trainer module and so
-    failed wherever torchvision does not import. The same weights under either name must
-    load and give the same labels as under nnUNetTrainer."""
+    NoMirroring; its 3 mm ``--fast`` model: 4000epochs_NoMirroring; lung_vessels: a trainer
+    of TotalSegmentator's own). nnU-Net rebuilds the network through that trainer class,
+    whose lookup imports every trainer module and so failed wherever torchvision does not
+    import. The same weights under each name must load and give the labels they give under
+    nnUNetTrainer."""
     import shutil
 
     import torch
