@@ -109,10 +109,16 @@ def test_medvision_run_equals_nnunet_predictor(layout: Layout, models: Path, tmp
     assert set(np.unique(expected)) == {0, 1, 2}  # the model finds both spheres
     assert np.array_equal(np.asarray(ours_canonical.dataobj), expected)
 
-    # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0).
+    # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0),
+    # and its segment says so in codes (Kidney + SCT 7771000 Left), not only in its name.
     k, j, i = np.nonzero(ours == 1)
     centre = affine @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
     assert centre[0] > 5.0
+    sides = {
+        s.SegmentLabel: s.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue
+        for s in hd.seg.segread(seg_path).SegmentSequence
+    }
+    assert sides == {"kidney_left": "7771000", "kidney_right": "24028007"}
 
 
 def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> None:
