@@ -22,10 +22,11 @@ time and memory mean anything).
 ``--nnunet RESULTS_DIR`` adds an nnU-Net v2 results folder (``dataset.json``, ``plans.json``,
 ``fold_*/checkpoint_final.pth``; e.g. a TotalSegmentator model, or the tiny test model in
 ``tests/fixtures/nnunet``): it is imported with ``medvision models import nnunet``'s defaults
-into a temporary model folder and run as that pipeline, through nnU-Net's own predictor.
-nnU-Net chooses its own mixed precision on CUDA, so its rows have no AMP variants; the TTA
-column says whether nnU-Net's test-time mirroring is on. An already imported model runs
-with ``--pipeline NAME`` like any other.
+into a temporary model folder and run as that pipeline, through nnU-Net's own predictor,
+without test-time mirroring as TotalSegmentator runs its models (``--nnunet-mirroring``:
+nnU-Net's default, 8 passes in 3-D). nnU-Net chooses its own mixed precision on CUDA, so its
+rows have no AMP variants; the TTA column says whether mirroring is on. An already imported
+model runs with ``--pipeline NAME`` like any other.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def main() -> int:
     parser.add_argument(
         "--nnunet", action="append", default=[], type=Path, help="nnU-Net v2 results folder"
     )
+    parser.add_argument(
+        "--nnunet-mirroring", action="store_true", help="--nnunet models with mirroring TTA"
+    )
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument(
         "--device", action="append", choices=["cpu", "cuda"], help="default: cpu; repeatable"
@@ -181,7 +185,9 @@ def main() -> int:
         # The workers find the imported models where `medvision run` would: the user's folder.
         os.environ["MEDVISION_MODELS_DIR"] = imported.name
         for results in args.nnunet:
-            folder = import_nnunet(results.resolve(), Path(imported.name))
+            folder = import_nnunet(
+                results.resolve(), Path(imported.name), use_mirroring=args.nnunet_mirroring
+            )
             jobs.append({"pipeline": folder.name, "bundle": None})
     shared = args.shared_data or shared_data_dir()
     cases = {
