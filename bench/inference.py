@@ -1,7 +1,7 @@
 """Per pipeline: time and peak memory of load + inference + result writing.
 
     python bench/inference.py [--pipeline lung-ct ...] [--bundle DIR ...] [--nnunet DIR ...]
-                              [--slices 300] [--device cpu] [--device cuda]
+                              [--slices 300 | --case DIR ...] [--device cpu] [--device cuda]
                               [--case-timeout S] [--json-out F]
 
 Cases: the real 64-slice chest CT and the real Philips 3 T T1 MPRAGE (shared data), and a
@@ -160,6 +160,10 @@ def main() -> int:
     )
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument(
+        "--case", action="append", default=[], type=Path,
+        help="a study folder to run instead of the standard cases (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--device", action="append", choices=["cpu", "cuda"], help="default: cpu; repeatable"
     )
     parser.add_argument("--no-amp", action="store_true", help="on cuda: only AMP off")
@@ -194,15 +198,18 @@ def main() -> int:
         "real CT 64×512²": shared / "ct" / "lung-pet-ct-dx-A0001" / "series-5mm",
         "real MR T1 170×256²": shared / "mr" / "philips-3t-brain" / "classic-t1",
     }
+    if args.case:
+        cases = {f"{folder.name} (--case)": folder for folder in args.case}
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     with tempfile.TemporaryDirectory() as tmp:
         from dicom_samples import generate_study
 
-        synthetic = Path(tmp) / "synthetic"
-        generate_study(synthetic, n_slices=args.slices, rows=512, seed=0)
-        cases[f"synthetic CT {args.slices}×512²"] = synthetic
+        if not args.case:
+            synthetic = Path(tmp) / "synthetic"
+            generate_study(synthetic, n_slices=args.slices, rows=512, seed=0)
+            cases[f"synthetic CT {args.slices}×512²"] = synthetic
         print(
             f"devices: {', '.join(devices)}; GPU: {gpu}; {os.cpu_count()} CPUs; "
             f"torch {torch.__version__}; load {os.getloadavg()[0]:.1f}"

@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import yaml
 
 from tests.pipelines.nnunet.synthetic import AXIAL, ROWS_FLIPPED, SAGITTAL, Layout, write_series
 from tests.pipelines.nnunet.test_import import FIXTURE
@@ -42,6 +43,10 @@ def nnunet_installed() -> None:
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NAME = "nnunet-tinyspheres"
+#: The same model imported with --no-mirroring: nnU-Net's mirroring is 8 network passes per
+#: tile, the bulk of these tests' CPU time, so one layout runs with it (the import's
+#: default) and the others without, against nnU-Net run the same way.
+NO_MIRRORING = "tiny-no-mirroring"
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +54,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     result = medvision("models", "import", "nnunet", str(FIXTURE), models=folder)
     assert result.returncode == 0, result.stderr
+    args = ("--name", NO_MIRRORING, "--no-mirroring")
+    result = medvision("models", "import", "nnunet", str(FIXTURE), *args, models=folder)
+    assert result.returncode == 0, result.stderr
     return folder
 
 
-def nnunet_reference(series: Path, work: Path) -> nib.Nifti1Image:
+def nnunet_reference(series: Path, work: Path, mirroring: bool = True) -> nib.Nifti1Image:
     """nnU-Net's own prediction for a DICOM series, as a site would run it."""
     os.environ.setdefault("nnUNet_compile", "false")
     import torch
@@ -64,7 +72,9 @@ def nnunet_reference(series: Path, work: Path) -> nib.Nifti1Image:
     canonical = nib.as_closest_canonical(nib.load(work / "series.nii.gz"))
     nib.save(canonical, work / "case_0000.nii.gz")
     (work / "pred").mkdir()
-    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor = nnUNetPredictor(
+        device=torch.device("cpu"), use_mirroring=mirroring, allow_tqdm=False
+    )
     predictor.initialize_from_trained_model_folder(str(FIXTURE), use_folds=(0,))
     predictor.predict_from_files_sequential(
         [[str(work / "case_0000.nii.gz")]], str(work / "pred"), save_probabilities=False,
@@ -89,20 +99,28 @@ def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.nd
     return out
 
 
-@pytest.mark.parametrize("layout", [AXIAL, ROWS_FLIPPED, SAGITTAL], ids=lambda x: x.name)
-def test_medvision_run_equals_nnunet_predictor(layout: Layout, models: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [(AXIAL, NAME), (ROWS_FLIPPED, NO_MIRRORING), (SAGITTAL, NO_MIRRORING)],
+    ids=lambda x: getattr(x, "name", x),
+)
+def test_medvision_run_equals_nnunet_predictor(
+    layout: Layout, name: str, models: Path, tmp_path: Path
+):
     series, uids, affine = write_series(layout, tmp_path / "study")
     out = tmp_path / "out"
-    result = medvision("run", str(series), "--out", str(out), "--pipeline", NAME, models=models)
+    result = medvision("run", str(series), "--out", str(out), "--pipeline", name, models=models)
     assert result.returncode == 0, result.stderr
-    [seg_path] = list(out.glob(f"*/{NAME}/seg.dcm"))
+    [seg_path] = list(out.glob(f"*/{name}/seg.dcm"))
+    mirroring = yaml.safe_load((models / name / "pipeline.yaml").read_text())["nnunet"]
+    assert mirroring["use_mirroring"] is (name == NAME)
 
     ours = seg_on_source_grid(seg_path, uids, layout)
     ours_image = nib.Nifti1Image(ours.transpose(2, 1, 0), LPS_TO_RAS @ affine)
     ours_canonical = nib.as_closest_canonical(ours_image)
     work = tmp_path / "nnunet"
     work.mkdir()
-    reference = nnunet_reference(series, work)
+    reference = nnunet_reference(series, work, mirroring=name == NAME)
 
     assert np.allclose(ours_canonical.affine, reference.affine, atol=1e-3)
     expected = np.asarray(reference.dataobj).astype(np.uint8)
@@ -126,9 +144,8 @@ def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> No
     mapping = tmp_path / "labels.yaml"
     mapping.write_text("labels:\n  kidney_left: {type: [64033007, Kidney], laterality: left}\n")
     models = tmp_path / "models"
-    imported = medvision(
-        "models", "import", "nnunet", str(FIXTURE), "--labels", str(mapping), models=models
-    )
+    args = ("--labels", str(mapping), "--no-mirroring")
+    imported = medvision("models", "import", "nnunet", str(FIXTURE), *args, models=models)
     assert imported.returncode == 0, imported.stderr
     series, _, _ = write_series(AXIAL, tmp_path / "study")
     out = tmp_path / "out"
