@@ -1,7 +1,8 @@
 """Per pipeline: time and peak memory of load + inference + result writing.
 
-    python bench/inference.py [--pipeline lung-ct ...] [--bundle DIR ...] [--slices 300]
-                              [--device cpu] [--device cuda] [--case-timeout S] [--json-out F]
+    python bench/inference.py [--pipeline lung-ct ...] [--bundle DIR ...] [--nnunet DIR ...]
+                              [--slices 300 | --case DIR ...] [--device cpu] [--device cuda]
+                              [--case-timeout S] [--json-out F]
 
 Cases: the real 64-slice chest CT and the real Philips 3 T T1 MPRAGE (shared data), and a
 300-slice 512x512 synthetic chest CT made by ``dicom_samples.generate_study``; each pipeline
@@ -17,6 +18,15 @@ has no GPU path and runs on the CPU regardless, so it is run once, as a CPU case
 ``--bundle DIR`` adds a bundle folder that is not installed (e.g. a MONAI Model Zoo config
 without weights: it then runs UNTRAINED, with seed-0 weights, and its row says so; only its
 time and memory mean anything).
+
+``--nnunet RESULTS_DIR`` adds an nnU-Net v2 results folder (``dataset.json``, ``plans.json``,
+``fold_*/checkpoint_final.pth``; e.g. a TotalSegmentator model, or the tiny test model in
+``tests/fixtures/nnunet``): it is imported with ``medvision models import nnunet``'s defaults
+into a temporary model folder and run as that pipeline, through nnU-Net's own predictor,
+without test-time mirroring as TotalSegmentator runs its models (``--nnunet-mirroring``:
+nnU-Net's default, 8 passes in 3-D). nnU-Net chooses its own mixed precision on CUDA, so its
+rows have no AMP variants; the TTA column says whether mirroring is on. An already imported
+model runs with ``--pipeline NAME`` like any other.
 """
 
 from __future__ import annotations
@@ -65,7 +75,8 @@ def worker(job: dict[str, object]) -> dict[str, object]:
     runtime = None
     if hasattr(pipeline, "runtime"):  # a MONAI bundle: AMP is its runtime's switch
         runtime = pipeline.runtime()
-        runtime.amp = bool(job["amp"])
+        if hasattr(runtime, "amp"):  # nnU-Net's predictor decides for itself
+            runtime.amp = bool(job["amp"])
     t0 = time.perf_counter()
     volume = load_series(series)
     t1 = time.perf_counter()
@@ -91,7 +102,8 @@ def worker(job: dict[str, object]) -> dict[str, object]:
         "device": str(runtime.device) if runtime is not None else "cpu",
         "gpu": torch.cuda.get_device_name(0) if on_gpu else None,
         "torch_threads": torch.get_num_threads(),
-        "tta_passes": algo.parameters.get("tta_passes", "") if algo else "",
+        "tta_passes": _tta(algo.parameters) if algo else "",
+        "nnunet": "use_mirroring" in (algo.parameters if algo else {}),
         "shape": list(volume.shape),
         "load_s": t1 - t0,
         "inference_s": t2 - t1,
@@ -104,6 +116,12 @@ def worker(job: dict[str, object]) -> dict[str, object]:
         "gpu_peak_alloc_mb": torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None,
         "gpu_peak_reserved_mb": torch.cuda.max_memory_reserved() / 2**20 if on_gpu else None,
     }
+
+
+def _tta(parameters: dict[str, str]) -> str:
+    if "use_mirroring" in parameters:  # nnU-Net: its flips over the allowed axes, or none
+        return "mirroring" if parameters["use_mirroring"] == "True" else "0"
+    return parameters.get("tta_passes", "")
 
 
 def _run_case(job: dict[str, object], device: str, timeout: float | None) -> dict[str, object]:
@@ -134,7 +152,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pipeline", action="append", help="default: every registered one")
     parser.add_argument("--bundle", action="append", default=[], type=Path, help="bundle folder")
+    parser.add_argument(
+        "--nnunet", action="append", default=[], type=Path, help="nnU-Net v2 results folder"
+    )
+    parser.add_argument(
+        "--nnunet-mirroring", action="store_true", help="--nnunet models with mirroring TTA"
+    )
     parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument(
+        "--case", action="append", default=[], type=Path,
+        help="a study folder to run instead of the standard cases (repeatable)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", action="append", choices=["cpu", "cuda"], help="default: cpu; repeatable"
     )
@@ -150,24 +178,38 @@ def main() -> int:
     devices = args.device or ["cpu"]
     jobs: list[dict[str, object]] = []
     names = args.pipeline if args.pipeline is not None else []
-    if not args.pipeline and not args.bundle:
+    if not args.pipeline and not args.bundle and not args.nnunet:
         names = pipelines.available()
     jobs = [{"pipeline": n, "bundle": None} for n in names]
     jobs += [{"pipeline": b.name, "bundle": str(b.resolve())} for b in args.bundle]
+    imported = tempfile.TemporaryDirectory()
+    if args.nnunet:
+        from medvision.pipelines.nnunet import import_nnunet
+
+        # The workers find the imported models where `medvision run` would: the user's folder.
+        os.environ["MEDVISION_MODELS_DIR"] = imported.name
+        for results in args.nnunet:
+            folder = import_nnunet(
+                results.resolve(), Path(imported.name), use_mirroring=args.nnunet_mirroring
+            )
+            jobs.append({"pipeline": folder.name, "bundle": None})
     shared = args.shared_data or shared_data_dir()
     cases = {
         "real CT 64×512²": shared / "ct" / "lung-pet-ct-dx-A0001" / "series-5mm",
         "real MR T1 170×256²": shared / "mr" / "philips-3t-brain" / "classic-t1",
     }
+    if args.case:
+        cases = {f"{folder.name} (--case)": folder for folder in args.case}
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     with tempfile.TemporaryDirectory() as tmp:
         from dicom_samples import generate_study
 
-        synthetic = Path(tmp) / "synthetic"
-        generate_study(synthetic, n_slices=args.slices, rows=512, seed=0)
-        cases[f"synthetic CT {args.slices}×512²"] = synthetic
+        if not args.case:
+            synthetic = Path(tmp) / "synthetic"
+            generate_study(synthetic, n_slices=args.slices, rows=512, seed=0)
+            cases[f"synthetic CT {args.slices}×512²"] = synthetic
         print(
             f"devices: {', '.join(devices)}; GPU: {gpu}; {os.cpu_count()} CPUs; "
             f"torch {torch.__version__}; load {os.getloadavg()[0]:.1f}"
@@ -185,13 +227,15 @@ def main() -> int:
             # Which cases this pipeline accepts is decided here, cheaply (headers only): a
             # worker is started only for the cases it will run.
             chooser = _build(str(job["pipeline"]), job["bundle"])  # type: ignore[arg-type]
+            nnunet = type(chooser).__name__ == "NnunetPipeline"
             for label, folder in cases.items():
                 if chooser.choose(list(studies[label].series)) is None:  # type: ignore[attr-defined]
                     skipped.add(f"{job['pipeline']} on {label}")
                     continue
                 done = False  # not accepted, or no GPU path: run once
                 for device in devices:
-                    for amp in [False] if device == "cpu" or args.no_amp else [False, True]:
+                    once = device == "cpu" or args.no_amp or nnunet
+                    for amp in [False] if once else [False, True]:
                         if done:
                             continue
                         r = _run_case(
@@ -213,12 +257,13 @@ def main() -> int:
                             )
                             continue
                         name = r["name"] + (" (UNTRAINED)" if r["untrained"] else "")
+                        amp_text = "nnU-Net's" if r["nnunet"] else ("on" if amp else "off")
                         dev = r["device"] if r["device"] == "cpu" else f"{r['device']} ({r['gpu']})"
                         if not r["gpu_path"]:
                             dev = "cpu (no GPU path)"
                             done = True  # once, whatever the devices asked
                         print(
-                            f"| {name} | {label} | {dev} | {'on' if amp else 'off'} | "
+                            f"| {name} | {label} | {dev} | {amp_text} | "
                             f"{r['tta_passes']} | {r['load_s']:.2f} | {r['inference_s']:.2f} | "
                             f"{_f(r['inference_warm_s'])} | {r['write_s']:.2f} | "
                             f"{r['total_s']:.2f} | {r['peak_rss_mb']:.0f} | "
@@ -227,6 +272,7 @@ def main() -> int:
                         )
         if skipped:
             print(f"\nnot accepted (not run): {'; '.join(sorted(skipped))}")
+    imported.cleanup()
     return 0
 
 

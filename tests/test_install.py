@@ -47,12 +47,17 @@ def _torch_line(lines: list[str]) -> str:
     return line
 
 
-def _fake_torch_wheel(folder: Path) -> None:
-    """A wheel that pip accepts as torch 2.13.0+cpu (metadata only)."""
-    folder.mkdir()
-    info = "torch-2.13.0+cpu.dist-info"
-    with zipfile.ZipFile(folder / "torch-2.13.0+cpu-py3-none-any.whl", "w") as whl:
-        metadata = "Metadata-Version: 2.1\nName: torch\nVersion: 2.13.0+cpu\n"
+def _vision_line(lines: list[str]) -> str:
+    (line,) = [ln for ln in lines if "torchvision==" in ln]
+    return line
+
+
+def _fake_torch_wheel(folder: Path, name: str = "torch", version: str = "2.13.0") -> None:
+    """A wheel that pip accepts as ``name`` ``version``+cpu (metadata only)."""
+    folder.mkdir(exist_ok=True)
+    info = f"{name}-{version}+cpu.dist-info"
+    with zipfile.ZipFile(folder / f"{name}-{version}+cpu-py3-none-any.whl", "w") as whl:
+        metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}+cpu\n"
         whl.writestr(f"{info}/METADATA", metadata)
         wheel = "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
         whl.writestr(f"{info}/WHEEL", wheel)
@@ -91,6 +96,44 @@ def test_torch_index_url_wins_for_a_gpu_machine(tmp_path) -> None:
     assert line.endswith(f"torch==2.13.0 --index-url {cuda}"), line
 
 
+def test_nnunet_gets_torchvision_from_where_torch_comes_from(tmp_path) -> None:
+    """[test] brings nnU-Net, whose timm needs torchvision: the build made for this torch,
+    from torch's own source, after torch and before medvision, never re-resolving torch."""
+    wheels = tmp_path / "wheels"
+    _fake_torch_wheel(wheels)
+    _fake_torch_wheel(wheels, "torchvision", "0.28.0")
+    lines = _dry_run(tmp_path, wheels, MEDVISION_PLATFORM="Linux x86_64")
+    vision = _vision_line(lines)
+    assert vision.endswith("pip install -q --retries 1 --no-deps torchvision==0.28.0"), vision
+    assert lines.index(_torch_line(lines)) < lines.index(vision) < len(lines) - 1
+
+    # No local torchvision: PyPI's Linux one is a CUDA build, so PyTorch's CPU index.
+    only_torch = tmp_path / "only-torch"
+    _fake_torch_wheel(only_torch)
+    lines = _dry_run(tmp_path, only_torch, MEDVISION_PLATFORM="Linux x86_64")
+    assert _torch_line(lines).endswith("pip install -q torch==2.13.0"), lines
+    assert _vision_line(lines).endswith(f"--no-deps torchvision==0.28.0 --index-url {CPU_INDEX}")
+
+    cuda = "https://download.pytorch.org/whl/cu128"
+    lines = _dry_run(tmp_path, wheels, TORCH_INDEX_URL=cuda)
+    assert _vision_line(lines).endswith(f"torchvision==0.28.0 --index-url {cuda}"), lines
+
+    lines = _dry_run(tmp_path, wheels, MEDVISION_EXTRAS="nnunet")
+    assert lines[-1].endswith("pip install -q -e .[nnunet]") and _vision_line(lines)
+    lines = _dry_run(tmp_path, wheels, MEDVISION_EXTRAS="postgres,scale")
+    assert not [ln for ln in lines if "torchvision==" in ln], lines
+
+
+def test_the_torchvision_pin_matches_install_sh() -> None:
+    import tomllib
+
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (pin,) = [r.split("==")[1] for r in extras["nnunet"] if r.startswith("torchvision==")]
+    assert f"TORCHVISION_VERSION={pin}\n" in INSTALL.read_text()
+
+
 def test_the_torch_pin_is_the_one_in_pyproject() -> None:
     pyproject = (REPO_ROOT / "pyproject.toml").read_text()
     script = INSTALL.read_text()
@@ -117,6 +160,7 @@ def test_the_test_extra_holds_every_optional_part() -> None:
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"
     ]
-    assert {"postgres", "scale", "training", "test"} <= set(extras)
+    assert {"postgres", "scale", "training", "nnunet", "test"} <= set(extras)
     (self_ref,) = [r for r in extras["test"] if r.startswith("medvision[")]
-    assert set(self_ref[len("medvision[") : -1].split(",")) == {"postgres", "scale", "training"}
+    parts = set(self_ref[len("medvision[") : -1].split(","))
+    assert parts == {"postgres", "scale", "training", "nnunet"}

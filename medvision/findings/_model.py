@@ -84,6 +84,10 @@ class Label:
     site: Code | None = None
     #: CIELab colour recommended to viewers (DICOM scaled 0..65535 values).
     cielab: tuple[int, int, int] | None = None
+    #: Side of a paired structure (SCT 7771000 Left / 24028007 Right, DICOM CID 244) where
+    #: the type itself does not say it (``Kidney`` + Left, not ``Left lung``): the SEG's
+    #: type or anatomic-region modifier and the SR finding site's laterality.
+    laterality: Code | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,7 @@ class Finding:
             "category": self.label.category.to_json(),
             "type": self.label.type.to_json(),
             "site": site.to_json() if site else None,
+            "laterality": self.label.laterality.to_json() if self.label.laterality else None,
             "tracking_id": self.tracking_id,
             "tracking_uid": self.tracking_uid,
             "confidence": self.confidence,

@@ -66,6 +66,15 @@ def _segment_description(finding: Finding, findings: Findings) -> hd.seg.Segment
     description.SegmentDescription = truncate(
         f"{label.name}; {generated_by(findings.algorithm)}", 64
     )
+    if label.laterality is not None:
+        # The side qualifies the anatomic region where there is one (a left kidney's cyst:
+        # type Cyst, region Kidney + Left), else the segmented structure itself (Kidney +
+        # Left), as TotalSegmentator's own SNOMED CT mapping for its DICOM SEG does.
+        side = [coded(label.laterality)]
+        if site is not None:
+            description.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = side
+        else:
+            description.SegmentedPropertyTypeModifierCodeSequence = side
     return description
 
 

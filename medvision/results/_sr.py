@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
 from medvision.errors import ResultError
-from medvision.findings import Finding, FindingKind, Findings, Label, key_slice
+from medvision.findings import Code, Finding, FindingKind, Findings, Label, key_slice
 from medvision.results import _codes as c
 from medvision.results._device import DeviceInfo, algorithm_device_uid, algorithm_equipment
 from medvision.results._inherit import check_same_study, no_phi_warnings, sanitize_headers
@@ -108,6 +108,19 @@ def _measurements(
     return out
 
 
+def _finding_sites(label: Label, site: Code | None) -> list[hd.sr.FindingSite] | None:
+    """TID 1419 Finding Site, with its Laterality (CID 244) for a sided structure.
+
+    Laterality is a modifier of a site in TID 1500, so a sided organ without a separate site
+    (Kidney, left) names itself as the site it lies in.
+    """
+    if label.laterality is not None:
+        return [
+            hd.sr.FindingSite(c.coded(site or label.type), laterality=c.coded(label.laterality))
+        ]
+    return [hd.sr.FindingSite(c.coded(site))] if site is not None else None
+
+
 def _group(
     finding: Finding, findings: Findings, seg: Dataset, headers: dict[str, Dataset]
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
@@ -125,7 +138,7 @@ def _group(
         ),
         finding_type=c.coded(label.type),
         finding_category=c.coded(label.category),
-        finding_sites=[hd.sr.FindingSite(c.coded(site))] if site is not None else None,
+        finding_sites=_finding_sites(label, site),
         algorithm_id=_algorithm_id(findings),
         measurements=_measurements(finding, findings, headers),
         qualitative_evaluations=[

@@ -160,6 +160,7 @@ def _label(value: Any, raw: Any, where: str) -> LabelSpec:
         ) from None
     site = raw.get("site")
     cielab = raw.get("cielab")
+    laterality = raw.get("laterality")
     label = Label(
         name=str(raw["name"]),
         category=_code(raw.get("category"), f"{where}: label {number}.category"),
@@ -167,6 +168,9 @@ def _label(value: Any, raw: Any, where: str) -> LabelSpec:
         kind=kind,
         site=None if site is None else _code(site, f"{where}: label {number}.site"),
         cielab=None if cielab is None else tuple(int(v) for v in cielab),  # type: ignore[arg-type]
+        laterality=None
+        if laterality is None
+        else _code(laterality, f"{where}: label {number}.laterality"),
     )
     return LabelSpec(value=number, label=label, channel=int(raw.get("channel", number)))
 

@@ -41,8 +41,26 @@ def add_nnunet_import_options(imp: Any) -> None:
         help="label-name -> SNOMED CT mapping YAML (default: the shipped TotalSegmentator one)",
     )  # fmt: skip
     group.add_argument("--licence", default=None, help="licence recorded in the model card")
+    group.add_argument(
+        "--no-mirroring", action="store_false", dest="use_mirroring",
+        help="run without nnU-Net's test-time mirroring (8x less work in 3-D; "
+        "TotalSegmentator runs its models so)",
+    )  # fmt: skip
     total = imp.add_argument_group("totalsegmentator")
-    total.add_argument("--task", default="total", help="total, total-fast or lung_vessels")
+    total.add_argument(
+        "--task", default="total", help="total (default), lung_vessels, lung_vessels_LEGACY, "
+        "lung_nodules or pleural_pericard_effusion",
+    )  # fmt: skip
+    speed = total.add_mutually_exclusive_group()
+    speed.add_argument(
+        "--fast", action="store_const", const="fast", dest="mode", default="default",
+        help="TotalSegmentator's lower-resolution model of the task (total: one 3 mm model, "
+        "dataset 297)",
+    )  # fmt: skip
+    speed.add_argument(
+        "--fastest", action="store_const", const="fastest", dest="mode",
+        help="its 6 mm model (total: dataset 298)",
+    )  # fmt: skip
     total.add_argument(
         "--weights", type=Path, default=None, help="TotalSegmentator's weights folder "
         "(default: $TOTALSEG_WEIGHTS_PATH or ~/.totalsegmentator/nnunet/results)",
@@ -70,6 +88,7 @@ def cmd_import_nnunet(args: argparse.Namespace) -> int:
             max_slice_thickness_mm=args.max_slice_mm,
             mapping=args.mapping,
             licence=args.licence,
+            use_mirroring=args.use_mirroring,
         )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -84,7 +103,10 @@ def _import_totalsegmentator(args: argparse.Namespace) -> int:
 
     try:
         written = import_totalsegmentator(
-            args.weights or default_weights_dir(), args.out or default_out_dir(), args.task
+            args.weights or default_weights_dir(),
+            args.out or default_out_dir(),
+            args.task,
+            args.mode,
         )
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -85,8 +85,13 @@ def import_nnunet(
     max_slice_thickness_mm: float | None = None,
     mapping: Path | None = None,
     licence: str | None = None,
+    use_mirroring: bool = True,
 ) -> Path:
-    """Copy the model under ``out_dir/<name>`` with its ``pipeline.yaml``; return that folder."""
+    """Copy the model under ``out_dir/<name>`` with its ``pipeline.yaml``; return that folder.
+
+    ``use_mirroring``: nnU-Net's test-time mirroring (its default; 8x the work in 3-D).
+    TotalSegmentator runs its models without it.
+    """
     results, out_dir = Path(results), Path(out_dir)
     for needed in ("dataset.json", "plans.json"):
         if not (results / needed).is_file():
@@ -156,7 +161,7 @@ def import_nnunet(
             "folds": chosen,
             "checkpoint": checkpoint,
             "orientation": orientation,
-            "use_mirroring": True,
+            "use_mirroring": bool(use_mirroring),
             "tile_step_size": 0.5,
         },
     }

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
+import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+import pkgutil
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +31,78 @@ from medvision.dicom import Volume
 from medvision.errors import PipelineError
 from medvision.pipelines.nnunet._orient import reorientation
 
+logger = logging.getLogger(__name__)
+
 INSTALL_HINT = (
     "nnU-Net v2 is not installed; install medvision's extra: pip install 'medvision[nnunet]'"
 )
+_LOOKUP_LOCK = threading.Lock()
+#: Trainers TotalSegmentator defines itself for training (totalsegmentator/custom_trainers.py,
+#: v2.18; its lung_vessels and lung_nodules checkpoints name them). None overrides
+#: ``build_network_architecture``: the network is the one their nnunetv2 base class builds.
+TRAINING_ONLY_TRAINERS = {
+    "nnUNetTrainerSkeletonRecall": "nnUNetTrainer",
+    "nnUNetTrainer_MOSAIC_1k_QuarterLR_NoMirroring": "nnUNetTrainerNoMirroring",
+    "nnUNetTrainerDiceTopK10Loss_2000epochs": "nnUNetTrainerDiceTopK10Loss",
+}
+
+
+def find_trainer(name: str) -> Any:
+    """nnU-Net's trainer class ``name``, found as nnU-Net finds it, but robustly.
+
+    The checkpoint names the trainer whose ``build_network_architecture`` rebuilds the
+    network (TotalSegmentator's ``total``: ``nnUNetTrainerNoMirroring``; its ``--fast``
+    models: ``nnUNetTrainer_4000epochs_NoMirroring``). nnU-Net finds it by importing every
+    module under ``nnunetv2.training.nnUNetTrainer`` until one defines it, and stops at the
+    first module that fails to import: its Primus trainers import timm, timm imports
+    torchvision, and a torchvision that does not match the CPU torch (PyPI's CUDA build)
+    raises there. Every trainer but ``nnUNetTrainer`` itself then fails to load. This walk
+    skips such modules (they define other trainers) and logs them; TotalSegmentator's
+    training-only trainers stand for their nnunetv2 base (``TRAINING_ONLY_TRAINERS``); any
+    other trainer outside nnunetv2 (``nnUNet_extTrainer``) is left to nnU-Net's own lookup.
+    """
+    import nnunetv2.training.nnUNetTrainer as package
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    skipped: list[str] = []
+    for info in pkgutil.walk_packages(
+        package.__path__, f"{package.__name__}.", onerror=skipped.append
+    ):
+        if info.ispkg:
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except Exception as exc:  # noqa: BLE001 - any import failure: not this module
+            skipped.append(f"{info.name} ({type(exc).__name__}: {exc})")
+            continue
+        found = getattr(module, TRAINING_ONLY_TRAINERS.get(name, name), None)
+        if isinstance(found, type) and issubclass(found, nnUNetTrainer):
+            return found
+    if skipped:
+        logger.info("nnU-Net trainer modules that do not import here: %s", "; ".join(skipped))
+    try:
+        return recursive_find_trainer_class_by_name(name)
+    except Exception as exc:  # noqa: BLE001 - nnU-Net raises RuntimeError, others on import
+        raise PipelineError(
+            f"nnU-Net trainer {name!r} (named by the checkpoint) is not part of the installed "
+            f"nnunetv2 and was not found by nnU-Net's own lookup ({exc}); a trainer a model's "
+            "authors wrote themselves must be importable, e.g. via nnUNet_extTrainer."
+        ) from exc
+
+
+@contextlib.contextmanager
+def _robust_trainer_lookup() -> Iterator[None]:
+    """nnUNetPredictor's loader with :func:`find_trainer` in place of nnU-Net's lookup."""
+    from nnunetv2.inference import predict_from_raw_data as module
+
+    with _LOOKUP_LOCK:
+        original = module.recursive_find_trainer_class_by_name
+        module.recursive_find_trainer_class_by_name = find_trainer
+        try:
+            yield
+        finally:
+            module.recursive_find_trainer_class_by_name = original
 
 
 @dataclass(frozen=True)
@@ -85,11 +158,14 @@ class NnunetRuntime:
         with contextlib.redirect_stdout(io.StringIO()):  # its CPU notice is not for our users
             self.predictor = self._predictor(nnUNetPredictor, settings)
         try:
-            self.predictor.initialize_from_trained_model_folder(
-                str(self.model_dir),
-                use_folds=tuple(int(f) if f.isdigit() else f for f in self.folds),
-                checkpoint_name=self.checkpoint,
-            )
+            with _robust_trainer_lookup():
+                self.predictor.initialize_from_trained_model_folder(
+                    str(self.model_dir),
+                    use_folds=tuple(int(f) if f.isdigit() else f for f in self.folds),
+                    checkpoint_name=self.checkpoint,
+                )
+        except PipelineError:
+            raise
         except Exception as exc:  # nnU-Net raises many kinds; the user needs one line
             raise PipelineError(f"nnU-Net model {self.root.name} does not load: {exc}") from exc
 
@@ -171,4 +247,12 @@ class NnunetRuntime:
         return {v: float(sums[v] / counts[v]) for v in range(1, n) if counts[v] > 0}
 
 
-__all__ = ["INSTALL_HINT", "NnunetPrediction", "NnunetRuntime", "Weights", "pick_device"]
+__all__ = [
+    "INSTALL_HINT",
+    "TRAINING_ONLY_TRAINERS",
+    "NnunetPrediction",
+    "NnunetRuntime",
+    "Weights",
+    "find_trainer",
+    "pick_device",
+]

@@ -124,16 +124,47 @@ def test_totalsegmentator_task_imports_from_a_weights_folder(tmp_path: Path) -> 
         weights / "Dataset258_lung_vessels_248subj" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
     )
     args = ("models", "import", "totalsegmentator", "--weights", str(weights))
-    result = medvision(*args, "--task", "lung_vessels", models=models)
+    result = medvision(*args, "--task", "lung_vessels_LEGACY", models=models)
     assert result.returncode == 0, result.stderr
-    folder = models / "totalseg-lung-vessels-258"
+    folder = models / "totalseg-lung-vessels-legacy-258"
     assert result.stdout.strip() == f"wrote {folder}"
     assert read_spec(folder / "pipeline.yaml").inputs[0].modality == "CT"
+    # TotalSegmentator runs its models without test-time mirroring; so does the import.
+    raw = yaml.safe_load((folder / "pipeline.yaml").read_text())
+    assert raw["nnunet"]["use_mirroring"] is False
     assert "Apache-2.0" in (folder / "docs" / "README.md").read_text()
     missing = medvision(*args, "--task", "total", models=models)
     assert missing.returncode == 2
     assert "no weights for dataset(s) 291, 292, 293, 294, 295" in missing.stderr
-    assert "totalseg_download_weights -t total" in missing.stderr
+    assert "totalseg_download_weights -t total`" in missing.stderr
+    # Today's lung_vessels is another model (117, four labels) than the legacy one (258).
+    newer = medvision(*args, "--task", "lung_vessels", models=models)
+    assert newer.returncode == 2 and "no weights for dataset(s) 117" in newer.stderr
+
+
+def test_totalsegmentator_fast_imports_its_lower_resolution_model(tmp_path: Path) -> None:
+    """``--fast``: TotalSegmentator's one 3 mm model of all 117 labels (dataset 297)."""
+    weights, models = tmp_path / "weights", tmp_path / "models"
+    args = ("models", "import", "totalsegmentator", "--weights", str(weights), "--task", "total")
+    missing = medvision(*args, "--fast", models=models)
+    assert missing.returncode == 2
+    assert "task 'total' --fast: no weights for dataset(s) 297" in missing.stderr
+    assert "totalseg_download_weights -t total_fast`" in missing.stderr
+
+    trainer = "nnUNetTrainer_4000epochs_NoMirroring__nnUNetPlans__3d_fullres"
+    shutil.copytree(FIXTURE, weights / "Dataset297_TotalSegmentator_total_3mm_1559subj" / trainer)
+    result = medvision(*args, "--fast", models=models)
+    assert result.returncode == 0, result.stderr
+    folder = models / "totalseg-total-fast-297"
+    assert result.stdout.strip() == f"wrote {folder}"
+    raw = yaml.safe_load((folder / "pipeline.yaml").read_text())
+    assert raw["nnunet"]["use_mirroring"] is False and raw["nnunet"]["folds"] == ["0"]
+    assert "Dataset297_TotalSegmentator_total_3mm_1559subj" in raw["description"]
+
+    refused = medvision(*args[:-1], "lung_nodules", "--fast", models=models)
+    assert refused.returncode == 2 and "has no --fast model" in refused.stderr
+    both = medvision(*args, "--fast", "--fastest", models=models)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
 def test_run_without_nnunet_installed_says_how_to_install(tmp_path: Path, monkeypatch) -> None:

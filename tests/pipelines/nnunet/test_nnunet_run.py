@@ -9,7 +9,10 @@ predicted by ``nnUNetPredictor`` from the file. Our SEG, read back with highdico
 the source grid, must equal it voxel for voxel, and the patient's left sphere must be labelled
 kidney_left.
 
-Skipped only when nnU-Net v2 is not installed (``pip install 'medvision[nnunet]'``).
+nnU-Net v2 comes with the test extras (``[test]`` includes ``[nnunet]``, as
+``scripts/install.sh`` and CI install it): when it is missing these tests fail, as a missing
+reader from the test extras does (tests/tools.py), instead of skipping the one proof that an
+nnU-Net model gives nnU-Net's own answer.
 """
 
 from __future__ import annotations
@@ -23,15 +26,27 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import yaml
 
 from tests.pipelines.nnunet.synthetic import AXIAL, ROWS_FLIPPED, SAGITTAL, Layout, write_series
 from tests.pipelines.nnunet.test_import import FIXTURE
 from tests.test_cli import medvision
 
-pytest.importorskip("nnunetv2", reason="nnU-Net v2 not installed: pip install 'medvision[nnunet]'")
+
+@pytest.fixture(autouse=True)
+def nnunet_installed() -> None:
+    try:
+        import nnunetv2  # noqa: F401
+    except ImportError as exc:
+        pytest.fail(f"nnU-Net v2 is not installed ({exc}): bash scripts/install.sh ('.[test]')")
+
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NAME = "nnunet-tinyspheres"
+#: The same model imported with --no-mirroring: nnU-Net's mirroring is 8 network passes per
+#: tile, the bulk of these tests' CPU time, so one layout runs with it (the import's
+#: default) and the others without, against nnU-Net run the same way.
+NO_MIRRORING = "tiny-no-mirroring"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +54,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     result = medvision("models", "import", "nnunet", str(FIXTURE), models=folder)
     assert result.returncode == 0, result.stderr
+    args = ("--name", NO_MIRRORING, "--no-mirroring")
+    result = medvision("models", "import", "nnunet", str(FIXTURE), *args, models=folder)
+    assert result.returncode == 0, result.stderr
     return folder
 
 
-def nnunet_reference(series: Path, work: Path) -> nib.Nifti1Image:
+def nnunet_reference(series: Path, work: Path, mirroring: bool = True) -> nib.Nifti1Image:
     """nnU-Net's own prediction for a DICOM series, as a site would run it."""
     os.environ.setdefault("nnUNet_compile", "false")
     import torch
@@ -54,7 +72,9 @@ def nnunet_reference(series: Path, work: Path) -> nib.Nifti1Image:
     canonical = nib.as_closest_canonical(nib.load(work / "series.nii.gz"))
     nib.save(canonical, work / "case_0000.nii.gz")
     (work / "pred").mkdir()
-    predictor = nnUNetPredictor(device=torch.device("cpu"), allow_tqdm=False)
+    predictor = nnUNetPredictor(
+        device=torch.device("cpu"), use_mirroring=mirroring, allow_tqdm=False
+    )
     predictor.initialize_from_trained_model_folder(str(FIXTURE), use_folds=(0,))
     predictor.predict_from_files_sequential(
         [[str(work / "case_0000.nii.gz")]], str(work / "pred"), save_probabilities=False,
@@ -79,30 +99,44 @@ def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.nd
     return out
 
 
-@pytest.mark.parametrize("layout", [AXIAL, ROWS_FLIPPED, SAGITTAL], ids=lambda x: x.name)
-def test_medvision_run_equals_nnunet_predictor(layout: Layout, models: Path, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("layout", "name"),
+    [(AXIAL, NAME), (ROWS_FLIPPED, NO_MIRRORING), (SAGITTAL, NO_MIRRORING)],
+    ids=lambda x: getattr(x, "name", x),
+)
+def test_medvision_run_equals_nnunet_predictor(
+    layout: Layout, name: str, models: Path, tmp_path: Path
+):
     series, uids, affine = write_series(layout, tmp_path / "study")
     out = tmp_path / "out"
-    result = medvision("run", str(series), "--out", str(out), "--pipeline", NAME, models=models)
+    result = medvision("run", str(series), "--out", str(out), "--pipeline", name, models=models)
     assert result.returncode == 0, result.stderr
-    [seg_path] = list(out.glob(f"*/{NAME}/seg.dcm"))
+    [seg_path] = list(out.glob(f"*/{name}/seg.dcm"))
+    mirroring = yaml.safe_load((models / name / "pipeline.yaml").read_text())["nnunet"]
+    assert mirroring["use_mirroring"] is (name == NAME)
 
     ours = seg_on_source_grid(seg_path, uids, layout)
     ours_image = nib.Nifti1Image(ours.transpose(2, 1, 0), LPS_TO_RAS @ affine)
     ours_canonical = nib.as_closest_canonical(ours_image)
     work = tmp_path / "nnunet"
     work.mkdir()
-    reference = nnunet_reference(series, work)
+    reference = nnunet_reference(series, work, mirroring=name == NAME)
 
     assert np.allclose(ours_canonical.affine, reference.affine, atol=1e-3)
     expected = np.asarray(reference.dataobj).astype(np.uint8)
     assert set(np.unique(expected)) == {0, 1, 2}  # the model finds both spheres
     assert np.array_equal(np.asarray(ours_canonical.dataobj), expected)
 
-    # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0).
+    # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0),
+    # and its segment says so in codes (Kidney + SCT 7771000 Left), not only in its name.
     k, j, i = np.nonzero(ours == 1)
     centre = affine @ np.array([i.mean(), j.mean(), k.mean(), 1.0])
     assert centre[0] > 5.0
+    sides = {
+        s.SegmentLabel: s.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue
+        for s in hd.seg.segread(seg_path).SegmentSequence
+    }
+    assert sides == {"kidney_left": "7771000", "kidney_right": "24028007"}
 
 
 def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> None:
@@ -110,9 +144,8 @@ def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> No
     mapping = tmp_path / "labels.yaml"
     mapping.write_text("labels:\n  kidney_left: {type: [64033007, Kidney], laterality: left}\n")
     models = tmp_path / "models"
-    imported = medvision(
-        "models", "import", "nnunet", str(FIXTURE), "--labels", str(mapping), models=models
-    )
+    args = ("--labels", str(mapping), "--no-mirroring")
+    imported = medvision("models", "import", "nnunet", str(FIXTURE), *args, models=models)
     assert imported.returncode == 0, imported.stderr
     series, _, _ = write_series(AXIAL, tmp_path / "study")
     out = tmp_path / "out"
@@ -129,3 +162,47 @@ def test_label_without_code_is_flagged_in_seg_and_findings(tmp_path: Path) -> No
         for s in seg.SegmentSequence
     }
     assert types == {"kidney_left": "SCT", "kidney_right": "99MEDVISION"}
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        "nnUNetTrainerNoMirroring",  # total
+        "nnUNetTrainer_4000epochs_NoMirroring",  # total --fast / --fastest
+        "nnUNetTrainerSkeletonRecall",  # lung_vessels: TotalSegmentator's own trainer
+    ],
+)
+def test_totalsegmentator_trainers_load_and_predict_alike(trainer: str, tmp_path: Path) -> None:
+    """TotalSegmentator's checkpoints name other trainers than ``nnUNetTrainer`` (``total``:
+    NoMirroring; its 3 mm ``--fast`` model: 4000epochs_NoMirroring; lung_vessels: a trainer
+    of TotalSegmentator's own). nnU-Net rebuilds the network through that trainer class,
+    whose lookup imports every trainer module and so failed wherever torchvision does not
+    import. The same weights under each name must load and give the labels they give under
+    nnUNetTrainer."""
+    import shutil
+
+    import torch
+
+    from medvision.dicom import load_series, scan
+    from medvision.pipelines.nnunet import import_nnunet
+    from medvision.pipelines.nnunet._runtime import NnunetRuntime
+
+    results = tmp_path / "Dataset297_Renamed" / f"{trainer}__nnUNetPlans__3d_fullres"
+    shutil.copytree(FIXTURE, results)
+    checkpoint = results / "fold_0" / "checkpoint_final.pth"
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["trainer_name"] == "nnUNetTrainer"
+    saved["trainer_name"] = trainer
+    torch.save(saved, checkpoint)
+
+    series, _, _ = write_series(AXIAL, tmp_path / "study")
+    volume = load_series(scan(series)[0].series[0])
+    labels = []
+    for source in (FIXTURE, results):
+        folder = import_nnunet(source, tmp_path / "models", name=f"m{len(labels)}")
+        settings = {"folds": ["0"], "orientation": "RAS", "use_mirroring": False}
+        runtime = NnunetRuntime(folder, settings, device="cpu")
+        labels.append(runtime.predict([volume]).labels)
+    assert runtime.predictor.trainer_name == trainer
+    assert set(np.unique(labels[0])) == {0, 1, 2}
+    assert np.array_equal(labels[0], labels[1])
