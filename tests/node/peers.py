@@ -178,6 +178,11 @@ class Orthanc:
     def get(self, path: str) -> Any:
         return http_json(self.url + path)
 
+    def get_bytes(self, path: str) -> bytes:
+        """A raw GET, e.g. ``/instances/{id}/file``: the DICOM file as Orthanc stores it."""
+        with urllib.request.urlopen(self.url + path, timeout=120) as resp:
+            return resp.read()
+
     def post(self, path: str, data: Any) -> Any:
         return http_json(self.url + path, data, method="POST")
 
@@ -317,11 +322,15 @@ class NodeProcess:
         )
 
 
-def node_with_orthanc(tmp: Path, **settings: Any) -> tuple[Orthanc, NodeProcess]:
+def node_with_orthanc(
+    tmp: Path, node: NodeProcess | None = None, **settings: Any
+) -> tuple[Orthanc, NodeProcess]:
     """A node that accepts pushes from an Orthanc (allow-listed by AE title) and sends its
     results back to it (modality ``pacs``), and that Orthanc, which knows the node as
-    ``medvision``. Neither is started; ``settings`` add to or override the node's."""
-    node = NodeProcess(tmp / "medvision-data")
+    ``medvision``. Neither is started; ``settings`` add to or override the node's. ``node``:
+    one made by the caller (e.g. with a models folder), else a plain ``NodeProcess`` in
+    ``tmp / "medvision-data"``."""
+    node = node or NodeProcess(tmp / "medvision-data")
     orthanc = Orthanc(tmp / "orthanc", {"medvision": (node.ae_title, node.dicom_port)})
     node.settings.update(
         quiet_period_s=3,

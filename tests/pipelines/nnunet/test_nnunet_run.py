@@ -18,16 +18,14 @@ nnU-Net model gives nnU-Net's own answer.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import highdicom as hd
-import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk
 import yaml
 
+from tests.pipelines.nnunet.reference import assert_seg_equals_nnunet, require_nnunet
 from tests.pipelines.nnunet.synthetic import AXIAL, ROWS_FLIPPED, SAGITTAL, Layout, write_series
 from tests.pipelines.nnunet.test_import import FIXTURE
 from tests.test_cli import medvision
@@ -35,13 +33,9 @@ from tests.test_cli import medvision
 
 @pytest.fixture(autouse=True)
 def nnunet_installed() -> None:
-    try:
-        import nnunetv2  # noqa: F401
-    except ImportError as exc:
-        pytest.fail(f"nnU-Net v2 is not installed ({exc}): bash scripts/install.sh ('.[test]')")
+    require_nnunet()
 
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 NAME = "nnunet-tinyspheres"
 #: The same model imported with --no-mirroring: nnU-Net's mirroring is 8 network passes per
 #: tile, the bulk of these tests' CPU time, so one layout runs with it (the import's
@@ -60,45 +54,6 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def nnunet_reference(series: Path, work: Path, mirroring: bool = True) -> nib.Nifti1Image:
-    """nnU-Net's own prediction for a DICOM series, as a site would run it."""
-    os.environ.setdefault("nnUNet_compile", "false")
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
-    sitk.WriteImage(reader.Execute(), str(work / "series.nii.gz"))
-    canonical = nib.as_closest_canonical(nib.load(work / "series.nii.gz"))
-    nib.save(canonical, work / "case_0000.nii.gz")
-    (work / "pred").mkdir()
-    predictor = nnUNetPredictor(
-        device=torch.device("cpu"), use_mirroring=mirroring, allow_tqdm=False
-    )
-    predictor.initialize_from_trained_model_folder(str(FIXTURE), use_folds=(0,))
-    predictor.predict_from_files_sequential(
-        [[str(work / "case_0000.nii.gz")]], str(work / "pred"), save_probabilities=False,
-        overwrite=True, folder_with_segs_from_prev_stage=None,
-    )  # fmt: skip
-    return nib.load(work / "pred" / "case.nii.gz")
-
-
-def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.ndarray:
-    """Our SEG read back by highdicom: model label values, ``[slice, row, column]``."""
-    seg = hd.seg.segread(seg_path)
-    value = {"kidney_left": 1, "kidney_right": 2}
-    out = np.zeros((layout.slices, layout.rows, layout.columns), np.uint8)
-    for item in seg.SegmentSequence:
-        pixels = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids,
-            segment_numbers=[item.SegmentNumber],
-            ignore_spatial_locations=True,
-            assert_missing_frames_are_empty=True,
-        )[..., 0]
-        out[pixels > 0] = value[item.SegmentLabel]
-    return out
-
-
 @pytest.mark.parametrize(
     ("layout", "name"),
     [(AXIAL, NAME), (ROWS_FLIPPED, NO_MIRRORING), (SAGITTAL, NO_MIRRORING)],
@@ -115,17 +70,9 @@ def test_medvision_run_equals_nnunet_predictor(
     mirroring = yaml.safe_load((models / name / "pipeline.yaml").read_text())["nnunet"]
     assert mirroring["use_mirroring"] is (name == NAME)
 
-    ours = seg_on_source_grid(seg_path, uids, layout)
-    ours_image = nib.Nifti1Image(ours.transpose(2, 1, 0), LPS_TO_RAS @ affine)
-    ours_canonical = nib.as_closest_canonical(ours_image)
-    work = tmp_path / "nnunet"
-    work.mkdir()
-    reference = nnunet_reference(series, work, mirroring=name == NAME)
-
-    assert np.allclose(ours_canonical.affine, reference.affine, atol=1e-3)
-    expected = np.asarray(reference.dataobj).astype(np.uint8)
-    assert set(np.unique(expected)) == {0, 1, 2}  # the model finds both spheres
-    assert np.array_equal(np.asarray(ours_canonical.dataobj), expected)
+    ours = assert_seg_equals_nnunet(
+        seg_path, series, uids, layout, affine, tmp_path / "nnunet", mirroring=name == NAME
+    )
 
     # Laterality as a reader checks it: kidney_left lies on the patient's left (LPS x > 0),
     # and its segment says so in codes (Kidney + SCT 7771000 Left), not only in its name.
