@@ -30,6 +30,7 @@ from medvision.jobs._queue import log_pass_failure
 from medvision.node._acceptors import AcceptorPool, AcceptorReporter, retire_slots
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import reindex_spool
+from medvision.node._receivers import ReceiverRow, claim_prefix, requeue_lost
 from medvision.node._scp import StorageSCP
 from medvision.node._sender import Sender
 from medvision.node._spool import replay_journals
@@ -53,6 +54,8 @@ class Node:
         else:
             self.acceptors = AcceptorPool(settings, self.db, processes)
         self.distributed = bool(settings.broker_url)
+        #: With a ``node_name``, one of several receivers on this database (``_receivers``).
+        self.receiver = ReceiverRow(self.db, settings.node_name) if settings.node_name else None
         self.workers = None if self.distributed else WorkerPool(settings, self.db, self.audit)
         self.sender = Sender(settings, self.db, self.audit)
         # The head of the chain is anchored outside the database (docs/audit.md).
@@ -86,9 +89,10 @@ class Node:
         if self.scp is not None:
             self.scp.start()
             # The one acceptor is this process (slot 1), shown like the others would be.
-            self._reporter = AcceptorReporter(self.db, 1, self.scp.counts)
+            name = self.settings.receiver_name
+            self._reporter = AcceptorReporter(self.db, 1, self.scp.counts, name)
             self._reporter.start()
-            retire_slots(self.db, 1)
+            retire_slots(self.db, 1, name)
         else:
             assert self.acceptors is not None
             self.acceptors.start()
@@ -130,6 +134,11 @@ class Node:
                 thread.join(5)
         if self.publisher is not None:
             self.publisher.close()
+        if self.receiver is not None:
+            try:
+                self.receiver.beat((), state="stopped")
+            except Exception as err:
+                log_pass_failure(LOG, "receiver report", err)
         if interrupted:
             self.audit.record("application.stop", interrupted_jobs=interrupted)
         else:
@@ -156,14 +165,20 @@ class Node:
         if self.scp is not None:
             partial = self.scp.spool.discard_partial()
             # Journals of acceptor processes from a run with scp_processes > 1.
-            partial += replay_journals(self.settings.spool_dir)
+            partial += replay_journals(self.settings.spool_dir, node=self.settings.node_name)
         else:
             assert self.acceptors is not None
             partial = self.acceptors.recover()
         indexed = reindex_spool(self.db, self.settings.spool_dir)
         # Scale-out: running jobs belong to Celery workers that may well be alive; the
-        # sweep requeues those whose worker stopped reporting.
-        requeued = 0 if self.distributed else recover_orphans(self.db)
+        # sweep requeues those whose worker stopped reporting. Of several receivers, each
+        # takes back only its own earlier claims: the others' may be running right now.
+        if self.distributed:
+            requeued = 0
+        elif self.receiver is not None:
+            requeued = recover_orphans(self.db, claim_prefix(self.settings.node_name))
+        else:
+            requeued = recover_orphans(self.db)
         if partial or indexed or requeued:
             LOG.info(
                 "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
@@ -201,6 +216,13 @@ class Node:
                 else:
                     assert self.scp is not None
                     lock, busy = contextlib.nullcontext(), self.scp.indexer.pending()
+                if self.receiver is not None:
+                    # Ours for the others to see, then theirs: not quiet while any live
+                    # receiver still has instances of it on their way into the index.
+                    self.receiver.beat(busy)
+                    busy = set(busy) | self.receiver.others_busy(self.settings.worker_stale_s)
+                    if not self.distributed:
+                        requeue_lost(self.db, self.settings.node_name, self.settings.worker_stale_s)
                 with lock:
                     complete_quiet_studies(
                         self.settings,
