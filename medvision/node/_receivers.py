@@ -28,6 +28,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from medvision.config import ConfigError
 from medvision.db import Database, Job, JobState, Receiver, utcnow
 from medvision.jobs._queue import as_utc, take_back
 
@@ -45,6 +46,25 @@ class ReceiverRow:
     def __init__(self, db: Database, name: str) -> None:
         self.db = db
         self.name = name
+
+    def check_alone(self, stale_s: float) -> None:
+        """Refuse to start while a receiver of the same name on another host is alive:
+        it would replay and recycle that receiver's journals. (On one host, the journals'
+        file locks already keep a second one out.)"""
+        cutoff = utcnow() - timedelta(seconds=stale_s)
+        with self.db.session() as session:
+            row = session.scalar(select(Receiver).where(Receiver.name == self.name))
+            if (
+                row is not None
+                and row.state == "serving"
+                and row.host != socket.gethostname()
+                and as_utc(row.heartbeat_at) > cutoff
+            ):
+                raise ConfigError(
+                    f"node_name {self.name!r} is in use by the receiver on {row.host} (pid "
+                    f"{row.pid}, last seen {row.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC): give "
+                    "each receiver of the database its own node_name"
+                )
 
     def beat(self, busy: Collection[str], state: str = "serving") -> None:
         now = utcnow()

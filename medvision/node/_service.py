@@ -76,6 +76,8 @@ class Node:
             self.publisher = Publisher(settings.broker_url)
 
     def start(self) -> None:
+        if self.receiver is not None:
+            self.receiver.check_alone(self.settings.worker_stale_s)
         recovered = self.recover()
         self.audit.record(
             "application.start",
