@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from sqlalchemy import update
 
@@ -69,6 +70,7 @@ class Node:
         self._anchor_thread: threading.Thread | None = None
         self._assembler: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
+        self._beater: threading.Thread | None = None
         self.publisher = None
         if self.distributed:
             from medvision.jobs._celery import Publisher
@@ -100,6 +102,12 @@ class Node:
             self.acceptors.start()
         # From when the node can receive again: acceptor processes take seconds to start.
         self._restart_quiet_periods()
+        if self.receiver is not None:
+            self.receiver.beat(self._local_busy())
+            self._beater = threading.Thread(
+                target=self._receiver_loop, name="medvision-receiver", daemon=True
+            )
+            self._beater.start()
         self._assembler = threading.Thread(
             target=self._assemble_loop, name="medvision-assembler", daemon=True
         )
@@ -131,7 +139,7 @@ class Node:
             self.acceptors.stop()
         interrupted = self.workers.stop() if self.workers is not None else []
         self.sender.stop()
-        for thread in (self._assembler, self._sweeper, self._anchor_thread):
+        for thread in (self._assembler, self._sweeper, self._anchor_thread, self._beater):
             if thread is not None:
                 thread.join(5)
         if self.publisher is not None:
@@ -211,20 +219,17 @@ class Node:
     def _assemble_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.acceptors is not None:
-                    # Not while a dead acceptor's instances are being indexed again.
-                    lock: contextlib.AbstractContextManager = self.acceptors.assembly_lock
-                    busy = self.acceptors.busy()
-                else:
-                    assert self.scp is not None
-                    lock, busy = contextlib.nullcontext(), self.scp.indexer.pending()
+                # Not while a dead acceptor's instances are being indexed again.
+                lock: contextlib.AbstractContextManager = (
+                    self.acceptors.assembly_lock
+                    if self.acceptors is not None
+                    else contextlib.nullcontext()
+                )
+                busy = self._local_busy()
                 if self.receiver is not None:
-                    # Ours for the others to see, then theirs: not quiet while any live
-                    # receiver still has instances of it on their way into the index.
-                    self.receiver.beat(busy)
-                    busy = set(busy) | self.receiver.others_busy(self.settings.worker_stale_s)
-                    if not self.distributed:
-                        requeue_lost(self.db, self.settings.node_name, self.settings.worker_stale_s)
+                    # Not quiet while any live receiver still has instances of it on their
+                    # way into the index (each publishes its own: _receiver_loop).
+                    busy |= self.receiver.others_busy(self.settings.worker_stale_s)
                 with lock:
                     complete_quiet_studies(
                         self.settings,
@@ -236,6 +241,28 @@ class Node:
             except Exception as err:
                 log_pass_failure(LOG, "study assembly", err)
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _local_busy(self) -> set[str]:
+        """Studies with instances acknowledged here and not yet in the index."""
+        if self.acceptors is not None:
+            return self.acceptors.busy()
+        assert self.scp is not None
+        return self.scp.indexer.pending()
+
+    def _receiver_loop(self) -> None:
+        """One of several receivers: our heartbeat and busy studies for the others every
+        ``poll_interval_s`` (its own thread, so a long assembly pass does not hold it up),
+        and, without Celery, the jobs of receivers taken for dead queued again."""
+        assert self.receiver is not None
+        last_sweep = 0.0
+        while not self._stop.wait(self.settings.poll_interval_s):
+            try:
+                self.receiver.beat(self._local_busy())
+                if not self.distributed and time.monotonic() - last_sweep >= 5.0:
+                    last_sweep = time.monotonic()
+                    requeue_lost(self.db, self.settings.node_name, self.settings.worker_stale_s)
+            except Exception as err:
+                log_pass_failure(LOG, "receiver report", err)
 
     def _checkpoint(self) -> None:
         """Anchor the chain's head; a failure is logged, never stops the node."""

@@ -19,7 +19,7 @@ from pydicom import dcmread
 from sqlalchemy import func, select
 
 from medvision.audit import DbAuditLog
-from medvision.db import Base, Database, Instance, Job, Outbox, Receiver, Study
+from medvision.db import Acceptor, Base, Database, Instance, Job, Outbox, Receiver, Study
 from tests.node.peers import NodeProcess, Orthanc, http_json, wait_for
 
 POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
@@ -130,6 +130,20 @@ def test_a_study_split_between_two_receivers_is_run_and_sent_once(
         ("1.2.840.10008.5.1.4.1.1.88.34", "sent", 1),
     ]
     assert receivers == {"rx-a": "serving", "rx-b": "serving"}
+
+    # Both received half of it (the acceptors' counters, as `medvision status` shows them).
+    def received() -> dict[str, int] | None:
+        with database.session() as session:
+            by: dict[str, int] = {}
+            for row in session.scalars(select(Acceptor)):
+                receiver = row.name.split("/")[0]
+                by[receiver] = by.get(receiver, 0) + row.instances
+        return by if sum(by.values()) == len(files) else None
+
+    assert wait_for("the acceptors' counters", received, 15) == {
+        "rx-a": len(files) // 2,
+        "rx-b": len(files) - len(files) // 2,
+    }
     completions = [e for e in DbAuditLog(database).events(uid) if e["type"] == "study.complete"]
     assert len(completions) == 1, completions
 
