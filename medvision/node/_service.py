@@ -11,6 +11,11 @@ jobs left running are queued again. So a restart resumes every unfinished study 
 With ``scp_processes`` other than 1 (the default: one per core) the SCP runs in acceptor
 processes behind the node's listener (:mod:`medvision.node._acceptors`); ``scp`` is then
 None and ``acceptors`` the pool. Everything else stays in this process.
+
+With ``node_name`` set the node is one of several receivers on one PostgreSQL database and
+data folder (:mod:`medvision.node._receivers`, docs/scaling.md): it recovers only its own
+journals and job claims, publishes its heartbeat and busy studies, and leaves alone the
+studies other live receivers still have on their way into the index.
 """
 
 from __future__ import annotations

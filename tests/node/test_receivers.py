@@ -5,6 +5,7 @@ PostgreSQL. ``test_two_receivers`` runs two real receivers end to end."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from medvision.audit import DbAuditLog
+from medvision.audit import Anchorer, DbAuditLog, load_or_create_key, verify_with_anchors
 from medvision.config import ConfigError, Settings
 from medvision.db import (
     Base,
@@ -216,3 +217,28 @@ def test_each_receiver_replays_only_its_own_journals(tmp_path: Path) -> None:
     assert replay_journals(root, node="rx-a") == 0
     assert part.exists()
     live.stop()
+
+
+def test_two_receivers_checkpoints_take_turns_in_one_anchor_file(
+    db: Database, tmp_path: Path
+) -> None:
+    """Each receiver has its own Anchorer (and its own in-process lock) on the one anchor
+    file of the shared data folder; without the file lock both would declare the same
+    checkpoint number."""
+    anchor, key = tmp_path / "audit-anchors.jsonl", load_or_create_key(tmp_path / "key")
+    audit = DbAuditLog(db)
+
+    def receiver() -> None:
+        anchorer = Anchorer(db, anchor, key, "MEDVISION")
+        for _ in range(15):
+            audit.record("user.login", user="qa", method="password", client_ip="127.0.0.1")
+            anchorer.checkpoint()
+
+    threads = [threading.Thread(target=receiver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    report = verify_with_anchors(audit.events(), anchor, key, "MEDVISION")
+    assert report.ok, report.problem or report.chain
+    assert report.anchors >= 15

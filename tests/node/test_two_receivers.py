@@ -18,7 +18,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
-from medvision.audit import DbAuditLog
+from medvision.audit import DbAuditLog, load_key, verify_with_anchors
 from medvision.db import Acceptor, Base, Database, Instance, Job, Outbox, Receiver, Study
 from tests.node.peers import NodeProcess, Orthanc, http_json, wait_for
 
@@ -165,3 +165,20 @@ def test_a_study_split_between_two_receivers_is_run_and_sent_once(
     ]
     assert (journals / "rx-b").is_dir()
     assert not [p for p in journals.iterdir() if p.name.startswith("acceptor-")]
+
+    # Both stop at once, each anchoring the one audit chain in the one anchor file: the
+    # checkpoints take turns (no number twice) and the chain verifies against them.
+    stops = [threading.Thread(target=node.stop) for node in (a, b)]
+    for stop in stops:
+        stop.start()
+    for stop in stops:
+        stop.join(60)
+    data = a.data_dir
+    report = verify_with_anchors(
+        DbAuditLog(database).events(),
+        data / "audit-anchors.jsonl",
+        load_key(data / "audit-anchor.key"),
+        a.ae_title,
+    )
+    assert report.ok, report.problem or report.chain
+    assert report.anchors >= 4  # a start and a stop of each receiver at least
