@@ -39,7 +39,7 @@ from medvision.node._ingest import reindex_spool
 from medvision.node._receivers import ReceiverRow, claim_prefix, requeue_lost
 from medvision.node._scp import StorageSCP
 from medvision.node._sender import Sender
-from medvision.node._spool import replay_journals
+from medvision.node._spool import replay_journals, replay_unnamed
 
 LOG = logging.getLogger("medvision.node")
 
@@ -184,6 +184,8 @@ class Node:
         else:
             assert self.acceptors is not None
             partial = self.acceptors.recover()
+        if self.settings.node_name:
+            partial += replay_unnamed(self.settings.spool_dir)
         indexed = reindex_spool(self.db, self.settings.spool_dir)
         # Scale-out: running jobs belong to Celery workers that may well be alive; the
         # sweep requeues those whose worker stopped reporting. Of several receivers, each

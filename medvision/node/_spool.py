@@ -546,6 +546,25 @@ def replay_journals(root: Path, names: list[str] | None = None, node: str = "") 
     return removed
 
 
+def replay_unnamed(root: Path) -> int:
+    """For a receiver with a ``node_name``: write out what the journals of a receiver
+    *without* one left (``.journal`` and ``.journal/acceptor-N``), so that naming the only
+    receiver of a data folder, after a crash, loses nothing it acknowledged. Such journals
+    belong to no live receiver once receivers are named (an unnamed one must not share the
+    data folder); one still locked is left alone, and two named receivers starting at once
+    take turns on each journal's lock (the second finds it empty)."""
+    if not (Path(root) / ".journal").is_dir():
+        return 0
+    try:
+        spool = Spool(root)
+    except SpoolError as err:
+        LOG.warning("journal of an unnamed receiver not replayed: %s", err)
+        return replay_journals(root)
+    removed = spool.discard_partial()
+    spool.stop()
+    return removed + replay_journals(root)
+
+
 __all__ = [
     "Spool",
     "InvalidUID",
@@ -553,5 +572,6 @@ __all__ = [
     "StoredFile",
     "journal_names",
     "replay_journals",
+    "replay_unnamed",
     "valid_uid",
 ]

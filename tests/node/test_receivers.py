@@ -30,7 +30,7 @@ from medvision.jobs import recover_orphans
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._receivers import ReceiverRow, claim_prefix, requeue_lost
 from medvision.node._sender import Sender
-from medvision.node._spool import Spool, journal_names, replay_journals
+from medvision.node._spool import Spool, journal_names, replay_journals, replay_unnamed
 
 POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
 UID = "1.2.3.4"
@@ -217,6 +217,12 @@ def test_each_receiver_replays_only_its_own_journals(tmp_path: Path) -> None:
     assert replay_journals(root, node="rx-a") == 0
     assert part.exists()
     live.stop()
+    # What the receiver left before it was given a name is written out by the named one.
+    unnamed = Spool(root)
+    (unnamed.tmp / "never-acknowledged.part").write_bytes(b"x")
+    unnamed.stop()
+    assert replay_unnamed(root) == 1
+    assert part.exists()
 
 
 def test_two_receivers_checkpoints_take_turns_in_one_anchor_file(

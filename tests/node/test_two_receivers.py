@@ -181,4 +181,5 @@ def test_a_study_split_between_two_receivers_is_run_and_sent_once(
         a.ae_title,
     )
     assert report.ok, report.problem or report.chain
-    assert report.anchors >= 4  # a start and a stop of each receiver at least
+    # Each start, then the stops (one checkpoint may anchor both receivers' stop events).
+    assert report.anchors >= 3
