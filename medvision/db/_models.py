@@ -283,7 +283,7 @@ class Receiver(Base):
     """A receiver (``medvision serve``) of a database shared by several (docs/scaling.md,
     "Several receivers on one database"), as it last reported itself.
 
-    ``name`` is the node's ``node_name``; the row is refreshed every study-assembly pass.
+    ``name`` is the node's ``node_name``; the row is refreshed every ``poll_interval_s``.
     ``busy`` lists the studies with instances this receiver has acknowledged and not yet
     indexed, so that another receiver's assembler does not complete them; a receiver silent
     for ``worker_stale_s`` is taken for dead: its busy list no longer counts and its running

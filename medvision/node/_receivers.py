@@ -6,8 +6,9 @@ about a study, a job or an outbox row is decided in the database by a conditiona
 under a row lock, so it holds whichever receiver decides it; what only a receiver's memory
 knows is published here:
 
-- **Who is alive.** Each receiver keeps its row in ``receivers`` fresh (every assembly pass,
-  ``poll_interval_s``). One silent for ``worker_stale_s`` is taken for dead.
+- **Who is alive.** Each receiver keeps its row in ``receivers`` fresh (every
+  ``poll_interval_s``, from a thread of its own). One silent for ``worker_stale_s`` is
+  taken for dead.
 - **Studies on their way into the index** (``busy``): a receiver's acceptors know which
   studies have instances acknowledged but not yet indexed; the row carries that set, and
   every receiver's assembler leaves those studies alone, as it does its own. A dead
