@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -138,6 +139,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path("medvision-data")
     #: SQLAlchemy URL; empty means SQLite inside ``data_dir``.
     database_url: str = ""
+    #: This receiver's name among several sharing one PostgreSQL database and one
+    #: ``data_dir`` (docs/scaling.md, "Several receivers on one database"): unique per
+    #: ``medvision serve``, it names the receiver's journal and temporary folders in the
+    #: spool, its row in ``receivers`` and its job claims. Empty: the only receiver of its
+    #: database (no coordination with others).
+    node_name: str = Field(default="", max_length=64, pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*)?$")
     #: Calling AE titles allowed to associate besides those of ``modalities`` (peers that
     #: only send to us). Deny by default: a calling AE title in neither is rejected.
     allowed_calling_aets: list[str] = Field(default_factory=list)
@@ -292,6 +299,11 @@ class Settings(BaseSettings):
     def acceptor_count(self) -> int:
         """How many acceptor processes ``scp_processes`` asks for (0: the usable cores)."""
         return self.scp_processes or usable_cores()
+
+    @property
+    def receiver_name(self) -> str:
+        """``node_name``, or the host's name for the only receiver of a database."""
+        return self.node_name or socket.gethostname()
 
     @property
     def spool_dir(self) -> Path:

@@ -25,6 +25,8 @@ the verifier is the same site that holds the key).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
 import json
 import logging
@@ -56,6 +58,17 @@ if TYPE_CHECKING:  # the database parts import it when they run: `medvision run`
     from medvision.db import Database
 
 LOG = logging.getLogger("medvision.audit")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def last_declared(db: Database) -> tuple[int, dict[str, Any]] | None:
@@ -101,7 +114,10 @@ class Anchorer:
         Returns the line written, or None when the head is already anchored. First completes
         a checkpoint that a crash left declared in the chain but not yet in the file.
         """
-        with self._lock:
+        # Several receivers on one database and data folder share one chain and one anchor
+        # file: a file lock beside it makes their checkpoints take turns, so that no two
+        # declare the same ``n``.
+        with self._lock, _file_lock(self.path.with_name(self.path.name + ".lock")):
             return self._checkpoint()
 
     def _checkpoint(self) -> dict[str, Any] | None:

@@ -279,6 +279,30 @@ class Acceptor(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Receiver(Base):
+    """A receiver (``medvision serve``) of a database shared by several (docs/scaling.md,
+    "Several receivers on one database"), as it last reported itself.
+
+    ``name`` is the node's ``node_name``; the row is refreshed every ``poll_interval_s``.
+    ``busy`` lists the studies with instances this receiver has acknowledged and not yet
+    indexed, so that another receiver's assembler does not complete them; a receiver silent
+    for ``worker_stale_s`` is taken for dead: its busy list no longer counts and its running
+    jobs (``jobs.worker`` "name:pid") are queued again by the others.
+    """
+
+    __tablename__ = "receivers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: serving or stopped.
+    state: Mapped[str] = mapped_column(String(16), default="serving")
+    busy: Mapped[list[Any]] = mapped_column(default=list)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 __all__ = [
     "Acceptor",
     "ApiToken",
@@ -289,6 +313,7 @@ __all__ = [
     "Job",
     "JobState",
     "Outbox",
+    "Receiver",
     "OutboxState",
     "Study",
     "StudyState",

@@ -166,6 +166,7 @@ def requeue_stale(db: Database, stale_s: float) -> list[int]:
     A worker killed with SIGKILL leaves its job running; its message goes back to the
     broker, but the task that gets it finds the job not queued and does nothing. This is
     what brings the job back. A job without a worker row is judged by its start time.
+    Every receiver of a database may sweep at once: see :func:`take_back`.
     """
     cutoff = utcnow() - timedelta(seconds=stale_s)
     with db.session() as session:
@@ -175,17 +176,49 @@ def requeue_stale(db: Database, stale_s: float) -> list[int]:
             for j in session.scalars(select(Job).where(Job.state == JobState.RUNNING))
             if beats.get(j.worker, as_utc(j.started_at or utcnow())) <= cutoff
         ]
-        for job in stale:
-            if job.attempts >= MAX_ATTEMPTS:
-                job.state = JobState.FAILED
-                job.reason = f"worker {job.worker} lost {job.attempts} times; giving up"
-                job.finished_at = utcnow()
-            else:
-                job.state = JobState.QUEUED
-                job.reason = f"requeued: worker {job.worker} stopped reporting"
-                job.published_at = None
-            _refresh_study_state(session, job.study_instance_uid)
-        return [j.id for j in stale if j.state == JobState.QUEUED]
+    return take_back(db, stale, "worker {worker} stopped reporting", "worker {worker} lost")
+
+
+def take_back(db: Database, jobs: list[Job], why: str, lost: str) -> list[int]:
+    """Queue ``jobs`` (read as running) again, or fail those at :data:`MAX_ATTEMPTS`;
+    returns the ids queued. ``why``/``lost`` format the reason ({worker}).
+
+    Each is taken back only if it is still the same claim (running, same worker, same
+    start) at the moment of the update: two receivers sweeping at once, or a sweep and a
+    worker that claimed the job again meanwhile, must never make it run twice.
+    """
+    requeued: list[int] = []
+    for job in jobs:
+        give_up = job.attempts >= MAX_ATTEMPTS
+        values: dict[str, object] = (
+            {
+                "state": JobState.FAILED,
+                "reason": f"{lost.format(worker=job.worker)} {job.attempts} times; giving up",
+                "finished_at": utcnow(),
+            }
+            if give_up
+            else {
+                "state": JobState.QUEUED,
+                "reason": f"requeued: {why.format(worker=job.worker)}",
+                "published_at": None,
+            }
+        )
+        with db.session() as session:
+            taken = session.execute(
+                update(Job)
+                .where(
+                    Job.id == job.id,
+                    Job.state == JobState.RUNNING,
+                    Job.worker == job.worker,
+                    Job.started_at == job.started_at,
+                )
+                .values(**values)
+            ).rowcount
+            if taken == 1:
+                _refresh_study_state(session, job.study_instance_uid)
+        if taken == 1 and not give_up:
+            requeued.append(job.id)
+    return requeued
 
 
 def recover_orphans(db: Database, worker_prefix: str | None = None) -> int:
@@ -264,5 +297,6 @@ __all__ = [
     "refresh_study_state",
     "requeue_stale",
     "retry_db",
+    "take_back",
     "take_due_for_publish",
 ]

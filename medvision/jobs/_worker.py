@@ -35,8 +35,10 @@ SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(receiver: str = "") -> str:
+    """``jobs.worker`` of this process: "host:pid", or "node_name:pid" for the embedded
+    workers of one of several receivers on a database (``_receivers.claim_prefix``)."""
+    return f"{receiver or socket.gethostname()}:{os.getpid()}"
 
 
 def destinations_for(settings: Settings, calling_aet: str) -> list[tuple[str, Modality]]:
@@ -264,13 +266,13 @@ class WorkerPool:
             busy = sorted(self._running.values())
         if busy:
             retry_db(
-                lambda: _requeue_interrupted(self.db, busy, worker_id()),
+                lambda: _requeue_interrupted(self.db, busy, worker_id(self.settings.node_name)),
                 "queueing the interrupted jobs again",
             )
         return busy
 
     def _loop(self) -> None:
-        me = worker_id()
+        me = worker_id(self.settings.node_name)
         name = threading.current_thread().name
         while not self._stop.is_set():
             try:

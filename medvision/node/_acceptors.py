@@ -73,14 +73,16 @@ COUNTERS = {
 }
 
 
-def journal_name(slot: int) -> str:
-    """The spool journal of acceptor ``slot`` (``Spool.name``)."""
-    return f"acceptor-{slot}"
+def journal_name(slot: int, node: str = "") -> str:
+    """The spool journal of acceptor ``slot`` (``Spool.name``) of receiver ``node``
+    (``node_name``: several receivers on one spool each have their own journals)."""
+    return f"{node}/acceptor-{slot}" if node else f"acceptor-{slot}"
 
 
-def row_name(slot: int) -> str:
-    """The ``acceptors`` row of ``slot`` on this host."""
-    return f"{socket.gethostname()}/acceptor-{slot}"
+def row_name(slot: int, receiver: str = "") -> str:
+    """The ``acceptors`` row of ``slot`` of ``receiver`` (``Settings.receiver_name``;
+    default: this host)."""
+    return f"{receiver or socket.gethostname()}/acceptor-{slot}"
 
 
 class AcceptorReporter:
@@ -90,11 +92,13 @@ class AcceptorReporter:
     shows never go down when a process is replaced.
     """
 
-    def __init__(self, db: Database, slot: int, counts: Callable[[], Counter[str]]) -> None:
+    def __init__(
+        self, db: Database, slot: int, counts: Callable[[], Counter[str]], receiver: str = ""
+    ) -> None:
         self.db = db
         self.slot = slot
         self.counts = counts
-        self.name = row_name(slot)
+        self.name = row_name(slot, receiver)
         self._base: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,7 +157,9 @@ class AcceptorReporter:
                 LOG.warning("cannot report acceptor %s: %s", self.name, err)
 
 
-def set_state(db: Database, slot: int, state: str, restarted: bool = False) -> None:
+def set_state(
+    db: Database, slot: int, state: str, restarted: bool = False, receiver: str = ""
+) -> None:
     """The node's word on a slot whose process it stopped or saw die."""
     values: dict[str, Any] = {"state": state}
     if restarted:
@@ -161,20 +167,22 @@ def set_state(db: Database, slot: int, state: str, restarted: bool = False) -> N
     try:
         with db.session(immediate=True) as session:
             session.execute(
-                update(Acceptor).where(Acceptor.name == row_name(slot)).values(**values)
+                update(Acceptor).where(Acceptor.name == row_name(slot, receiver)).values(**values)
             )
     except Exception as err:
         LOG.warning("cannot record acceptor %d as %s: %s", slot, state, err)
 
 
-def retire_slots(db: Database, count: int) -> None:
-    """Slots of this host above ``count`` (an earlier run had more processes) are stopped."""
+def retire_slots(db: Database, count: int, receiver: str = "") -> None:
+    """Slots of this receiver above ``count`` (an earlier run had more processes) are
+    stopped; another receiver's rows, on this host or not, are left alone."""
+    prefix = row_name(0, receiver)[: -len("0")]
     try:
         with db.session(immediate=True) as session:
             session.execute(
                 update(Acceptor)
                 .where(
-                    Acceptor.host == socket.gethostname(),
+                    Acceptor.name.startswith(prefix, autoescape=True),
                     Acceptor.slot > count,
                     Acceptor.state != "stopped",
                 )
@@ -212,6 +220,9 @@ class AcceptorPool:
         self.db = db
         self.count = count
         self.root = settings.spool_dir
+        #: ``node_name``: whose journals are ours in a spool shared by several receivers.
+        self.node = settings.node_name
+        self.receiver = settings.receiver_name
         self.guard = ConnectionGuard(
             settings.max_connections_per_host, settings.max_pending_connections
         )
@@ -221,7 +232,7 @@ class AcceptorPool:
         self._ctx = multiprocessing.get_context("spawn")
         # Association slots in use per acceptor (index = slot), written by each acceptor.
         self._slots = self._ctx.Array("i", count + 1, lock=False)
-        self._slot_lock = self.root / ".journal" / "slots.lock"
+        self._slot_lock = self.root / ".journal" / self.node / "slots.lock"
         self._children: dict[int, _Child] = {}
         self._lock = threading.Lock()
         self._cids = itertools.count(1)
@@ -250,10 +261,10 @@ class AcceptorPool:
         """Before start: write out what the acceptors of the last run left in their
         journals, and what a single-process run left in the node's own; returns the
         temporary files removed. The node then re-indexes."""
-        own = Spool(self.root)  # replays .journal itself
+        own = Spool(self.root, name=self.node)  # replays .journal[/node] itself
         removed = own.discard_partial()
         own.stop()
-        return removed + replay_journals(self.root)
+        return removed + replay_journals(self.root, node=self.node)
 
     def start(self) -> None:
         settings = self.settings
@@ -282,7 +293,7 @@ class AcceptorPool:
         self._slot_lock.touch()
         for slot in range(1, self.count + 1):
             self._spawn(slot)
-        retire_slots(self.db, self.count)
+        retire_slots(self.db, self.count, self.receiver)
         deadline = time.monotonic() + START_TIMEOUT_S
         for child in list(self._children.values()):
             while not child.ready.wait(0.1):
@@ -324,7 +335,7 @@ class AcceptorPool:
                 LOG.error("acceptor process %d did not stop; killed", child.slot)
                 child.process.kill()
                 child.process.join(5)
-                set_state(self.db, child.slot, "stopped")
+                set_state(self.db, child.slot, "stopped", receiver=self.receiver)
             self._forget(child)
 
     def busy(self) -> set[str]:
@@ -346,7 +357,7 @@ class AcceptorPool:
         process = self._ctx.Process(
             target=_acceptor_main,
             args=(slot, self.settings, theirs, self._slots, str(self._slot_lock)),
-            name=f"medvision-{journal_name(slot)}",
+            name=f"medvision-acceptor-{slot}",
             daemon=True,
         )
         process.start()
@@ -404,11 +415,11 @@ class AcceptorPool:
             child.process.pid,
             child.process.exitcode,
         )
-        set_state(self.db, slot, "restarting", restarted=True)
+        set_state(self.db, slot, "restarting", restarted=True, receiver=self.receiver)
         self._forget(child)
         with self.assembly_lock:
             try:
-                removed = replay_journals(self.root, [journal_name(slot)])
+                removed = replay_journals(self.root, [journal_name(slot, self.node)])
                 indexed = reindex_spool(self.db, self.root)
             except Exception as err:  # the database is away: the next start re-indexes
                 LOG.error("cannot recover acceptor %d's instances now: %s", slot, err)
@@ -497,8 +508,10 @@ class AcceptorPool:
 class _Link:
     """What an acceptor's :class:`StorageSCP` shares with the node (``AcceptorLink``)."""
 
-    def __init__(self, slot: int, conn: Connection, slots: Any, lock_path: str, limit: int):
-        self.name = journal_name(slot)
+    def __init__(
+        self, slot: int, conn: Connection, slots: Any, lock_path: str, limit: int, node: str = ""
+    ):
+        self.name = journal_name(slot, node)
         self.slot = slot
         self.conn = conn
         self.slots = slots
@@ -577,14 +590,15 @@ def _acceptor_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO,
-        format=f"%(asctime)s %(name)s[{journal_name(slot)}] %(levelname)s %(message)s",
+        format=f"%(asctime)s %(name)s[{journal_name(slot, settings.node_name)}] "
+        "%(levelname)s %(message)s",
     )
     db = Database(settings.db_url)
     audit = DbAuditLog(db)
-    link = _Link(slot, conn, slots, lock_path, settings.max_associations)
+    link = _Link(slot, conn, slots, lock_path, settings.max_associations, settings.node_name)
     scp = StorageSCP(settings, db, audit, acceptor=link)
     scp.start()
-    reporter = AcceptorReporter(db, slot, scp.counts)
+    reporter = AcceptorReporter(db, slot, scp.counts, settings.receiver_name)
     reporter.start()
     done = threading.Event()
 

@@ -110,7 +110,7 @@ class StorageSCP:
         self.spool = (
             Spool(settings.spool_dir, name=acceptor.name, lock_wait_s=LOCK_WAIT_S)
             if acceptor is not None
-            else Spool(settings.spool_dir)
+            else Spool(settings.spool_dir, name=settings.node_name)
         )
         self.indexer = Indexer(
             db, spool=self.spool, on_busy=acceptor.busy if acceptor is not None else None

@@ -38,7 +38,7 @@ from pathlib import Path
 from pydicom import Dataset, dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from medvision.audit import DbAuditLog
 from medvision.config import ConfigError, Settings
@@ -49,6 +49,11 @@ from medvision.node._net import set_nodelay
 from medvision.node._tls import client_context, describe
 
 LOG = logging.getLogger("medvision.sender")
+
+#: Several receivers on one database: how long a row another receiver's sender claimed is
+#: left to it (it sends, or records the failure, well within this); after that the row is
+#: due again, so a receiver that died while sending delays it by this much.
+SEND_LEASE_S = 300.0
 
 
 class Sender:
@@ -95,11 +100,40 @@ class Sender:
             (r for r in rows if self._stow_url(r)), key=lambda r: (self._stow_url(r), r.id)
         )
         for url, group in groupby(stow, key=self._stow_url):
-            sent += self._send_stow(url, list(group))
+            if claimed := self._claim(list(group)):
+                sent += self._send_stow(url, claimed)
         dimse = [r for r in rows if not self._stow_url(r)]
         for (aet, host, port), group in groupby(dimse, key=lambda r: (r.ae_title, r.host, r.port)):
-            sent += self._send_group(aet, host, port, list(group))
+            if claimed := self._claim(list(group)):
+                sent += self._send_group(aet, host, port, claimed)
         return sent
+
+    def _claim(self, rows: list[Outbox]) -> list[Outbox]:
+        """The rows this sender may send now.
+
+        The only receiver of its database sends every due row. One of several
+        (``node_name``) first moves each row's ``next_attempt_at`` on by
+        :data:`SEND_LEASE_S`, on condition that it is still pending and due as read: one
+        conditional update, so of two senders that read the same row only one gets it.
+        """
+        if not self.settings.node_name:
+            return rows
+        lease = utcnow() + timedelta(seconds=SEND_LEASE_S)
+        mine: list[Outbox] = []
+        with self.db.session() as session:
+            for row in rows:
+                taken = session.execute(
+                    update(Outbox)
+                    .where(
+                        Outbox.id == row.id,
+                        Outbox.state == OutboxState.PENDING,
+                        Outbox.next_attempt_at == row.next_attempt_at,
+                    )
+                    .values(next_attempt_at=lease)
+                ).rowcount
+                if taken == 1:
+                    mine.append(row)
+        return mine
 
     def _stow_url(self, row: Outbox) -> str:
         """The destination's STOW-RS URL, or "" for C-STORE (also if it left the settings)."""

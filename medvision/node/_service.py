@@ -11,6 +11,11 @@ jobs left running are queued again. So a restart resumes every unfinished study 
 With ``scp_processes`` other than 1 (the default: one per core) the SCP runs in acceptor
 processes behind the node's listener (:mod:`medvision.node._acceptors`); ``scp`` is then
 None and ``acceptors`` the pool. Everything else stays in this process.
+
+With ``node_name`` set the node is one of several receivers on one PostgreSQL database and
+data folder (:mod:`medvision.node._receivers`, docs/scaling.md): it recovers only its own
+journals and job claims, publishes its heartbeat and busy studies, and leaves alone the
+studies other live receivers still have on their way into the index.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 
 from sqlalchemy import update
 
@@ -30,9 +36,10 @@ from medvision.jobs._queue import log_pass_failure
 from medvision.node._acceptors import AcceptorPool, AcceptorReporter, retire_slots
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import reindex_spool
+from medvision.node._receivers import ReceiverRow, claim_prefix, requeue_lost
 from medvision.node._scp import StorageSCP
 from medvision.node._sender import Sender
-from medvision.node._spool import replay_journals
+from medvision.node._spool import replay_journals, replay_unnamed
 
 LOG = logging.getLogger("medvision.node")
 
@@ -53,6 +60,8 @@ class Node:
         else:
             self.acceptors = AcceptorPool(settings, self.db, processes)
         self.distributed = bool(settings.broker_url)
+        #: With a ``node_name``, one of several receivers on this database (``_receivers``).
+        self.receiver = ReceiverRow(self.db, settings.node_name) if settings.node_name else None
         self.workers = None if self.distributed else WorkerPool(settings, self.db, self.audit)
         self.sender = Sender(settings, self.db, self.audit)
         # The head of the chain is anchored outside the database (docs/audit.md).
@@ -66,6 +75,7 @@ class Node:
         self._anchor_thread: threading.Thread | None = None
         self._assembler: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
+        self._beater: threading.Thread | None = None
         self.publisher = None
         if self.distributed:
             from medvision.jobs._celery import Publisher
@@ -73,6 +83,8 @@ class Node:
             self.publisher = Publisher(settings.broker_url)
 
     def start(self) -> None:
+        if self.receiver is not None:
+            self.receiver.check_alone(self.settings.worker_stale_s)
         recovered = self.recover()
         self.audit.record(
             "application.start",
@@ -86,14 +98,21 @@ class Node:
         if self.scp is not None:
             self.scp.start()
             # The one acceptor is this process (slot 1), shown like the others would be.
-            self._reporter = AcceptorReporter(self.db, 1, self.scp.counts)
+            name = self.settings.receiver_name
+            self._reporter = AcceptorReporter(self.db, 1, self.scp.counts, name)
             self._reporter.start()
-            retire_slots(self.db, 1)
+            retire_slots(self.db, 1, name)
         else:
             assert self.acceptors is not None
             self.acceptors.start()
         # From when the node can receive again: acceptor processes take seconds to start.
         self._restart_quiet_periods()
+        if self.receiver is not None:
+            self.receiver.beat(self._local_busy())
+            self._beater = threading.Thread(
+                target=self._receiver_loop, name="medvision-receiver", daemon=True
+            )
+            self._beater.start()
         self._assembler = threading.Thread(
             target=self._assemble_loop, name="medvision-assembler", daemon=True
         )
@@ -125,11 +144,16 @@ class Node:
             self.acceptors.stop()
         interrupted = self.workers.stop() if self.workers is not None else []
         self.sender.stop()
-        for thread in (self._assembler, self._sweeper, self._anchor_thread):
+        for thread in (self._assembler, self._sweeper, self._anchor_thread, self._beater):
             if thread is not None:
                 thread.join(5)
         if self.publisher is not None:
             self.publisher.close()
+        if self.receiver is not None:
+            try:
+                self.receiver.beat((), state="stopped")
+            except Exception as err:
+                log_pass_failure(LOG, "receiver report", err)
         if interrupted:
             self.audit.record("application.stop", interrupted_jobs=interrupted)
         else:
@@ -156,14 +180,22 @@ class Node:
         if self.scp is not None:
             partial = self.scp.spool.discard_partial()
             # Journals of acceptor processes from a run with scp_processes > 1.
-            partial += replay_journals(self.settings.spool_dir)
+            partial += replay_journals(self.settings.spool_dir, node=self.settings.node_name)
         else:
             assert self.acceptors is not None
             partial = self.acceptors.recover()
+        if self.settings.node_name:
+            partial += replay_unnamed(self.settings.spool_dir)
         indexed = reindex_spool(self.db, self.settings.spool_dir)
         # Scale-out: running jobs belong to Celery workers that may well be alive; the
-        # sweep requeues those whose worker stopped reporting.
-        requeued = 0 if self.distributed else recover_orphans(self.db)
+        # sweep requeues those whose worker stopped reporting. Of several receivers, each
+        # takes back only its own earlier claims: the others' may be running right now.
+        if self.distributed:
+            requeued = 0
+        elif self.receiver is not None:
+            requeued = recover_orphans(self.db, claim_prefix(self.settings.node_name))
+        else:
+            requeued = recover_orphans(self.db)
         if partial or indexed or requeued:
             LOG.info(
                 "recovered: %d partial files removed, %d files indexed, %d jobs requeued",
@@ -194,13 +226,17 @@ class Node:
     def _assemble_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.acceptors is not None:
-                    # Not while a dead acceptor's instances are being indexed again.
-                    lock: contextlib.AbstractContextManager = self.acceptors.assembly_lock
-                    busy = self.acceptors.busy()
-                else:
-                    assert self.scp is not None
-                    lock, busy = contextlib.nullcontext(), self.scp.indexer.pending()
+                # Not while a dead acceptor's instances are being indexed again.
+                lock: contextlib.AbstractContextManager = (
+                    self.acceptors.assembly_lock
+                    if self.acceptors is not None
+                    else contextlib.nullcontext()
+                )
+                busy = self._local_busy()
+                if self.receiver is not None:
+                    # Not quiet while any live receiver still has instances of it on their
+                    # way into the index (each publishes its own: _receiver_loop).
+                    busy |= self.receiver.others_busy(self.settings.worker_stale_s)
                 with lock:
                     complete_quiet_studies(
                         self.settings,
@@ -212,6 +248,28 @@ class Node:
             except Exception as err:
                 log_pass_failure(LOG, "study assembly", err)
             self._stop.wait(self.settings.poll_interval_s)
+
+    def _local_busy(self) -> set[str]:
+        """Studies with instances acknowledged here and not yet in the index."""
+        if self.acceptors is not None:
+            return self.acceptors.busy()
+        assert self.scp is not None
+        return self.scp.indexer.pending()
+
+    def _receiver_loop(self) -> None:
+        """One of several receivers: our heartbeat and busy studies for the others every
+        ``poll_interval_s`` (its own thread, so a long assembly pass does not hold it up),
+        and, without Celery, the jobs of receivers taken for dead queued again."""
+        assert self.receiver is not None
+        last_sweep = 0.0
+        while not self._stop.wait(self.settings.poll_interval_s):
+            try:
+                self.receiver.beat(self._local_busy())
+                if not self.distributed and time.monotonic() - last_sweep >= 5.0:
+                    last_sweep = time.monotonic()
+                    requeue_lost(self.db, self.settings.node_name, self.settings.worker_stale_s)
+            except Exception as err:
+                log_pass_failure(LOG, "receiver report", err)
 
     def _checkpoint(self) -> None:
         """Anchor the chain's head; a failure is logged, never stops the node."""

@@ -34,6 +34,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -503,18 +504,30 @@ class Spool:
         return highest
 
 
-def journal_names(root: Path) -> list[str]:
-    """The names of the acceptor journals under the spool ``root`` (see ``Spool.name``)."""
-    folder = Path(root) / ".journal"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+def journal_names(root: Path, node: str = "") -> list[str]:
+    """The names of the acceptor journals of receiver ``node`` (``node_name``; "" for the
+    only receiver of its spool) under the spool ``root`` (see ``Spool.name``).
+
+    Only ``acceptor-N`` folders count: with several receivers on one spool each has its
+    journals under ``.journal/<node_name>``, and a receiver never lists another's.
+    """
+    folder = Path(root) / ".journal" / node if node else Path(root) / ".journal"
+    if not folder.is_dir():
+        return []
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and _ACCEPTOR.fullmatch(p.name))
+    return [f"{node}/{name}" for name in names] if node else names
+
+
+_ACCEPTOR = re.compile(r"acceptor-[0-9]+")
 
 
 #: How long the node and a new acceptor process wait for an acceptor journal's lock.
 LOCK_WAIT_S = 30.0
 
 
-def replay_journals(root: Path, names: list[str] | None = None) -> int:
-    """Write out what the acceptor journals ``names`` (default: all) still hold, as opening
+def replay_journals(root: Path, names: list[str] | None = None, node: str = "") -> int:
+    """Write out what the acceptor journals ``names`` (default: all of receiver ``node``,
+    see :func:`journal_names`) still hold, as opening
     their spool does, and remove their temporary files; returns how many were removed.
 
     For the node, before its acceptor processes start and after one of them died: each
@@ -522,7 +535,7 @@ def replay_journals(root: Path, names: list[str] | None = None) -> int:
     process is left to it.
     """
     removed = 0
-    for name in journal_names(root) if names is None else names:
+    for name in journal_names(root, node) if names is None else names:
         try:
             spool = Spool(root, name=name, lock_wait_s=LOCK_WAIT_S)
         except SpoolError as err:
@@ -533,6 +546,25 @@ def replay_journals(root: Path, names: list[str] | None = None) -> int:
     return removed
 
 
+def replay_unnamed(root: Path) -> int:
+    """For a receiver with a ``node_name``: write out what the journals of a receiver
+    *without* one left (``.journal`` and ``.journal/acceptor-N``), so that naming the only
+    receiver of a data folder, after a crash, loses nothing it acknowledged. Such journals
+    belong to no live receiver once receivers are named (an unnamed one must not share the
+    data folder); one still locked is left alone, and two named receivers starting at once
+    take turns on each journal's lock (the second finds it empty)."""
+    if not (Path(root) / ".journal").is_dir():
+        return 0
+    try:
+        spool = Spool(root)
+    except SpoolError as err:
+        LOG.warning("journal of an unnamed receiver not replayed: %s", err)
+        return replay_journals(root)
+    removed = spool.discard_partial()
+    spool.stop()
+    return removed + replay_journals(root)
+
+
 __all__ = [
     "Spool",
     "InvalidUID",
@@ -540,5 +572,6 @@ __all__ = [
     "StoredFile",
     "journal_names",
     "replay_journals",
+    "replay_unnamed",
     "valid_uid",
 ]
