@@ -1,8 +1,10 @@
 """The DICOM SCP: C-ECHO and C-STORE into the durable spool.
 
 Handlers are plain functions bound with their collaborators (pynetdicom's style). A
-C-STORE answers Success (0x0000) only after the instance is fsync'ed and renamed into the
-spool; an unwritable or full spool answers Out of Resources (0xA700) and a bad instance
+C-STORE answers Success (0x0000) only after the instance is durable in the spool: its
+record flushed into the spool journal (one fdatasync for a group of records), or for a large
+instance the file itself written and synced (``_spool``); the index follows in batches.
+An unwritable or full spool answers Out of Resources (0xA700) and a bad instance
 Cannot Understand (0xC000): undecodable, a UID that is not a whole UI value, or a SOP
 Instance UID the node already holds in another study or series (see ``_conflict``).
 Who may associate is decided in ``_admission`` (deny by default): a refused caller gets
