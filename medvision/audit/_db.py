@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from medvision.audit._chain import GENESIS, Verification, chain_hash, utc_now, verify_events
 from medvision.db import AuditEvent, Database
+
+#: pg_advisory_xact_lock key for appending to the chain ("mvau" in ASCII).
+APPEND_LOCK_KEY = 0x6D766175
 
 
 class DbAuditLog:
@@ -34,6 +37,13 @@ class DbAuditLog:
                 # Immediate: on SQLite another process (an acceptor) may append between
                 # our read of the head and our insert (docs/node.md).
                 with self.db.session(immediate=True) as session:
+                    if not self.db.is_sqlite:
+                        # PostgreSQL: appenders (threads, acceptor processes, receivers) take
+                        # turns, so none spins on the next seq; under load 20 retries were
+                        # not always enough and an event was lost to a RuntimeError.
+                        session.execute(
+                            text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY}
+                        )
                     last = session.scalars(
                         select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)
                     ).first()
