@@ -17,7 +17,11 @@ from medvision.audit import DbAuditLog
 from medvision.config import Settings
 from medvision.db import Database
 from medvision.node import StorageSCP
+from tests.jobs import conftest as jobs_conftest
 from tests.node.peers import REPO_ROOT, dcmtk, free_port
+
+#: The SQLite / PostgreSQL database of tests/jobs, for the node tests that need one bare.
+db = jobs_conftest.db
 
 SAMPLE_DIR = REPO_ROOT / "dicom_samples" / "chest-ct"
 

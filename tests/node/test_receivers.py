@@ -4,9 +4,7 @@ PostgreSQL. ``test_two_receivers`` runs two real receivers end to end."""
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +14,6 @@ from sqlalchemy import select, update
 from medvision.audit import Anchorer, DbAuditLog, load_or_create_key, verify_with_anchors
 from medvision.config import ConfigError, Settings
 from medvision.db import (
-    Base,
     Database,
     Job,
     JobState,
@@ -32,32 +29,7 @@ from medvision.node._receivers import ReceiverRow, claim_prefix, requeue_lost
 from medvision.node._sender import Sender
 from medvision.node._spool import Spool, journal_names, replay_journals, replay_unnamed
 
-POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
 UID = "1.2.3.4"
-
-
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.skipif(
-                not POSTGRES_URL, reason="MEDVISION_TEST_POSTGRES_URL is not set"
-            ),
-        ),
-    ]
-)
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(f"sqlite:///{tmp_path / 'medvision.db'}")
-    else:
-        database = Database(POSTGRES_URL)
-        Base.metadata.drop_all(database.engine)
-    database.create_schema()
-    yield database
-    if request.param == "postgresql":
-        Base.metadata.drop_all(database.engine)
-    database.dispose()
 
 
 def _quiet_study(db: Database) -> None:
