@@ -169,19 +169,15 @@ class NodeCollector:
             "Jobs queued and not yet claimed by a worker (the backlog).",
             value=per_state[Job].get(JobState.QUEUED, 0),
         )
-        by_worker_state = dict.fromkeys(WORKER_STATES, 0)
-        for state, heartbeat in workers:
-            if state != "stopped" and as_utc(heartbeat) <= stale_before:
-                state = "dead"
-            by_worker_state[state] = by_worker_state.get(state, 0) + 1
-        gauge = GaugeMetricFamily(
+        yield _state_gauge(
             "medvision_workers",
             "Celery workers by state (dead: silent too long).",
-            labels=["state"],
+            WORKER_STATES,
+            (
+                "dead" if state != "stopped" and as_utc(heartbeat) <= stale_before else state
+                for state, heartbeat in workers
+            ),
         )
-        for state, n in by_worker_state.items():
-            gauge.add_metric([state], n)
-        yield gauge
         yield histogram(
             "medvision_job_duration_seconds",
             "Run time of finished jobs, from start to finish.",
@@ -212,25 +208,36 @@ class NodeCollector:
         yield from _acceptor_metrics(acceptors, stale_before)
 
 
+def _state_gauge(
+    name: str, doc: str, known: Iterable[str], states: Iterable[str]
+) -> GaugeMetricFamily:
+    """A gauge of how many are in each state: every ``known`` state listed (0 when none),
+    and any other state met in ``states`` as well."""
+    counts = dict.fromkeys(known, 0)
+    for state in states:
+        counts[state] = counts.get(state, 0) + 1
+    gauge = GaugeMetricFamily(name, doc, labels=["state"])
+    for state, n in counts.items():
+        gauge.add_metric([state], n)
+    return gauge
+
+
 ACCEPTOR_STATES = ("serving", "starting", "restarting", "stopped", "dead")
 
 
 def _acceptor_metrics(rows: list, stale_before: datetime) -> Iterator[Metric]:
     """The acceptor processes' counters, summed (see the module docstring)."""
-    by_state = dict.fromkeys(ACCEPTOR_STATES, 0)
-    for row in rows:
-        state = row.state
-        if state in ("serving", "starting") and as_utc(row.heartbeat_at) <= stale_before:
-            state = "dead"
-        by_state[state] = by_state.get(state, 0) + 1
-    gauge = GaugeMetricFamily(
+    yield _state_gauge(
         "medvision_scp_acceptors",
         "DICOM acceptor processes by state (dead: silent too long).",
-        labels=["state"],
+        ACCEPTOR_STATES,
+        (
+            "dead"
+            if row.state in ("serving", "starting") and as_utc(row.heartbeat_at) <= stale_before
+            else row.state
+            for row in rows
+        ),
     )
-    for state, n in by_state.items():
-        gauge.add_metric([state], n)
-    yield gauge
     live = [r for r in rows if r.state in ("serving", "starting")]
     yield GaugeMetricFamily(
         "medvision_scp_active_associations",
