@@ -54,3 +54,28 @@ def test_health_studies_jobs(api: Server) -> None:
     (read,) = api.events("api.read")
     assert read["user"] == "rad" and read["study_instance_uid"] == "1.2.4"
     assert read["route"] == "GET /studies/{study_uid}"
+
+
+def test_lists_come_in_pages(api: Server) -> None:
+    """A busy node's lists are paged, newest first: a client follows ``Link: rel="next"``
+    until there is none and has seen every study once; a page beyond the limit is refused."""
+    with api.db.session() as session:
+        for n in range(250):
+            session.add(Study(study_instance_uid=f"1.2.{n}", state="sent"))
+    rad = api.client("rad")
+    first = rad.get("/studies")
+    assert len(first.json()) == 100 and first.json()[0]["study_instance_uid"] == "1.2.249"
+    seen, answer = [], first
+    while True:
+        seen += [s["study_instance_uid"] for s in answer.json()]
+        link = answer.headers.get("link")
+        if link is None:
+            break
+        assert link.endswith('>; rel="next"')
+        answer = rad.get(link[link.index("/studies") : link.index(">")])
+    assert seen == [f"1.2.{n}" for n in reversed(range(250))]
+    small = rad.get("/studies?state=sent&limit=7&offset=245")
+    assert [s["study_instance_uid"] for s in small.json()] == [f"1.2.{n}" for n in range(4, -1, -1)]
+    assert "link" not in small.headers
+    assert rad.get("/studies?limit=1001").status == 422
+    assert rad.get("/jobs?limit=0").status == 422
