@@ -408,12 +408,22 @@ def soak(
     return result
 
 
+def _all_studies(node: NodeProcess) -> list[dict]:
+    """Every study the node lists, page after page (the API sends 100 a page by default)."""
+    rows: list[dict] = []
+    while True:
+        page = node.get(f"/studies?limit=1000&offset={len(rows)}")
+        rows += page
+        if len(page) < 1000:
+            return rows
+
+
 def _wait_indexed(node: NodeProcess, result: SoakResult, timeout: float) -> None:
     """Until the node's API counts every instance answered Success (or the deadline)."""
     by_study = Counter(result.succeeded.values())
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        counts = {s["study_instance_uid"]: s["instances"] for s in node.get("/studies")}
+        counts = {s["study_instance_uid"]: s["instances"] for s in _all_studies(node)}
         if all(counts.get(study, 0) >= n for study, n in by_study.items()):
             return
         time.sleep(0.5)

@@ -34,7 +34,7 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -111,7 +111,7 @@ class NodeCollector:
         )
         yield info
         stale_before = utcnow() - timedelta(seconds=settings.worker_stale_s)
-        with self.db.session() as session:
+        with self.db.read() as session:
             per_state: dict[type, dict[str, int]] = {}
             for table in (Study, Job, Outbox):
                 rows = session.execute(select(table.state, func.count()).group_by(table.state))
@@ -270,11 +270,17 @@ def _acceptor_metrics(rows: list, stale_before: datetime) -> Iterator[Metric]:
     )
 
 
-def metrics_guard(request: Request, settings: SettingsDep, db: DbDep, audit: AuditDep) -> None:
+def metrics_guard(
+    request: Request,
+    settings: SettingsDep,
+    db: DbDep,
+    audit: AuditDep,
+    background: BackgroundTasks,
+) -> None:
     """Roles qa/admin, unless ``metrics_public``: the setting decides at each request."""
     if settings.metrics_public:
         return
-    user = get_current_user(request, db, audit)
+    user = get_current_user(request, db, audit, background)
     _METRICS_ROLES.dependency(user)  # type: ignore[misc]  # raises the 403
 
 

@@ -44,7 +44,7 @@ class JobResults:
 
 def job_results(db: Database, job_id: int, study_uid: str | None = None) -> JobResults:
     """The job's result folder, or 404 (unknown job, other study, no results yet)."""
-    with db.session() as session:
+    with db.read() as session:
         job = session.get(Job, job_id)
         if job is None or (study_uid is not None and job.study_instance_uid != study_uid):
             raise HTTPException(
@@ -70,7 +70,7 @@ def read_findings(job_id: int, reader: ReaderDep, db: DbDep) -> dict[str, Any]:
     """findings.json of the job, with ``reviews``: every decision on its findings."""
     res = job_results(db, job_id)
     doc = res.findings()
-    with db.session() as session:
+    with db.read() as session:
         rows = session.scalars(
             select(Feedback)
             .where(Feedback.job_id == job_id, Feedback.kind == "decision")

@@ -31,7 +31,7 @@ router = APIRouter()
 @router.get("/health", tags=["health"])
 def health(db: DbDep) -> dict[str, str]:
     """Liveness and database reachability; public, says nothing about patients."""
-    with db.session() as session:
+    with db.read() as session:
         session.execute(select(1))
     return {"status": "ok", "version": medvision.__version__}
 

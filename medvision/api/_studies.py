@@ -49,7 +49,7 @@ def _page(
     ``Link: <...>; rel="next"`` header (RFC 8288, as GitHub's API pages) when there are more,
     so that a client needs no count query (the row after the page is fetched to know)."""
     limit, offset = page
-    with db.session() as session:
+    with db.read() as session:
         rows = list(session.scalars(query.limit(limit + 1).offset(offset)))
         if len(rows) > limit:
             rows = rows[:limit]
@@ -75,7 +75,7 @@ def list_studies(
 
 @studies.get("/{study_uid}", response_model=StudyDetail)
 def read_study(study_uid: str, reader: ReaderDep, db: DbDep) -> StudyDetail:
-    with db.session() as session:
+    with db.read() as session:
         s = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if s is None:
             raise HTTPException(404, f"Study {study_uid} not found.")
@@ -107,7 +107,7 @@ def list_jobs(
 
 @jobs.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: int, db: DbDep) -> JobOut:
-    with db.session() as session:
+    with db.read() as session:
         row = session.get(Job, job_id)
         if row is None:
             raise HTTPException(404, f"Job {job_id} not found.")

@@ -63,7 +63,7 @@ ACCEPTOR_LIVE_STATES = ("starting", "serving")
 def list_workers(request: Request, db: DbDep) -> list[WorkerOut]:
     stale_s = request.app.state.settings.worker_stale_s
     cutoff = utcnow() - timedelta(seconds=stale_s)
-    with db.session() as session:
+    with db.read() as session:
         rows = list(session.scalars(select(Worker).order_by(Worker.id)))
         acceptors = list(session.scalars(select(Acceptor).order_by(Acceptor.name)))
         return [

@@ -37,6 +37,7 @@ _LAZY = {
     "drop_token": "medvision.auth._tokens",
     "new_token": "medvision.auth._tokens",
     "token_hash": "medvision.auth._tokens",
+    "touch_token": "medvision.auth._tokens",
     "add_user": "medvision.auth._users",
     "disable_user": "medvision.auth._users",
     "list_users": "medvision.auth._users",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
         drop_token,
         new_token,
         token_hash,
+        touch_token,
     )
     from medvision.auth._users import add_user, disable_user, list_users
 
@@ -84,4 +86,5 @@ __all__ = [
     "session_user",
     "start_session",
     "token_hash",
+    "touch_token",
 ]

@@ -20,9 +20,12 @@ def start_session(db: Database, name: str, ttl: timedelta) -> str:
     return new_token(db, name, TokenKind.SESSION, ttl)
 
 
-def session_user(db: Database, secret: str) -> CurrentUser | None:
-    """The owner of a live session ``secret``; None for none, an expired or a foreign one."""
-    return check_token(db, secret, TokenKind.SESSION, "session") if secret else None
+def session_user(db: Database, secret: str, *, touch: bool = True) -> CurrentUser | None:
+    """The owner of a live session ``secret``; None for none, an expired or a foreign one
+    (``touch``: as :func:`~medvision.auth.check_token`)."""
+    if not secret:
+        return None
+    return check_token(db, secret, TokenKind.SESSION, "session", touch=touch)
 
 
 def end_session(db: Database, secret: str) -> CurrentUser | None:

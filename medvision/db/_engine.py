@@ -34,6 +34,7 @@ class Database:
                 url, connect_args={"check_same_thread": False, "timeout": 30}
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "reset", _sqlite_writable)
         else:
             self.engine = create_engine(
                 url, pool_pre_ping=True, connect_args=_postgres_connect_args(url)
@@ -74,6 +75,29 @@ class Database:
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
 
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction, rolled back at the end, that never waits for a writer.
+
+        For the API's and the pages' reads: in WAL mode SQLite readers neither wait for the
+        writer nor block it, so a read skips the per-process lock of :meth:`session`. That
+        lock is held by a writer of this process for as long as it waits for SQLite's write
+        lock, which another process (an acceptor's indexer) may hold; a read queued behind it
+        waited too (the soak bench's ``GET /studies``: up to 1.45 s). The database refuses
+        any write in it (SQLite ``query_only``, PostgreSQL ``READ ONLY``), so a write slipped
+        into a read fails loudly instead of racing the lock.
+        """
+        with self._sessions() as session:
+            connection = session.connection()
+            if self.is_sqlite:
+                connection.exec_driver_sql("PRAGMA query_only = ON")
+            else:
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                yield session
+            finally:
+                session.rollback()  # on SQLite the pool's reset turns query_only off again
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -104,6 +128,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI 
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_writable(dbapi_connection, _record, _state) -> None:  # noqa: ANN001 - DBAPI types
+    """Every connection goes back to the pool writable: ``query_only`` (set by
+    :meth:`Database.read`) belongs to the connection, not to the transaction. The pool runs
+    this before another thread can check the connection out."""
+    dbapi_connection.execute("PRAGMA query_only = OFF")
 
 
 __all__ = ["Database"]

@@ -38,7 +38,7 @@ import math
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import BackgroundTasks, Depends, HTTPException, Request
 from fastapi.params import Depends as DependsParam
 
 from medvision.audit import DbAuditLog
@@ -51,6 +51,7 @@ from medvision.auth import (
     check_token,
     parse_roles,
     session_user,
+    touch_token,
 )
 from medvision.db import Database
 from medvision.http_deps._state import AuditDep, DbDep, client_host
@@ -134,9 +135,18 @@ def same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", request.url.netloc)
 
 
-def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUser:
+def get_current_user(
+    request: Request,
+    db: DbDep,
+    audit: AuditDep,
+    background: BackgroundTasks = None,  # type: ignore[assignment]  # FastAPI injects it
+) -> CurrentUser:
     """The authenticated caller, or the prepared 401. Failed header credentials are audited
-    as ``user.login_failed`` (the cookie is not: an expired session is no attempt)."""
+    as ``user.login_failed`` (the cookie is not: an expired session is no attempt).
+
+    A token's or session's last use is written after the response has gone out, so that a
+    read never waits for the database's write lock; called directly (a page's or the
+    metrics' own check, without ``background``), at once."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
@@ -144,7 +154,10 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
         user: CurrentUser | None = None
         attempted = "unknown"
         if scheme == "bearer":
-            user = check_token(db, value.strip(), TokenKind.API, "bearer")
+            secret = value.strip()
+            user = check_token(db, secret, TokenKind.API, "bearer", touch=background is None)
+            if user is not None and background is not None:
+                background.add_task(touch_token, db, secret)
         elif scheme == "basic" and (pair := _basic(value)) is not None:
             attempted = pair[0][:64]
             throttle = request.app.state.login_throttle
@@ -160,9 +173,12 @@ def get_current_user(request: Request, db: DbDep, audit: AuditDep) -> CurrentUse
             )
             raise unauthorized()
     else:
-        user = session_user(db, request.cookies.get(SESSION_COOKIE, ""))
+        secret = request.cookies.get(SESSION_COOKIE, "")
+        user = session_user(db, secret, touch=background is None)
         if user is None:
             raise unauthorized()
+        if background is not None:
+            background.add_task(touch_token, db, secret)
         if request.method not in _SAFE_METHODS and not same_origin(request):
             raise cross_site()
     request.state.user = user

@@ -55,7 +55,7 @@ def study_list(request: Request, db: DbDep, audit: AuditDep) -> Response:
     reader = page_reader(request, db, audit, READ_ROLES)
     if isinstance(reader, Response):
         return reader
-    with db.session() as session:
+    with db.read() as session:
         studies = list(session.scalars(select(Study).order_by(Study.id.desc()).limit(200)))
         uids = [s.study_instance_uid for s in studies]
         jobs: dict[str, list[Job]] = {}
@@ -101,7 +101,7 @@ def _job_for(session: Any, study_uid: str, job_id: int | None) -> tuple[Job | No
 
 def load_job_images(db: Database, settings: Settings, job_id: int) -> Study3D:
     """Decode the job's analysed series and its SEG (the cache's loader)."""
-    with db.session() as session:
+    with db.read() as session:
         job = session.get(Job, job_id)
         if job is None or not job.series_instance_uid:
             raise HTTPException(404, f"Job {job_id} has no analysed series.")
@@ -143,7 +143,7 @@ def viewer(
     reader = page_reader(request, db, audit, READ_ROLES)
     if isinstance(reader, Response):
         return reader
-    with db.session() as session:
+    with db.read() as session:
         study = session.scalar(select(Study).where(Study.study_instance_uid == study_uid))
         if study is None:
             return render(
