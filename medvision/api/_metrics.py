@@ -12,6 +12,9 @@ they would reset on restart and miss other workers' work. Exposed:
 - ``medvision_queue_depth`` (jobs queued and not yet claimed by any worker: the backlog);
 - ``medvision_workers{state}`` (Celery workers by idle/busy/stopped/dead, the same rule as
   ``GET /workers``);
+- ``medvision_receivers{state}`` (the receivers of a database shared by several, those with
+  a ``node_name``, by serving/stopped/dead: :func:`medvision.node.receiver_state`, the rule
+  of ``GET /workers`` and of the assemblers; docs/scaling.md);
 - ``medvision_job_duration_seconds`` (histogram of finished jobs, started to finished);
 - ``medvision_job_stage_seconds{stage}`` (histograms of finished jobs per stage: ``wait``
   queued to started, ``load``, ``inference``, ``write`` from the job's own timings, and
@@ -55,6 +58,7 @@ from medvision.db import (
     JobState,
     Outbox,
     OutboxState,
+    Receiver,
     Study,
     StudyState,
     Worker,
@@ -62,6 +66,7 @@ from medvision.db import (
 )
 from medvision.http_deps import AuditDep, DbDep, SettingsDep, get_current_user, require_roles
 from medvision.jobs._queue import as_utc
+from medvision.node import RECEIVER_STATES, receiver_state
 
 #: Upper bounds (s) of the job-duration buckets: seconds for small CTs up to an hour.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -138,6 +143,7 @@ class NodeCollector:
                 if at is not None and rows == sent
             }
             workers = list(session.execute(select(Worker.state, Worker.heartbeat_at)))
+            receivers = list(session.execute(select(Receiver.state, Receiver.heartbeat_at)))
             audit_count = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
             acceptors = list(
                 session.execute(
@@ -177,6 +183,12 @@ class NodeCollector:
                 "dead" if state != "stopped" and as_utc(heartbeat) <= stale_before else state
                 for state, heartbeat in workers
             ),
+        )
+        yield _state_gauge(
+            "medvision_receivers",
+            "Receivers sharing this database (node_name set) by state (dead: silent too long).",
+            RECEIVER_STATES,
+            (receiver_state(state, heartbeat, stale_before) for state, heartbeat in receivers),
         )
         yield histogram(
             "medvision_job_duration_seconds",

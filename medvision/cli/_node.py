@@ -41,7 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     worker.set_defaults(func=_cmd_worker)
 
-    status = sub.add_parser("status", help="show each study's state and its jobs")
+    status = sub.add_parser(
+        "status",
+        help="show each study's state and its jobs (and the receivers, acceptor processes "
+        "and workers that report to the database)",
+    )
     status.add_argument("--config", type=Path, help="medvision.toml (optional)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_cmd_status)
@@ -177,7 +181,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from medvision.db import Acceptor, Database, Job, Study, Worker
+    from medvision.db import Acceptor, Database, Job, Receiver, Study, Worker
 
     settings = settings_from(args)
     db = Database(settings.db_url)
@@ -187,6 +191,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         jobs = list(session.scalars(select(Job).order_by(Job.id)))
         workers = list(session.scalars(select(Worker).order_by(Worker.id)))
         acceptors = list(session.scalars(select(Acceptor).order_by(Acceptor.name)))
+        receivers = list(session.scalars(select(Receiver).order_by(Receiver.name)))
     if args.json:
         print(
             json.dumps(
@@ -214,6 +219,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if receivers:
+        print(_receivers_section(receivers, settings.worker_stale_s))
     if acceptors:
         print(_acceptors_section(acceptors, settings.worker_stale_s))
     if workers:
@@ -251,6 +258,27 @@ def _workers_section(workers: list, stale_s: float) -> str:
         lines.append(
             f"    {w.name:<28} {state:<8} {w.device}; {models}{job}; {w.jobs_done} done; "
             f"heartbeat {as_utc(w.heartbeat_at):%Y-%m-%d %H:%M:%S}Z"
+        )
+    return "\n".join(lines)
+
+
+def _receivers_section(receivers: list, stale_s: float) -> str:
+    """The receivers sharing this database (those with a ``node_name``, docs/scaling.md),
+    one line each: serving, stopped, or dead (silent for ``stale_s`` without having
+    stopped: ``medvision.node.receiver_state``, the assemblers' rule), and how many studies
+    each has acknowledged instances of that are not yet indexed."""
+    from medvision.jobs._queue import as_utc
+    from medvision.node import receiver_state, stale_cutoff
+
+    cutoff = stale_cutoff(stale_s)
+    lines = ["receivers:"]
+    for r in receivers:
+        state = receiver_state(r.state, r.heartbeat_at, cutoff)
+        busy = len(r.busy or [])
+        lines.append(
+            f"    {r.name:<28} {state:<10} {r.host} pid {r.pid}; {busy} "
+            f"{'study' if busy == 1 else 'studies'} on their way into the index; "
+            f"heartbeat {as_utc(r.heartbeat_at):%Y-%m-%d %H:%M:%S}Z"
         )
     return "\n".join(lines)
 

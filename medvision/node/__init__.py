@@ -13,6 +13,9 @@ from medvision._lazy import lazy_exports
 
 #: Names served from a module imported on first use, and where they live.
 _LAZY = {
+    "RECEIVER_STATES": "medvision.node._receivers",
+    "receiver_state": "medvision.node._receivers",
+    "stale_cutoff": "medvision.node._receivers",
     "STORAGE_SOP_CLASSES": "medvision.node._scp",
     "StorageSCP": "medvision.node._scp",
     "Sender": "medvision.node._sender",
@@ -23,6 +26,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from medvision.node._receivers import RECEIVER_STATES, receiver_state, stale_cutoff
     from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
     from medvision.node._sender import Sender
     from medvision.node._service import Node
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
+    "RECEIVER_STATES",
     "STORAGE_SOP_CLASSES",
     "Node",
     "Sender",
@@ -38,4 +43,6 @@ __all__ = [
     "SpoolError",
     "StorageSCP",
     "StoredFile",
+    "receiver_state",
+    "stale_cutoff",
 ]

@@ -8,7 +8,8 @@ knows is published here:
 
 - **Who is alive.** Each receiver keeps its row in ``receivers`` fresh (every
   ``poll_interval_s``, from a thread of its own). One silent for ``worker_stale_s`` is
-  taken for dead.
+  taken for dead (:func:`receiver_state`, the one rule the assemblers, ``GET /workers``,
+  ``medvision status`` and ``/metrics`` apply).
 - **Studies on their way into the index** (``busy``): a receiver's acceptors know which
   studies have instances acknowledged but not yet indexed; the row carries that set, and
   every receiver's assembler leaves those studies alone, as it does its own. A dead
@@ -25,7 +26,7 @@ import logging
 import os
 import socket
 from collections.abc import Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -34,6 +35,30 @@ from medvision.db import Database, Job, JobState, Receiver, utcnow
 from medvision.jobs._queue import as_utc, take_back
 
 LOG = logging.getLogger("medvision.receivers")
+
+
+#: How a receiver's row is shown: ``serving`` and ``stopped`` as the receiver wrote them,
+#: ``dead`` when it should be serving but has been silent for ``worker_stale_s``.
+RECEIVER_STATES = ("serving", "stopped", "dead")
+
+
+def stale_cutoff(stale_s: float) -> datetime:
+    """A heartbeat at or before this instant is ``stale_s`` old: its receiver is dead."""
+    return utcnow() - timedelta(seconds=stale_s)
+
+
+def receiver_state(state: str, heartbeat_at: datetime, cutoff: datetime) -> str:
+    """What a receiver's row says of it now (one of :data:`RECEIVER_STATES`).
+
+    Only ``serving`` is alive: its busy studies hold back every assembler. A receiver that
+    stopped cleanly wrote ``stopped`` and stays so however old its row; one whose heartbeat
+    is at or before ``cutoff`` (:func:`stale_cutoff`) without having stopped was killed or
+    lost its host or its database: ``dead``, and its busy studies no longer count.
+    (:func:`requeue_lost` goes by the heartbeat alone: any claim still running under a row
+    that old, a stopped receiver's included, is taken back.)"""
+    if state != "stopped" and as_utc(heartbeat_at) <= cutoff:
+        return "dead"
+    return state
 
 
 def claim_prefix(name: str) -> str:
@@ -52,7 +77,7 @@ class ReceiverRow:
         """Refuse to start while a receiver of the same name on another host is alive:
         it would replay and recycle that receiver's journals. (On one host, the journals'
         file locks already keep a second one out.)"""
-        cutoff = utcnow() - timedelta(seconds=stale_s)
+        cutoff = stale_cutoff(stale_s)
         with self.db.session() as session:
             row = session.scalar(select(Receiver).where(Receiver.name == self.name))
             if (
@@ -86,20 +111,23 @@ class ReceiverRow:
 
     def others_busy(self, stale_s: float) -> set[str]:
         """Studies the other live receivers have on their way into the index."""
-        cutoff = utcnow() - timedelta(seconds=stale_s)
+        cutoff = stale_cutoff(stale_s)
         with self.db.session() as session:
             rows = session.scalars(
                 select(Receiver).where(Receiver.name != self.name, Receiver.state == "serving")
             )
             return {
-                str(uid) for r in rows if as_utc(r.heartbeat_at) > cutoff for uid in r.busy or []
+                str(uid)
+                for r in rows
+                if receiver_state(r.state, r.heartbeat_at, cutoff) == "serving"
+                for uid in r.busy or []
             }
 
 
 def requeue_lost(db: Database, me: str, stale_s: float) -> list[int]:
     """Queue again the jobs running on receivers silent for ``stale_s`` (taken for dead),
     each only if still the same claim (:func:`~medvision.jobs._queue.take_back`)."""
-    cutoff = utcnow() - timedelta(seconds=stale_s)
+    cutoff = stale_cutoff(stale_s)
     with db.session() as session:
         dead = [
             claim_prefix(r.name)
@@ -121,4 +149,11 @@ def requeue_lost(db: Database, me: str, stale_s: float) -> list[int]:
     return requeued
 
 
-__all__ = ["ReceiverRow", "claim_prefix", "requeue_lost"]
+__all__ = [
+    "RECEIVER_STATES",
+    "ReceiverRow",
+    "claim_prefix",
+    "receiver_state",
+    "requeue_lost",
+    "stale_cutoff",
+]

@@ -72,6 +72,15 @@ def pacs_and_receivers(
         orthanc.stop()
 
 
+def _status_receivers(node: NodeProcess) -> list[list[str]]:
+    """Name and state of each line of ``medvision status``'s ``receivers:`` section."""
+    status = node.status()
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[0] == "receivers:", status.stdout
+    return [line.split()[:2] for line in lines[1:3]]
+
+
 def _count(db: Database, query: Any) -> int:
     with db.session() as session:
         return int(session.scalar(query) or 0)
@@ -130,6 +139,13 @@ def test_a_study_split_between_two_receivers_is_run_and_sent_once(
         ("1.2.840.10008.5.1.4.1.1.88.34", "sent", 1),
     ]
     assert receivers == {"rx-a": "serving", "rx-b": "serving"}
+    # Both as an operator sees them, whichever receiver is asked.
+    shown = {w["name"]: w for w in b.get("/workers") if w["kind"] == "receiver"}
+    assert {n: (w["state"], w["alive"], w["receiver"]) for n, w in shown.items()} == {
+        "rx-a": ("serving", True, {"busy_studies": 0}),
+        "rx-b": ("serving", True, {"busy_studies": 0}),
+    }
+    assert _status_receivers(a) == [["rx-a", "serving"], ["rx-b", "serving"]]
 
     # Both received half of it (the acceptors' counters, as `medvision status` shows them).
     def received() -> dict[str, int] | None:
@@ -173,6 +189,7 @@ def test_a_study_split_between_two_receivers_is_run_and_sent_once(
         stop.start()
     for stop in stops:
         stop.join(60)
+    assert _status_receivers(a) == [["rx-a", "stopped"], ["rx-b", "stopped"]]
     data = a.data_dir
     report = verify_with_anchors(
         DbAuditLog(database).events(),
