@@ -18,7 +18,7 @@ _LAZY = {
     "Sender": "medvision.node._sender",
     "Node": "medvision.node._service",
     "Spool": "medvision.node._spool",
-    "SpoolError": "medvision.node._spool",
+    "SpoolError": "medvision.node._spool_errors",
     "StoredFile": "medvision.node._spool",
 }
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
     from medvision.node._sender import Sender
     from medvision.node._service import Node
-    from medvision.node._spool import Spool, SpoolError, StoredFile
+    from medvision.node._spool import Spool, StoredFile
+    from medvision.node._spool_errors import SpoolError
 
 __getattr__ = lazy_exports(__name__, _LAZY)
 
