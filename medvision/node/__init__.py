@@ -1,8 +1,9 @@
 """The DICOM node: receive, spool, assemble studies, run jobs, send results back.
 
 The names below are imported on first use (PEP 562, ``medvision._lazy``), not with the
-package: an acceptor process (``_acceptors``) imports only the SCP's modules, not the worker
-pool's and the pipelines' (about 55 MB less memory per process, and a faster start).
+package: an acceptor process (``_acceptor_process``) imports only the SCP's modules, not
+the worker pool's and the pipelines' (about 55 MB less memory per process, and a faster
+start).
 """
 
 from __future__ import annotations
