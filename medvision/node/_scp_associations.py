@@ -178,6 +178,8 @@ class Associations:
             self.guard.settle(_socket_of(assoc))
 
     def on_accepted(self, event: evt.Event) -> None:
+        """An admitted association: its counters start, and ``association.accepted`` is
+        audited (over TLS, with the subject of the peer's certificate)."""
         assoc = event.assoc
         # Every pynetdicom association binds logging handlers to each PDU and DIMSE message
         # it receives or sends (LOG_HANDLER_LEVEL "standard"). Their Event objects and log
