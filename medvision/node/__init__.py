@@ -1,8 +1,9 @@
 """The DICOM node: receive, spool, assemble studies, run jobs, send results back.
 
 The names below are imported on first use (PEP 562, ``medvision._lazy``), not with the
-package: an acceptor process (``_acceptors``) imports only the SCP's modules, not the worker
-pool's and the pipelines' (about 55 MB less memory per process, and a faster start).
+package: an acceptor process (``_acceptor_process``) imports only the SCP's modules, not
+the worker pool's and the pipelines' (about 55 MB less memory per process, and a faster
+start).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ _LAZY = {
     "Sender": "medvision.node._sender",
     "Node": "medvision.node._service",
     "Spool": "medvision.node._spool",
-    "SpoolError": "medvision.node._spool",
+    "SpoolError": "medvision.node._spool_errors",
     "StoredFile": "medvision.node._spool",
 }
 
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
     from medvision.node._sender import Sender
     from medvision.node._service import Node
-    from medvision.node._spool import Spool, SpoolError, StoredFile
+    from medvision.node._spool import Spool, StoredFile
+    from medvision.node._spool_errors import SpoolError
 
 __getattr__ = lazy_exports(__name__, _LAZY)
 

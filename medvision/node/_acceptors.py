@@ -25,174 +25,39 @@ spool, its own indexer), and keeps the listener itself:
   its journal (every record in it was acknowledged), indexes whatever the index lacks, and
   starts a new process for the slot; the others keep serving meanwhile.
 
-Each acceptor reports itself in the ``acceptors`` table (:class:`AcceptorReporter`), which
+This module is the node's side: the listener, the hand-over, and the supervision of the
+processes. What runs in an acceptor process is ``_acceptor_process`` (spawned by name);
+each acceptor reports itself in the ``acceptors`` table (``_acceptor_rows``), which
 ``medvision status``, ``GET /workers`` and ``/metrics`` read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import logging
 import multiprocessing
-import os
-import signal
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle, send_handle
+from multiprocessing.reduction import send_handle
 from typing import Any
 
-from sqlalchemy import select, update
-
 from medvision.config import Settings
-from medvision.db import Acceptor, Database, utcnow
+from medvision.db import Database
+from medvision.node._acceptor_process import acceptor_main, journal_name
+from medvision.node._acceptor_rows import AcceptorReporter, retire_slots, set_state
 from medvision.node._admission import ConnectionGuard
 from medvision.node._ingest import reindex_spool
 from medvision.node._spool import Spool, replay_journals
 
 LOG = logging.getLogger("medvision.acceptors")
 
-#: Seconds between an acceptor's reports in the ``acceptors`` table.
-HEARTBEAT_S = 2.0
 #: How long the node waits for its acceptors to start, and for one to stop.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
-#: Counter columns of ``acceptors`` and the ``StorageSCP.counts`` keys they come from.
-COUNTERS = {
-    "associations": "associations",
-    "instances": "instances",
-    "duplicates": "duplicates",
-    "refused": "refused",
-    "bytes_received": "bytes",
-}
-
-
-def journal_name(slot: int, node: str = "") -> str:
-    """The spool journal of acceptor ``slot`` (``Spool.name``) of receiver ``node``
-    (``node_name``: several receivers on one spool each have their own journals)."""
-    return f"{node}/acceptor-{slot}" if node else f"acceptor-{slot}"
-
-
-def row_name(slot: int, receiver: str = "") -> str:
-    """The ``acceptors`` row of ``slot`` of ``receiver`` (``Settings.receiver_name``;
-    default: this host)."""
-    return f"{receiver or socket.gethostname()}/acceptor-{slot}"
-
-
-class AcceptorReporter:
-    """Keeps one acceptor's row in ``acceptors`` up to date (every :data:`HEARTBEAT_S`).
-
-    The slot's counters carry on from what the row holds, so that the sums ``/metrics``
-    shows never go down when a process is replaced.
-    """
-
-    def __init__(
-        self, db: Database, slot: int, counts: Callable[[], Counter[str]], receiver: str = ""
-    ) -> None:
-        self.db = db
-        self.slot = slot
-        self.counts = counts
-        self.name = row_name(slot, receiver)
-        self._base: dict[str, int] = dict.fromkeys(COUNTERS, 0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        now = utcnow()
-        with self.db.session(immediate=True) as session:
-            row = session.scalar(select(Acceptor).where(Acceptor.name == self.name))
-            if row is None:
-                row = Acceptor(
-                    name=self.name,
-                    host=socket.gethostname(),
-                    slot=self.slot,
-                    restarts=0,
-                    active_associations=0,
-                    **dict.fromkeys(COUNTERS, 0),
-                )
-                session.add(row)
-            else:
-                self._base = {column: int(getattr(row, column) or 0) for column in COUNTERS}
-            row.pid = os.getpid()
-            row.state = "serving"
-            row.started_at = now
-            row.heartbeat_at = now
-        self._thread = threading.Thread(
-            target=self._loop, name="medvision-acceptor-report", daemon=True
-        )
-        self._thread.start()
-
-    def report(self, state: str | None = None) -> None:
-        counts = self.counts()
-        values: dict[str, Any] = {
-            column: self._base[column] + int(counts.get(key, 0)) for column, key in COUNTERS.items()
-        }
-        values["active_associations"] = int(counts.get("active", 0))
-        values["heartbeat_at"] = utcnow()
-        if state is not None:
-            values["state"] = state
-        with self.db.session(immediate=True) as session:
-            session.execute(update(Acceptor).where(Acceptor.name == self.name).values(**values))
-
-    def stop(self, state: str = "stopped") -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        try:
-            self.report(state)
-        except Exception as err:
-            LOG.warning("cannot record acceptor %s as %s: %s", self.name, state, err)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            try:
-                self.report()
-            except Exception as err:  # the database is away: the next report catches up
-                LOG.warning("cannot report acceptor %s: %s", self.name, err)
-
-
-def set_state(
-    db: Database, slot: int, state: str, restarted: bool = False, receiver: str = ""
-) -> None:
-    """The node's word on a slot whose process it stopped or saw die."""
-    values: dict[str, Any] = {"state": state}
-    if restarted:
-        values["restarts"] = Acceptor.restarts + 1
-    try:
-        with db.session(immediate=True) as session:
-            session.execute(
-                update(Acceptor).where(Acceptor.name == row_name(slot, receiver)).values(**values)
-            )
-    except Exception as err:
-        LOG.warning("cannot record acceptor %d as %s: %s", slot, state, err)
-
-
-def retire_slots(db: Database, count: int, receiver: str = "") -> None:
-    """Slots of this receiver above ``count`` (an earlier run had more processes) are
-    stopped; another receiver's rows, on this host or not, are left alone."""
-    prefix = row_name(0, receiver)[: -len("0")]
-    try:
-        with db.session(immediate=True) as session:
-            session.execute(
-                update(Acceptor)
-                .where(
-                    Acceptor.name.startswith(prefix, autoescape=True),
-                    Acceptor.slot > count,
-                    Acceptor.state != "stopped",
-                )
-                .values(state="stopped")
-            )
-    except Exception as err:
-        LOG.warning("cannot record retired acceptor slots: %s", err)
-
-
-# -- the node's side ----------------------------------------------------------------------
 
 
 @dataclass
@@ -355,7 +220,7 @@ class AcceptorPool:
     def _spawn(self, slot: int) -> _Child:
         ours, theirs = self._ctx.Pipe(duplex=True)
         process = self._ctx.Process(
-            target=_acceptor_main,
+            target=acceptor_main,
             args=(slot, self.settings, theirs, self._slots, str(self._slot_lock)),
             name=f"medvision-acceptor-{slot}",
             daemon=True,
@@ -502,136 +367,6 @@ class AcceptorPool:
         sock.close()
 
 
-# -- the acceptor process's side ----------------------------------------------------------
-
-
-class _Link:
-    """What an acceptor's :class:`StorageSCP` shares with the node (``AcceptorLink``)."""
-
-    def __init__(
-        self, slot: int, conn: Connection, slots: Any, lock_path: str, limit: int, node: str = ""
-    ):
-        self.name = journal_name(slot, node)
-        self.slot = slot
-        self.conn = conn
-        self.slots = slots
-        self.limit = limit
-        self.current = 0  # the id of the connection being handed to StorageSCP.serve
-        self.node_gone = False
-        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._send_lock = threading.Lock()
-        self._tracked: dict[socket.socket, int] = {}
-        self._tracked_lock = threading.Lock()
-
-    def send(self, msg: tuple[Any, ...]) -> None:
-        """To the node; nothing if it is gone (this process is then finishing: its index
-        writes and journal must still complete, so this never raises)."""
-        with self._send_lock:
-            if self.node_gone:
-                return
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError):
-                self.node_gone = True
-
-    def settle(self, sock: socket.socket | None) -> None:
-        with self._tracked_lock:
-            cid = self._tracked.get(sock) if sock is not None else None  # type: ignore[arg-type]
-        if cid is not None:
-            self.send(("settled", cid))
-
-    def track(self, sock: socket.socket) -> None:
-        with self._tracked_lock:
-            self._tracked[sock] = self.current
-
-    def replace(self, old: socket.socket, new: socket.socket) -> None:
-        with self._tracked_lock:
-            cid = self._tracked.pop(old, None)
-            if cid is not None:
-                self._tracked[new] = cid
-
-    def poll_closed(self) -> None:
-        with self._tracked_lock:
-            closed = [(s, c) for s, c in self._tracked.items() if s.fileno() == -1]
-            for sock, _ in closed:
-                del self._tracked[sock]
-        for _, cid in closed:
-            self.send(("closed", cid))
-
-    def reserve(self, admitted: int) -> bool:
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            others = sum(self.slots) - self.slots[self.slot]
-            if others + admitted > self.limit:
-                return False
-            self.slots[self.slot] = admitted
-            return True
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def release(self, admitted: int) -> None:
-        self.slots[self.slot] = admitted  # only this process writes its element
-
-    def busy(self, study_uid: str, busy: bool) -> None:
-        self.send(("busy", study_uid, busy))
-
-
-def _acceptor_main(
-    slot: int, settings: Settings, conn: Connection, slots: Any, lock_path: str
-) -> None:
-    """An acceptor process: serve the connections the node hands over until told to stop
-    (or the node is gone)."""
-    from medvision.audit import DbAuditLog
-    from medvision.node._scp import StorageSCP
-
-    # The node decides when we stop (Ctrl-C reaches the whole process group, systemd's
-    # SIGTERM the whole cgroup); if the node dies, its end of our pipe closes and we stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(name)s[{journal_name(slot, settings.node_name)}] "
-        "%(levelname)s %(message)s",
-    )
-    db = Database(settings.db_url)
-    audit = DbAuditLog(db)
-    link = _Link(slot, conn, slots, lock_path, settings.max_associations, settings.node_name)
-    scp = StorageSCP(settings, db, audit, acceptor=link)
-    scp.start()
-    reporter = AcceptorReporter(db, slot, scp.counts, settings.receiver_name)
-    reporter.start()
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.2):
-            link.poll_closed()
-            scp.prune_admitted()
-
-    watcher = threading.Thread(target=watch, name="medvision-acceptor-watch", daemon=True)
-    watcher.start()
-    link.send(("ready", os.getpid()))
-    while True:
-        try:
-            msg = conn.recv()
-            if msg[0] != "conn":
-                break
-            fd = recv_handle(conn)
-        except (EOFError, OSError):
-            break
-        link.current = msg[1]
-        scp.serve(socket.socket(fileno=fd), msg[2], tls=msg[3])
-    done.set()
-    watcher.join(5)
-    scp.stop()
-    reporter.stop("stopped")
-    db.dispose()
-
-
-__all__ = [
-    "AcceptorPool",
-    "AcceptorReporter",
-    "journal_name",
-    "retire_slots",
-    "row_name",
-    "set_state",
-]
+#: The pool, and what the node service takes from here with it when it runs the SCP in
+#: its own process (slot 1's row, ``_acceptor_rows``).
+__all__ = ["AcceptorPool", "AcceptorReporter", "journal_name", "retire_slots", "set_state"]

@@ -1,8 +1,9 @@
 """The spool journal's on-disk format, and the low-level I/O the spool is built on:
 aligned records with a CRC, written with pwrite and flushed with fdatasync / syncfs.
 
-Kept apart from ``_spool`` (what is stored where, the journal's life) so that the record
-layout a crash replay depends on reads in one place.
+Kept apart from ``_journal`` (the journal's life: appends, materialisation, replay) and
+``_spool`` (what is stored where) so that the record layout and the segment files a crash
+replay depends on read in one place.
 """
 
 from __future__ import annotations
@@ -10,14 +11,22 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 import re
 import struct
 import threading
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LOG = logging.getLogger("medvision.spool")
+
+#: The UI value representation (PS3.5 6.2): digits in dot-separated components, at most
+#: 64 characters. Matched against the whole string (``fullmatch``): ``$`` would also accept
+#: a trailing newline, and a UID names a spool folder. Leading zeros in a component
+#: (forbidden by PS3.5 9.1) are tolerated: they are harmless in a path and occur in the wild.
 _UID = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 
 #: Size of one journal segment. Each is written once in full before use and then recycled.
@@ -103,6 +112,46 @@ def read_records(path: Path, gen: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def prepare_segment(folder: Path, gen: int, counts: Counter[str]) -> Segment:
+    """Segment ``gen`` in ``folder``, its blocks written and its name durable, ready for
+    appends: a recycled one of the right size if there is one, else a new one of zeros
+    (``counts``: ``segments_reused`` / ``segments_made``)."""
+    path = folder / f"seg-{gen:016d}.wal"
+    free = sorted(folder.glob("free-*.wal"))
+    reuse = next((f for f in free if f.stat().st_size == SEGMENT_SIZE), None)
+    if reuse is not None:
+        reuse.rename(path)
+        counts["segments_reused"] += 1
+    else:
+        part = folder / f"new-{gen:016d}.part"
+        try:
+            with open(part, "wb") as fh:
+                zeros = bytes(1 << 20)
+                for _ in range(SEGMENT_SIZE // len(zeros)):
+                    fh.write(zeros)
+                fh.flush()
+                os.fsync(fh.fileno())
+            part.rename(path)
+            counts["segments_made"] += 1
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
+    fsync_dir(folder)
+    return Segment(path, gen, os.open(path, os.O_WRONLY))
+
+
+def recycle_segment(folder: Path, path: Path, generation: int) -> None:
+    """Keep a retired segment for reuse.
+
+    Its stale records carry generation ``generation`` or older; the name keeps that number
+    so that a later start never hands out a generation a stale record has.
+    """
+    try:
+        path.rename(folder / f"free-{generation:016d}.wal")
+    except OSError as err:
+        LOG.warning("cannot recycle journal segment %s: %s", path.name, err)
+
+
 def aligned(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -152,8 +201,10 @@ __all__ = [
     "aligned",
     "fsync_dir",
     "generation_of",
+    "prepare_segment",
     "pwrite_all",
     "read_records",
+    "recycle_segment",
     "syncfs",
     "valid_uid",
 ]

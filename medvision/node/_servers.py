@@ -16,9 +16,9 @@ from medvision.node._admission import ConnectionGuard
 
 
 class AcceptorLink(Protocol):
-    """What an SCP in an acceptor process (``medvision.node._acceptors``) shares with the
-    node that handed it its connections: the node's connection guard and association slots,
-    and which studies it has on their way into the index."""
+    """What an SCP in an acceptor process (``medvision.node._acceptor_process``) shares
+    with the node that handed it its connections: the node's connection guard and
+    association slots, and which studies it has on their way into the index."""
 
     #: Journal name in the spool (``Spool.name``).
     name: str

@@ -74,7 +74,7 @@ NODE_SAMPLES: dict[str, dict] = {
         calling_aet="ORTHANC",
         calling_host="10.0.0.5",
         instances=2,
-        # one instance whose SOP Instance UID is already held elsewhere (node/_scp.py)
+        # one instance whose SOP Instance UID is already held elsewhere (node/_cstore.py)
         study_instance_uid=f"{STUDY}.2",
         series_instance_uid=f"{SERIES}.2",
         sop_instance_uid=f"{SERIES}.9",
