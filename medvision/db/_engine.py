@@ -93,10 +93,10 @@ class Database:
                 connection.exec_driver_sql("PRAGMA query_only = ON")
             else:
                 connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-            try:
-                yield session
-            finally:
-                session.rollback()  # on SQLite the pool's reset turns query_only off again
+            # No commit: closing the session rolls the connection back as the pool takes it
+            # (where SQLite's query_only is turned off again); unlike a rollback, closing
+            # keeps the loaded rows readable after the block, as a committed session does.
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()
