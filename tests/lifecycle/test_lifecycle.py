@@ -179,11 +179,11 @@ LIFECYCLE_VALUES = {str(s) for enum in (StudyState, JobState, OutboxState) for s
 #: not lifecycle states, and written where they run).
 HEARTBEAT_VALUES = {"idle", "busy", "stopped", "starting", "serving", "restarting"}
 assert not LIFECYCLE_VALUES & HEARTBEAT_VALUES
-#: Heartbeat rows' states written from a variable: (module, the statement).
-HEARTBEAT_WRITES = {
-    ("node/_receivers.py", "row.state = state"),
-    ("node/_acceptors.py", 'values["state"] = state'),
-}
+#: Heartbeat rows' states written from a variable in a module that also has the lifecycle's
+#: tables: (module, the statement).
+HEARTBEAT_WRITES = {("node/_receivers.py", "row.state = state")}
+#: The tables whose ``state`` is the lifecycle's.
+TABLES = {"Study", "Job", "Outbox"}
 #: The constructors and the UPDATE whose ``state=`` keyword writes a row's state.
 ROW_WRITERS = {"Study", "Job", "Outbox", "values"}
 
@@ -239,17 +239,21 @@ def _state_writes(tree: ast.AST) -> list[tuple[ast.AST, ast.AST, str]]:
 
 
 def _imports_the_tables(tree: ast.AST) -> bool:
+    """Whether the module can reach a study, job or outbox row: it names their table.
+    (The acceptors' and workers' rows are written by modules that do not.)"""
     return any(
-        isinstance(node, ast.ImportFrom) and node.module == "medvision.db"
+        isinstance(node, ast.ImportFrom)
+        and node.module == "medvision.db"
+        and any(alias.name in TABLES for alias in node.names)
         for node in ast.walk(tree)
     )
 
 
 def foreign_state_writes(source: str, name: str) -> list[str]:
     """The state writes in ``source`` (module ``name``, relative to medvision/) that only
-    medvision.lifecycle may make: any naming a study/job/delivery state; in a module with
-    the tables, also any assignment of another value than a heartbeat state, or a row
-    constructor's or UPDATE's ``state=``."""
+    medvision.lifecycle may make: any naming a study/job/delivery state; in a module that
+    imports the Study, Job or Outbox table, also any assignment of another value than a
+    heartbeat state, or a row constructor's or UPDATE's ``state=``."""
     tree = ast.parse(source)
     with_tables = _imports_the_tables(tree)
     bad = []
@@ -276,8 +280,10 @@ def foreign_state_writes(source: str, name: str) -> list[str]:
         ("setattr(job, 'state', 'done')", True),
         ("from medvision.db import Job\njob.state = new", True),
         ("from medvision.db import Job\nJob(pipeline=p, state=s)", True),
-        ("from medvision.db import Worker\nrow.state, row.current_job_id = 'idle', None", False),
-        ("from medvision.db import Worker\nupdate(Acceptor).values(state='stopped')", False),
+        ("from medvision.db import Job\nrow.state, row.current_job_id = 'idle', None", False),
+        ("from medvision.db import Study\nupdate(Acceptor).values(state='stopped')", False),
+        ("from medvision.db import Acceptor\nvalues['state'] = state", False),
+        ("from medvision.db import Outbox\nvalues['state'] = state", True),
         ("from medvision.db import Job\nout = {'state': s.state}", False),
         ("rng.bit_generator.state = state['numpy_rng']", False),
         ("query.where(Job.state == JobState.QUEUED)", False),
