@@ -39,8 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import select  # noqa: E402 - needs the repository on sys.path
 
-from medvision.db import Database, Job, Outbox, Study, Worker  # noqa: E402
-from medvision.jobs._queue import as_utc  # noqa: E402
+from medvision.db import Database, Job, Outbox, Study, Worker, as_utc  # noqa: E402
 from tests.node.peers import DCMTK, NodeProcess, free_port, stop_process, wait_for  # noqa: E402
 from tests.scale.rabbit import RabbitMQ  # noqa: E402
 

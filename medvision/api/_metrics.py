@@ -62,10 +62,10 @@ from medvision.db import (
     Study,
     StudyState,
     Worker,
+    as_utc,
     utcnow,
 )
 from medvision.http_deps import AuditDep, DbDep, SettingsDep, get_current_user, require_roles
-from medvision.jobs._queue import as_utc
 from medvision.node import RECEIVER_STATES, receiver_state
 
 #: Upper bounds (s) of the job-duration buckets: seconds for small CTs up to an hour.

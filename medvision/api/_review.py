@@ -38,12 +38,13 @@ from pathlib import Path
 import highdicom as hd
 from pydicom import Dataset, dcmread
 from pydicom.sequence import Sequence as DicomSequence
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medvision.config import Modality, Settings
 from medvision.db import Database, Job, Outbox, OutboxState, Study
 from medvision.jobs import destinations_for
+from medvision.lifecycle import transition_outbox
 from medvision.results import save_dicom
 
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -253,17 +254,19 @@ def _queue(
     older: list[Path],
     destinations: list[tuple[str, Modality]],
 ) -> None:
-    """Supersede the undelivered ``older`` versions of one document and queue ``new``."""
-    session.execute(
-        update(Outbox)
-        .where(
+    """Supersede the undelivered ``older`` versions of one document and queue ``new``.
+    The study's state is left as it is: the sender derives it again as it delivers."""
+    transition_outbox(
+        session,
+        [
             Outbox.job_id == job_id,
             Outbox.sop_class_uid == SR_CLASS,
             # this document's earlier versions only (both SRs have the same SOP class)
             Outbox.path.in_({str(p) for v in older for p in (v, v.resolve())}),
-            Outbox.state == OutboxState.PENDING,
-        )
-        .values(state=OutboxState.SUPERSEDED)
+        ],
+        OutboxState.SUPERSEDED,
+        narrow=[OutboxState.PENDING],
+        refresh=False,
     )
     for name, modality in destinations:
         session.add(

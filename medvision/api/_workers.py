@@ -22,9 +22,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from medvision.api._studies import READERS
-from medvision.db import Acceptor, Receiver, Worker, utcnow
+from medvision.db import Acceptor, Receiver, Worker, as_utc, utcnow
 from medvision.http_deps import DbDep, require_roles
-from medvision.jobs._queue import as_utc
 from medvision.node import receiver_state
 
 router = APIRouter(prefix="/workers", tags=["workers"], dependencies=[require_roles(*READERS)])

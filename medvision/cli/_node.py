@@ -245,8 +245,7 @@ def _workers_section(workers: list, stale_s: float) -> str:
     """Celery workers (scale-out), one line each; dead = silent for ``stale_s``."""
     from datetime import timedelta
 
-    from medvision.db import utcnow
-    from medvision.jobs._queue import as_utc
+    from medvision.db import as_utc, utcnow
 
     cutoff = utcnow() - timedelta(seconds=stale_s)
     lines = ["workers:"]
@@ -267,7 +266,7 @@ def _receivers_section(receivers: list, stale_s: float) -> str:
     one line each: serving, stopped, or dead (silent for ``stale_s`` without having
     stopped: ``medvision.node.receiver_state``, the assemblers' rule), and how many studies
     each has acknowledged instances of that are not yet indexed."""
-    from medvision.jobs._queue import as_utc
+    from medvision.db import as_utc
     from medvision.node import receiver_state, stale_cutoff
 
     cutoff = stale_cutoff(stale_s)
@@ -288,8 +287,7 @@ def _acceptors_section(acceptors: list, stale_s: float) -> str:
     while it should be serving (the node itself gone)."""
     from datetime import timedelta
 
-    from medvision.db import utcnow
-    from medvision.jobs._queue import as_utc
+    from medvision.db import as_utc, utcnow
 
     cutoff = utcnow() - timedelta(seconds=stale_s)
     lines = ["acceptors:"]

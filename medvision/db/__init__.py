@@ -1,4 +1,6 @@
-"""The database layer: tables and sessions. The job's row is the single source of truth."""
+"""The database layer: tables, sessions, and riding out a database that goes away.
+The job's row is the single source of truth; who may change a row's state, and how, is
+:mod:`medvision.lifecycle`."""
 
 from medvision.db._engine import Database
 from medvision.db._models import (
@@ -17,8 +19,10 @@ from medvision.db._models import (
     StudyState,
     User,
     Worker,
+    as_utc,
     utcnow,
 )
+from medvision.db._retry import DB_RETRY_S, is_db_unavailable, log_pass_failure, retry_db
 
 
 def upgrade_schema(db: Database, revision: str = "head") -> str:
@@ -39,6 +43,7 @@ def schema_revisions(db: Database) -> tuple[str | None, str]:
 
 
 __all__ = [
+    "DB_RETRY_S",
     "Acceptor",
     "ApiToken",
     "AuditEvent",
@@ -55,6 +60,10 @@ __all__ = [
     "StudyState",
     "User",
     "Worker",
+    "as_utc",
+    "is_db_unavailable",
+    "log_pass_failure",
+    "retry_db",
     "schema_revisions",
     "upgrade_schema",
     "utcnow",

@@ -8,7 +8,7 @@ cut by a server restart is replaced instead of failing the next transaction; con
 gives up after 10 s and TCP keepalives notice a server that vanished without closing the
 connection (fail-over, network cut) within about a minute instead of hours. A transaction
 that was cut while running still fails; callers that must survive it retry the whole
-transaction (``medvision.jobs._queue.retry_db``).
+transaction (``medvision.db.retry_db``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,6 @@
 """Jobs: the queue in the database, and the embedded worker pool."""
 
-from medvision.jobs._queue import (
-    MAX_ATTEMPTS,
-    claim_next,
-    recover_orphans,
-    refresh_study_state,
-)
+from medvision.jobs._queue import MAX_ATTEMPTS, claim_next, recover_orphans, take_back
 from medvision.jobs._worker import WorkerPool, destinations_for, execute_job, worker_id
 
 __all__ = [
@@ -15,6 +10,6 @@ __all__ = [
     "destinations_for",
     "execute_job",
     "recover_orphans",
-    "refresh_study_state",
+    "take_back",
     "worker_id",
 ]

@@ -33,9 +33,9 @@ from medvision import pipelines
 from medvision._extras import require
 from medvision.audit import DbAuditLog
 from medvision.config import Settings, load_settings
-from medvision.db import Database, Job, JobState, Worker, utcnow
+from medvision.db import Database, Job, JobState, Worker, retry_db, utcnow
 from medvision.jobs import _metrics as metrics
-from medvision.jobs._queue import claim_job, requeue_stale, retry_db, take_due_for_publish
+from medvision.jobs._queue import claim_job, requeue_stale, take_due_for_publish
 from medvision.jobs._worker import execute_job, worker_id
 from medvision.pipelines import Pipeline
 

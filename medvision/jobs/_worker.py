@@ -15,15 +15,16 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from medvision import pipelines
 from medvision.audit import DbAuditLog
 from medvision.config import Modality, Settings
-from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, utcnow
+from medvision.db import Database, Job, JobState, Outbox, OutboxState, Study, retry_db, utcnow
 from medvision.dicom import scan
 from medvision.errors import MedvisionError
-from medvision.jobs._queue import _refresh_study_state, claim_next, retry_db
+from medvision.jobs._queue import claim_next
+from medvision.lifecycle import lock_study, refresh_study, transition_job, transition_outbox
 from medvision.pipelines import Pipeline
 from medvision.runner import PipelineRun, run_pipeline
 
@@ -133,10 +134,10 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
     """Record the run's end and queue its deliveries, in one transaction; may run twice
     (:func:`retry_db`) and then finds its own first commit and does nothing."""
     with db.session() as session:
-        row = session.get(Job, job.id)
-        study = session.scalar(
-            select(Study).where(Study.study_instance_uid == job.study_instance_uid)
-        )
+        # The lock order (medvision.lifecycle): the study row, then the job, then its
+        # deliveries. Read after the lock, the job is as the last writer committed it.
+        study = lock_study(session, job.study_instance_uid)
+        row = session.get(Job, job.id, populate_existing=True)
         assert row is not None and study is not None
         if (
             row.state != JobState.RUNNING
@@ -158,25 +159,41 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
                 row.worker,
             )
             return
-        row.finished_at = utcnow()
-        row.timings = {k: round(v, 3) for k, v in run.timings_s.items()}
-        row.series_instance_uid = run.series_instance_uid
-        row.reason = run.reason
-        row.result_dir = str(run.out_dir) if run.out_dir else None
+        values = {
+            "finished_at": utcnow(),
+            "timings": {k: round(v, 3) for k, v in run.timings_s.items()},
+            "series_instance_uid": run.series_instance_uid,
+            "reason": run.reason,
+            "result_dir": str(run.out_dir) if run.out_dir else None,
+        }
         if study.version != row.study_version:
-            row.state = JobState.SUPERSEDED
-            row.reason = f"study changed to version {study.version} while it ran"
+            to = JobState.SUPERSEDED
+            values["reason"] = f"study changed to version {study.version} while it ran"
         elif run.status == "done" and run.files is not None:
-            row.state = JobState.DONE
+            to = JobState.DONE
+        else:
+            to = JobState.REFUSED if run.status == "refused" else JobState.FAILED
+        # The study is derived once, at the end, with the deliveries in place.
+        moved = transition_job(
+            session,
+            row,
+            to,
+            narrow=[JobState.RUNNING],
+            where=[Job.worker == job.worker],
+            refresh=False,
+            **values,
+        )
+        if not moved:  # not reached: every writer of a job takes the study's lock first
+            LOG.warning("job %s: claim lost; results of this run are discarded", job.id)
+            return
+        if to == JobState.DONE and run.files is not None:
             # An earlier version's undelivered results are superseded by these.
-            session.execute(
-                update(Outbox)
-                .where(
-                    Outbox.study_instance_uid == row.study_instance_uid,
-                    Outbox.state == OutboxState.PENDING,
-                    Outbox.job_id != row.id,
-                )
-                .values(state=OutboxState.SUPERSEDED)
+            transition_outbox(
+                session,
+                [Outbox.study_instance_uid == row.study_instance_uid, Outbox.job_id != row.id],
+                OutboxState.SUPERSEDED,
+                narrow=[OutboxState.PENDING],
+                refresh=False,
             )
             # A study without findings has an SR but no SEG (seg_path is None).
             results = [
@@ -225,9 +242,7 @@ def _finish(job: Job, run: PipelineRun, settings: Settings, db: Database) -> Non
                             sop_class_uid=cls,
                         )
                     )
-        else:
-            row.state = JobState.REFUSED if run.status == "refused" else JobState.FAILED
-        _refresh_study_state(session, row.study_instance_uid)
+        refresh_study(session, row.study_instance_uid)
 
 
 class WorkerPool:
@@ -297,14 +312,12 @@ class WorkerPool:
 def _requeue_interrupted(db: Database, job_ids: list[int], worker: str) -> None:
     """Queue again the jobs this process was running when it stopped (if still ours)."""
     with db.session() as session:
-        for job in session.scalars(
-            select(Job).where(
-                Job.id.in_(job_ids), Job.state == JobState.RUNNING, Job.worker == worker
-            )
-        ):
-            job.state = JobState.QUEUED
-            job.reason = "requeued: the node stopped while it was running"
-            _refresh_study_state(session, job.study_instance_uid)
+        transition_job(
+            session,
+            [Job.id.in_(job_ids), Job.worker == worker],
+            JobState.QUEUED,
+            reason="requeued: the node stopped while it was running",
+        )
 
 
 __all__ = ["WorkerPool", "destinations_for", "execute_job", "worker_id"]

@@ -30,10 +30,10 @@ from sqlalchemy import select, update
 from medvision import pipelines
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
-from medvision.db import Database, Job, JobState, Study, StudyState, utcnow
+from medvision.db import Database, Job, Study, StudyState, as_utc, utcnow
 from medvision.dicom import scan
 from medvision.errors import MedvisionError
-from medvision.jobs._queue import as_utc
+from medvision.lifecycle import lock_study, new_job, transition_study
 
 LOG = logging.getLogger("medvision.assembler")
 
@@ -89,17 +89,14 @@ def _mark_complete(uid: str, version: int, settings: Settings, db: Database) -> 
     # the same moment: it either commits first, and the study is not quiet any more, or
     # waits and re-opens the study as a new version.
     with db.session(immediate=True) as session:
-        study = session.scalar(
-            select(Study).where(Study.study_instance_uid == uid).with_for_update()
-        )
+        study = lock_study(session, uid)
         if study is None or study.state != StudyState.RECEIVING or study.version != version:
             return False
         if as_utc(study.last_received_at) > utcnow() - timedelta(seconds=settings.quiet_period_s):
             return False
-        study.state = StudyState.COMPLETE
-        study.completed_at = utcnow()
-        study.reason = ""
-    return True
+        return transition_study(
+            session, study, StudyState.COMPLETE, completed_at=utcnow(), reason=""
+        )
 
 
 def _queue_jobs(
@@ -130,19 +127,16 @@ def _queue_jobs(
             else:
                 not_applicable.append(selection.reason)
     with db.session(immediate=True) as session:
-        study = session.scalar(
-            select(Study).where(Study.study_instance_uid == uid).with_for_update()
-        )
+        study = lock_study(session, uid)
         # New instances may have re-opened it while we looked: then its jobs wait for the
         # new version's quiet period.
         if study is None or study.state != StudyState.COMPLETE or study.version != version:
             return False
         new_jobs = [
-            Job(
+            new_job(
                 study_instance_uid=uid,
                 study_version=version,
                 pipeline=name,
-                state=JobState.QUEUED,
                 published_at=utcnow() if publish is not None else None,
             )
             for name in accepted
@@ -151,13 +145,17 @@ def _queue_jobs(
         session.flush()
         job_ids = [j.id for j in new_jobs]
         if accepted:
-            study.state = StudyState.QUEUED
-            study.reason = ""
+            study_reason = ""
         else:
-            study.state = StudyState.FAILED
-            study.reason = "; ".join(refused) if refused else _none_applies(not_applicable)
+            study_reason = "; ".join(refused) if refused else _none_applies(not_applicable)
+        transition_study(
+            session,
+            study,
+            StudyState.QUEUED if accepted else StudyState.FAILED,
+            narrow=[StudyState.COMPLETE],
+            reason=study_reason,
+        )
         count = study.instance_count
-        study_reason = study.reason
     if publish is not None and job_ids:
         try:
             publish(job_ids)

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from medvision._hashing import sha256_file
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
+from medvision.lifecycle import lock_studies, new_study, transition_job, transition_study
 from medvision.node._spool import Spool, StoredFile
 
 #: Image SOP classes: only these reopen a finished study. Our own SEG/SR coming back from a
@@ -97,7 +98,12 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
             ).where(Instance.sop_instance_uid.in_(chunk))
         )
         known.update((sop, (study, series)) for sop, study, series in rows_known)
-    studies: dict[str, Study | None] = {}
+    # FOR UPDATE, all of the batch's studies at once and in UID order (the lifecycle's lock
+    # order): another process's batch for the same study waits for this one, so neither
+    # counts on a stale instance_count (a no-op on SQLite).
+    studies: dict[str, Study] = lock_studies(
+        session, (item.study_instance_uid for item, _ in items)
+    )
     rows: list[dict[str, object]] = []
     for item, stored in items:
         uid = item.study_instance_uid
@@ -112,20 +118,13 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
                 stored.relpath,
             )
             continue
-        if uid not in studies:
-            # FOR UPDATE: another process's batch for the same study waits for this one, so
-            # neither counts on a stale instance_count (a no-op on SQLite).
-            studies[uid] = session.scalar(
-                select(Study).where(Study.study_instance_uid == uid).with_for_update()
-            )
-        study = studies[uid]
+        study = studies.get(uid)
         exists = place is not None
         if exists and study is not None:
             continue  # a second copy: the first one is kept, as in the spool
         if study is None:
-            study = Study(
+            study = new_study(
                 study_instance_uid=uid,
-                state=StudyState.RECEIVING,
                 version=1,
                 calling_aet=item.calling_aet,
                 calling_host=item.calling_host,
@@ -136,17 +135,23 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
             session.add(study)
             studies[uid] = study
         elif study.state != StudyState.RECEIVING and item.sop_class_uid in IMAGE_SOP_CLASSES:
-            study.version += 1
-            study.state = StudyState.RECEIVING
-            study.completed_at = None
-            study.reason = ""
-            session.execute(
-                update(Job)
-                .where(
-                    Job.study_instance_uid == study.study_instance_uid,
-                    Job.state == JobState.QUEUED,
-                )
-                .values(state=JobState.SUPERSEDED, reason="new instances arrived")
+            # Re-opened: a new version, and the queued jobs of the old one will never run
+            # (a running one is superseded when it ends).
+            transition_study(
+                session,
+                study,
+                StudyState.RECEIVING,
+                version=study.version + 1,
+                completed_at=None,
+                reason="",
+            )
+            transition_job(
+                session,
+                [Job.study_instance_uid == study.study_instance_uid],
+                JobState.SUPERSEDED,
+                narrow=[JobState.QUEUED],
+                refresh=False,
+                reason="new instances arrived",
             )
         if study.state == StudyState.RECEIVING:
             study.last_received_at = now

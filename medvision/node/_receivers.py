@@ -31,8 +31,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from medvision.config import ConfigError
-from medvision.db import Database, Job, JobState, Receiver, utcnow
-from medvision.jobs._queue import as_utc, take_back
+from medvision.db import Database, Job, JobState, Receiver, as_utc, utcnow
+from medvision.jobs import take_back
 
 LOG = logging.getLogger("medvision.receivers")
 
@@ -126,7 +126,7 @@ class ReceiverRow:
 
 def requeue_lost(db: Database, me: str, stale_s: float) -> list[int]:
     """Queue again the jobs running on receivers silent for ``stale_s`` (taken for dead),
-    each only if still the same claim (:func:`~medvision.jobs._queue.take_back`)."""
+    each only if still the same claim (:func:`~medvision.jobs.take_back`)."""
     cutoff = stale_cutoff(stale_s)
     with db.session() as session:
         dead = [

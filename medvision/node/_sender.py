@@ -42,9 +42,9 @@ from sqlalchemy import select, update
 
 from medvision.audit import DbAuditLog
 from medvision.config import ConfigError, Settings
-from medvision.db import Database, Outbox, OutboxState, utcnow
+from medvision.db import Database, Outbox, OutboxState, as_utc, log_pass_failure, utcnow
 from medvision.deid import Deidentifier
-from medvision.jobs._queue import _refresh_study_state, as_utc, log_pass_failure
+from medvision.lifecycle import lock_study, transition_outbox
 from medvision.node._net import set_nodelay
 from medvision.node._tls import client_context, describe
 
@@ -115,13 +115,16 @@ class Sender:
         (``node_name``) first moves each row's ``next_attempt_at`` on by
         :data:`SEND_LEASE_S`, on condition that it is still pending and due as read: one
         conditional update, so of two senders that read the same row only one gets it.
+        Each row in a transaction of its own: one holding several outbox rows could wait
+        for a row that a worker or another sender holds, under its study's lock, while that
+        one waits for a row it holds (the lock order is study, then outbox rows).
         """
         if not self.settings.node_name:
             return rows
         lease = utcnow() + timedelta(seconds=SEND_LEASE_S)
         mine: list[Outbox] = []
-        with self.db.session() as session:
-            for row in rows:
+        for row in rows:
+            with self.db.session() as session:
                 taken = session.execute(
                     update(Outbox)
                     .where(
@@ -260,13 +263,15 @@ class Sender:
 
     def _sent(self, row: Outbox) -> None:
         with self.db.session() as session:
-            r = session.get(Outbox, row.id)
-            assert r is not None
-            r.state = OutboxState.SENT
-            r.sent_at = utcnow()
-            r.attempts += 1
-            r.last_error = ""
-            _refresh_study_state(session, r.study_instance_uid)
+            # The study's state follows (derived under its row lock, taken first).
+            transition_outbox(
+                session,
+                row,
+                OutboxState.SENT,
+                sent_at=utcnow(),
+                attempts=Outbox.attempts + 1,
+                last_error="",
+            )
         self.audit.record(
             "results.sent",
             study_instance_uid=row.study_instance_uid,
@@ -281,16 +286,26 @@ class Sender:
     def _failed(self, row: Outbox, reason: str) -> None:
         s = self.settings
         with self.db.session() as session:
-            r = session.get(Outbox, row.id)
+            # The lock order (medvision.lifecycle): the study row, then the outbox row,
+            # read afresh under it.
+            lock_study(session, row.study_instance_uid)
+            r = session.get(Outbox, row.id, populate_existing=True)
             assert r is not None
-            r.attempts += 1
-            r.last_error = reason
-            delay = min(s.retry_initial_s * 2 ** (r.attempts - 1), s.retry_max_s)
-            r.next_attempt_at = utcnow() + timedelta(seconds=delay)
-            if s.max_send_attempts and r.attempts >= s.max_send_attempts:
-                r.state = OutboxState.FAILED
-            _refresh_study_state(session, r.study_instance_uid)
-        LOG.warning("send failed (attempt %d): %s", r.attempts, reason)
+            attempts = r.attempts + 1
+            delay = min(s.retry_initial_s * 2 ** (attempts - 1), s.retry_max_s)
+            gives_up = bool(s.max_send_attempts) and attempts >= s.max_send_attempts
+            # Pending again (retried after the delay) or failed for good; a row that is no
+            # longer pending (superseded meanwhile) is left as it is.
+            transition_outbox(
+                session,
+                r,
+                OutboxState.FAILED if gives_up else OutboxState.PENDING,
+                narrow=[OutboxState.PENDING],
+                attempts=attempts,
+                last_error=reason,
+                next_attempt_at=utcnow() + timedelta(seconds=delay),
+            )
+        LOG.warning("send failed (attempt %d): %s", attempts, reason)
         self.audit.record(
             "results.send_failed",
             outcome="failure",
@@ -300,7 +315,7 @@ class Sender:
             host=row.host,
             sop_instance_uid=row.sop_instance_uid,
             sop_class_uid=row.sop_class_uid,
-            attempt=r.attempts,
+            attempt=attempts,
             reason=reason,
         )
 

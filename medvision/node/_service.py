@@ -30,9 +30,8 @@ from sqlalchemy import update
 import medvision
 from medvision.audit import Anchorer, DbAuditLog, load_or_create_key
 from medvision.config import Settings
-from medvision.db import Database, Study, StudyState, utcnow
+from medvision.db import Database, Study, StudyState, log_pass_failure, utcnow
 from medvision.jobs import WorkerPool, recover_orphans
-from medvision.jobs._queue import log_pass_failure
 from medvision.node._acceptors import AcceptorPool, AcceptorReporter, retire_slots
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import reindex_spool

@@ -11,8 +11,9 @@ from sqlalchemy import select
 from medvision.audit import DbAuditLog
 from medvision.config import Modality, Settings
 from medvision.db import Database, Instance, Job, JobState, Outbox, OutboxState, Study, utcnow
-from medvision.jobs import MAX_ATTEMPTS, claim_next, recover_orphans, refresh_study_state
+from medvision.jobs import MAX_ATTEMPTS, claim_next, recover_orphans
 from medvision.jobs._worker import _finish
+from medvision.lifecycle import refresh_study_state
 from medvision.node._assembler import complete_quiet_studies
 from medvision.node._ingest import Indexer, Received, index_instance, index_instances
 from medvision.node._spool import StoredFile

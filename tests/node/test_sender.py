@@ -8,7 +8,7 @@ from pathlib import Path
 from pydicom import dcmread
 
 from medvision.config import Modality
-from medvision.jobs._queue import as_utc
+from medvision.db import as_utc
 from tests.node.outbox import PendingResults
 from tests.node.peers import DCMTK, free_port, stop_process, wait_for
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from medvision.jobs._queue import log_pass_failure
+from medvision.db import log_pass_failure
 
 
 def _unreachable_database_error() -> OperationalError:
