@@ -163,11 +163,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         print("error: --metrics-port must be 0 (off) to 65535", file=sys.stderr)
         return 2
     configure_logging()
-    from medvision.jobs import _metrics as worker_metrics
+    from medvision.jobs import worker_metrics
 
     if port:  # multiprocess mode before any worker metric is made (medvision.jobs._metrics)
         worker_metrics.enable()
-    from medvision.jobs._celery import device_name, run_worker
+    from medvision.jobs import device_name, run_worker
 
     if port:
         worker_metrics.serve(port, settings.bind_address, device_name(), args.concurrency)

@@ -77,7 +77,7 @@ class Node:
         self._beater: threading.Thread | None = None
         self.publisher = None
         if self.distributed:
-            from medvision.jobs._celery import Publisher
+            from medvision.jobs import Publisher
 
             self.publisher = Publisher(settings.broker_url)
 
@@ -285,7 +285,7 @@ class Node:
             self._checkpoint()
 
     def _sweep_loop(self) -> None:
-        from medvision.jobs._celery import Sweeper
+        from medvision.jobs import Sweeper
 
         assert self.publisher is not None
         sweeper = Sweeper(self.settings, self.db, self.publisher)
