@@ -12,7 +12,7 @@ Endian), release. Every C-STORE response is recorded.
 
 Meanwhile a monitor samples the node process every ``--sample-s`` seconds: its RSS
 (``VmRSS``), open files (``/proc/PID/fd``), threads, and how long ``GET /health`` and
-``GET /studies`` (authenticated) take.
+``GET /studies`` (authenticated: its first page, as a client polling the list gets it) take.
 
 At the end, once the index has caught up, it checks and prints:
 
