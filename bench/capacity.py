@@ -12,8 +12,9 @@ bench/inference.py and bench/ingest.py use). A receiver spends ``ingest_s + send
 study (receiving it, delivering its results); a worker ``load_s + inference_s + write_s``.
 A day's studies arrive with ``peak_share`` of them in the busiest hour, and every process
 is planned to run at ``utilisation`` of its capacity in that hour (headroom for retries,
-a lost worker, and the machines' noise). Units are processes sized as measured: a receiver
-or a CPU worker as on the 2-core machine of the figures, a GPU worker as one process with
+a lost worker, and the machines' noise). Units are sized as measured: a receiver as the
+2-core machine of the figures with its default two acceptor processes, a CPU worker as one
+process on it, a GPU worker as one process with
 one GPU (``--concurrency 1``).
 """
 
@@ -30,16 +31,17 @@ from pathlib import Path
 class Costs:
     """Seconds per reference study (300 × 512² CT), and the assumptions of the model."""
 
-    #: Receiver, storing 300 instances: 67 inst/s with four associations (median of 3,
-    #: run B of docs/benchmarks.md "Ingest", the journalled C-STORE path, 2-core machine at
-    #: load 4-9). The receiver is CPU-bound at ~8.6 ms of CPU per instance (same section):
-    #: with a core of its own, ``--ingest-s 2.58`` (300 × 8.6 ms).
-    ingest_s: float = 300 / 67
+    #: Receiver, storing 300 instances: 323 inst/s with four associations over the default
+    #: two acceptor processes (median of 2; docs/benchmarks.md "Acceptor processes, on a
+    #: quiet machine": the 2-core development machine with nothing else running, the four
+    #: storescu senders on the same cores). Before the acceptor processes, on the same
+    #: machine at load 4-9: 67 inst/s (``--ingest-s 4.48`` to compare).
+    ingest_s: float = 300 / 323
     #: Receiver, sending SEG + SR: ESTIMATED 16 MB of results (a binary SEG frame of
     #: 512²/8 = 32 KiB per slice with lung, two lung segments on ~80 % of 300 slices, plus
-    #: a small SR) at 33 MB/s, Orthanc's durable one-association rate (run B, same
-    #: section) standing for the PACS; not measured on a 300-slice result.
-    send_s: float = 16 / 33
+    #: a small SR) at 104 MB/s, Orthanc's durable one-association rate in the same run
+    #: standing for the PACS; not measured on a 300-slice result.
+    send_s: float = 16 / 104
     #: Worker, series → volume: bench/inference.py, 300 × 512², CPU (docs/benchmarks.md).
     load_s: float = 4.72
     #: Worker, lung-ct inference on CPU: bench/inference.py, 300 × 512².
@@ -127,7 +129,7 @@ def report(costs: Costs, volumes: list[int]) -> str:
         f"{c.gpu_inference_s:.1f} (GPU) + write {c.write_s:.1f} + broker {c.broker_s:.2f} "
         f"| {c.per_hour(c.gpu_worker_s):.1f} | {c.per_day(c.gpu_worker_s):.0f} |",
         "",
-        "| studies/day | peak studies/h | peak ingest MB/s | receivers (deployments) "
+        "| studies/day | peak studies/h | peak ingest MB/s | receivers "
         "| CPU workers | or GPU workers | stored per day |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -140,11 +142,12 @@ def report(costs: Costs, volumes: list[int]) -> str:
     gpu_share = c.gpu_inference_s / c.gpu_worker_s
     lines += [
         "",
-        f"First bottleneck: the receiver. It is one process per database (the SCP, "
-        f"assembler and sender are not sharded), and one serves ~{c.per_day(c.receiver_s):,.0f}"
-        f" studies/day at this peak; above that the receivers column means separate "
-        f"deployments (each its own receiver, database and workers), split by site or "
-        f"modality. Workers scale out behind one receiver. On a GPU worker the GPU can be "
+        f"First bottleneck: the workers. A receiver (a 2-core host, two acceptor "
+        f"processes) serves ~{c.per_day(c.receiver_s):,.0f} studies/day at this peak, and "
+        f"several receivers share one PostgreSQL database and data folder (docs/scaling.md, "
+        f"'Several receivers on one database'), so the receivers column is receiver hosts "
+        f"of one deployment; what one database takes from many receivers was not measured. "
+        f"Workers scale out behind the receivers. On a GPU worker the GPU can be "
         f"busy during inference only ({100 * gpu_share:.0f} % of a job, and part of that "
         f"stage is CPU-side resampling); loading and SEG/SR writing are CPU work, so run "
         f"--concurrency 2 or more per GPU to overlap them.",
