@@ -14,17 +14,15 @@ from medvision.db import Base, Database
 POSTGRES_URL = os.environ.get("MEDVISION_TEST_POSTGRES_URL", "")
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=pytest.mark.skipif(
-                not POSTGRES_URL, reason="MEDVISION_TEST_POSTGRES_URL is not set"
-            ),
-        ),
-    ]
+#: The PostgreSQL case alone, for tests of what only a server with concurrent writers can
+#: show: ``@pytest.mark.parametrize("db", [ON_POSTGRESQL], indirect=True)``.
+ON_POSTGRESQL = pytest.param(
+    "postgresql",
+    marks=pytest.mark.skipif(not POSTGRES_URL, reason="MEDVISION_TEST_POSTGRES_URL is not set"),
 )
+
+
+@pytest.fixture(params=["sqlite", ON_POSTGRESQL])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.param == "sqlite":
         database = Database(f"sqlite:///{tmp_path / 'medvision.db'}")

@@ -26,6 +26,7 @@ from medvision.lifecycle import (
     transition_outbox,
     transition_study,
 )
+from tests.jobs.conftest import ON_POSTGRESQL
 
 ROOT = Path(medvision.__file__).parent
 
@@ -139,12 +140,11 @@ def test_a_job_transition_derives_its_study_state(db: Database) -> None:
         assert refresh_study(session, "1.6") == StudyState.RECEIVING
 
 
+@pytest.mark.parametrize("db", [ON_POSTGRESQL], indirect=True)  # SQLite: one writer at a time
 def test_two_jobs_ending_at_once_leave_the_study_derived_from_both(db: Database) -> None:
     """Each worker's transaction derives the study from the jobs it sees. Without the study
     row lock, the second would read the first's job as still running (not committed yet)
     and leave the study ``running`` for good; with it, the second waits and sees both."""
-    if db.is_sqlite:
-        pytest.skip("SQLite serialises writers: no two transactions overlap")
     with db.session() as session:
         session.add(_study_row("1.7", StudyState.RUNNING))
         session.add_all(
