@@ -9,9 +9,10 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import Select, select
 
 from medvision.api._schemas import DeliveryOut, JobOut, StudyDetail, StudyOut
@@ -19,9 +20,9 @@ from medvision.auth import Role
 from medvision.db import Database, Job, Outbox, Study
 from medvision.http_deps import DbDep, ReaderDep, require_roles
 
-#: Who may see studies and jobs: readers, QA, and the admin who runs the node.
 T = TypeVar("T")
 
+#: Who may see studies and jobs: readers, QA, and the admin who runs the node.
 READERS = (Role.RADIOLOGIST, Role.QA, Role.ADMIN)
 
 #: One page of a list unless the client asks for another size: a node that has received
@@ -30,47 +31,46 @@ READERS = (Role.RADIOLOGIST, Role.QA, Role.ADMIN)
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
-LimitQ = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per page, newest first.")]
-OffsetQ = Annotated[int, Query(ge=0, description="Rows to skip (the next page's offset).")]
-
 studies = APIRouter(prefix="/studies", tags=["studies"], dependencies=[require_roles(*READERS)])
 jobs = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[require_roles(*READERS)])
 
 
-def _page(
-    db: Database,
-    query: Select,
-    convert: Callable[[Any], T],
-    page: tuple[int, int],
-    request: Request,
-    response: Response,
-) -> list[T]:
-    """One page (``limit``, ``offset``) of ``query``'s rows, newest first, with a
-    ``Link: <...>; rel="next"`` header (RFC 8288, as GitHub's API pages) when there are more,
-    so that a client needs no count query (the row after the page is fetched to know)."""
-    limit, offset = page
-    with db.read() as session:
-        rows = list(session.scalars(query.limit(limit + 1).offset(offset)))
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = request.url.include_query_params(limit=limit, offset=offset + limit)
-            response.headers["Link"] = f'<{nxt}>; rel="next"'
-        return [convert(r) for r in rows]
+@dataclass
+class Page:
+    """The page a list request asks for (``limit``, ``offset``), newest first.
+
+    ``of`` answers with it and a ``Link: <...>; rel="next"`` header (RFC 8288, as GitHub's
+    API pages) while there are more, so that a client needs no count query: the row after
+    the page is fetched to know.
+    """
+
+    request: Request
+    response: Response
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows per page.")] = DEFAULT_PAGE
+    offset: Annotated[int, Query(ge=0, description="Rows to skip (the next page's).")] = 0
+
+    def of(self, db: Database, query: Select, convert: Callable[[Any], T]) -> list[T]:
+        with db.read() as session:
+            rows = list(session.scalars(query.limit(self.limit + 1).offset(self.offset)))
+            if len(rows) > self.limit:
+                rows = rows[: self.limit]
+                nxt = self.request.url.include_query_params(
+                    limit=self.limit, offset=self.offset + self.limit
+                )
+                self.response.headers["Link"] = f'<{nxt}>; rel="next"'
+            return [convert(r) for r in rows]
+
+
+PageDep = Annotated[Page, Depends()]
+StateQ = Annotated[str | None, Query()]
 
 
 @studies.get("", response_model=list[StudyOut])
-def list_studies(
-    db: DbDep,
-    request: Request,
-    response: Response,
-    state: Annotated[str | None, Query()] = None,
-    limit: LimitQ = DEFAULT_PAGE,
-    offset: OffsetQ = 0,
-) -> list[StudyOut]:
+def list_studies(db: DbDep, page: PageDep, state: StateQ = None) -> list[StudyOut]:
     query = select(Study).order_by(Study.id.desc())
     if state:
         query = query.where(Study.state == state)
-    return _page(db, query, StudyOut.of, (limit, offset), request, response)
+    return page.of(db, query, StudyOut.of)
 
 
 @studies.get("/{study_uid}", response_model=StudyDetail)
@@ -91,18 +91,11 @@ def read_study(study_uid: str, reader: ReaderDep, db: DbDep) -> StudyDetail:
 
 
 @jobs.get("", response_model=list[JobOut])
-def list_jobs(
-    db: DbDep,
-    request: Request,
-    response: Response,
-    state: Annotated[str | None, Query()] = None,
-    limit: LimitQ = DEFAULT_PAGE,
-    offset: OffsetQ = 0,
-) -> list[JobOut]:
+def list_jobs(db: DbDep, page: PageDep, state: StateQ = None) -> list[JobOut]:
     query = select(Job).order_by(Job.id.desc())
     if state:
         query = query.where(Job.state == state)
-    return _page(db, query, JobOut.of, (limit, offset), request, response)
+    return page.of(db, query, JobOut.of)
 
 
 @jobs.get("/{job_id}", response_model=JobOut)

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from medvision.api._studies import READERS
@@ -72,14 +72,14 @@ class WorkerOut(BaseModel):
     name: str
     host: str
     pid: int
-    device: str
-    models: dict[str, Any]
     state: str
-    current_job_id: int | None
-    jobs_done: int
     started_at: datetime
     heartbeat_at: datetime
     alive: bool
+    device: str = ""
+    models: dict[str, Any] = Field(default_factory=dict)
+    current_job_id: int | None = None
+    jobs_done: int = 0
     acceptor: AcceptorStats | None = None
     receiver: ReceiverStats | None = None
 
@@ -126,11 +126,7 @@ def _acceptor_out(a: Acceptor, cutoff: datetime) -> WorkerOut:
         name=a.name,
         host=a.host,
         pid=a.pid,
-        device="",
-        models={},
         state=a.state,
-        current_job_id=None,
-        jobs_done=0,
         started_at=as_utc(a.started_at),
         heartbeat_at=as_utc(a.heartbeat_at),
         alive=a.state in ACCEPTOR_LIVE_STATES and as_utc(a.heartbeat_at) > cutoff,
@@ -153,11 +149,7 @@ def _receiver_out(r: Receiver, cutoff: datetime) -> WorkerOut:
         name=r.name,
         host=r.host,
         pid=r.pid,
-        device="",
-        models={},
         state=r.state,
-        current_job_id=None,
-        jobs_done=0,
         started_at=as_utc(r.started_at),
         heartbeat_at=as_utc(r.heartbeat_at),
         alive=receiver_state(r.state, r.heartbeat_at, cutoff) == "serving",
