@@ -104,57 +104,41 @@ def list_workers(request: Request, db: DbDep) -> list[WorkerOut]:
         ]
 
 
+def _process(row: Worker | Acceptor | Receiver, kind: str, alive: bool) -> dict[str, Any]:
+    """What every kind of process reports of itself."""
+    return {
+        "kind": kind,
+        "name": row.name,
+        "host": row.host,
+        "pid": row.pid,
+        "state": row.state,
+        "started_at": as_utc(row.started_at),
+        "heartbeat_at": as_utc(row.heartbeat_at),
+        "alive": alive,
+    }
+
+
 def _worker_out(w: Worker, cutoff: datetime) -> WorkerOut:
+    alive = w.state != "stopped" and as_utc(w.heartbeat_at) > cutoff
     return WorkerOut(
-        name=w.name,
-        host=w.host,
-        pid=w.pid,
+        **_process(w, "celery", alive),
         device=w.device,
         models=w.models,
-        state=w.state,
         current_job_id=w.current_job_id,
         jobs_done=w.jobs_done,
-        started_at=as_utc(w.started_at),
-        heartbeat_at=as_utc(w.heartbeat_at),
-        alive=w.state != "stopped" and as_utc(w.heartbeat_at) > cutoff,
     )
 
 
 def _acceptor_out(a: Acceptor, cutoff: datetime) -> WorkerOut:
-    return WorkerOut(
-        kind="acceptor",
-        name=a.name,
-        host=a.host,
-        pid=a.pid,
-        state=a.state,
-        started_at=as_utc(a.started_at),
-        heartbeat_at=as_utc(a.heartbeat_at),
-        alive=a.state in ACCEPTOR_LIVE_STATES and as_utc(a.heartbeat_at) > cutoff,
-        acceptor=AcceptorStats(
-            slot=a.slot,
-            restarts=a.restarts,
-            associations=a.associations,
-            active_associations=a.active_associations,
-            instances=a.instances,
-            duplicates=a.duplicates,
-            refused=a.refused,
-            bytes_received=a.bytes_received,
-        ),
-    )
+    alive = a.state in ACCEPTOR_LIVE_STATES and as_utc(a.heartbeat_at) > cutoff
+    counts = {name: getattr(a, name) for name in AcceptorStats.model_fields}
+    return WorkerOut(**_process(a, "acceptor", alive), acceptor=AcceptorStats(**counts))
 
 
 def _receiver_out(r: Receiver, cutoff: datetime) -> WorkerOut:
-    return WorkerOut(
-        kind="receiver",
-        name=r.name,
-        host=r.host,
-        pid=r.pid,
-        state=r.state,
-        started_at=as_utc(r.started_at),
-        heartbeat_at=as_utc(r.heartbeat_at),
-        alive=receiver_state(r.state, r.heartbeat_at, cutoff) == "serving",
-        receiver=ReceiverStats(busy_studies=len(r.busy or [])),
-    )
+    alive = receiver_state(r.state, r.heartbeat_at, cutoff) == "serving"
+    busy = ReceiverStats(busy_studies=len(r.busy or []))
+    return WorkerOut(**_process(r, "receiver", alive), receiver=busy)
 
 
 __all__ = ["ACCEPTOR_LIVE_STATES", "AcceptorStats", "ReceiverStats", "WorkerOut", "router"]
