@@ -115,8 +115,10 @@ def main() -> int:
         print(f"{args.pipeline} does not accept {folder}")
         return 1
     volume = load_series(series)
-    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; case {folder.name} "
-          f"{volume.shape}; pipeline {args.pipeline}; overlays {args.overlays}")
+    print(
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; case {folder.name} "
+        f"{volume.shape}; pipeline {args.pipeline}; overlays {args.overlays}"
+    )
 
     result: dict[str, object] = {}
 
@@ -152,9 +154,11 @@ def main() -> int:
     print(f"| write, cold (first in process) | {cold[0]:.2f} | {cold[1]:.2f} |")
     print(f"| write, warm (median of {args.rounds}) | {w_cpu:.2f} | {w_wall:.2f} |")
     print(f"| bare highdicom SEG (median of {args.rounds}) | {b_cpu:.2f} | {b_wall:.2f} |")
-    print(f"write/analysis CPU: cold {cold[0] / analysis[0]:.2f}, warm {w_cpu / analysis[0]:.2f}"
-          f" (target <= 0.20); wall: cold {cold[1] / analysis[1]:.2f}, "
-          f"warm {w_wall / analysis[1]:.2f}")
+    print(
+        f"write/analysis CPU: cold {cold[0] / analysis[0]:.2f}, warm {w_cpu / analysis[0]:.2f}"
+        f" (target <= 0.20); wall: cold {cold[1] / analysis[1]:.2f}, "
+        f"warm {w_wall / analysis[1]:.2f}"
+    )
     print(f"write/bare SEG (warm medians): CPU {w_cpu / b_cpu:.2f}, wall {w_wall / b_wall:.2f}")
     print(f"load average after: {os.getloadavg()}")
     return 0

@@ -58,9 +58,7 @@ class UnknownPipeline(MedvisionError):
     def __init__(self, name: str, available: list[str]) -> None:
         self.name = name
         self.available = available
-        super().__init__(
-            f"Unknown pipeline '{name}'; available: {', '.join(available) or 'none'}."
-        )
+        super().__init__(f"Unknown pipeline '{name}'; available: {', '.join(available) or 'none'}.")
 
 
 class PipelineError(MedvisionError):

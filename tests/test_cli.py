@@ -87,7 +87,11 @@ def test_audit_record_says_what_was_read_run_and_written(chest_run, chest_ct_dir
     assert model["algorithm"]["name"] and len(model["algorithm"]["weights_sha256"]) == 64
     written = next(e for e in events if e["type"] == "results.written")
     assert {f["file"] for f in written["files"]} == {
-        "seg.dcm", "sr.dcm", "sr-planar.dcm", "findings.json"}
+        "seg.dcm",
+        "sr.dcm",
+        "sr-planar.dcm",
+        "findings.json",
+    }
 
     verify = medvision("audit", "verify", str(audit))
     assert verify.returncode == 0 and "chain intact" in verify.stdout
@@ -126,8 +130,9 @@ def test_chest_ct_with_a_duplicated_slice_exits_1_naming_the_problem(
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.stderr
-    assert "refused: lung-ct refused the study: series 2 (CT): duplicate slice positions" in (
-        errors[0]
+    assert (
+        "refused: lung-ct refused the study: series 2 (CT): duplicate slice positions"
+        in (errors[0])
     )
     # The refusal is in the audit trail too, and nothing was written for the study.
     [audit] = list((tmp_path / "out").glob("*/lung-ct/audit.jsonl"))

@@ -28,8 +28,9 @@ def _load(folder: Path) -> tuple[list[pydicom.Dataset], np.ndarray]:
     datasets = sorted(
         (pydicom.dcmread(f) for f in folder.glob("IM-*.dcm")), key=lambda d: d.InstanceNumber
     )
-    vol = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept)
-                    for d in datasets])
+    vol = np.stack(
+        [d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in datasets]
+    )
     return datasets, vol
 
 
@@ -45,8 +46,16 @@ def _lps_grids(datasets: list[pydicom.Dataset], shape: tuple[int, ...]) -> tuple
 def _enclosed_air(vol: np.ndarray) -> np.ndarray:
     """Voxels below -400 HU not connected to the air around the body: lungs and airways."""
     labels, _ = ndimage.label(vol < -400)
-    outside = np.unique(np.concatenate([labels[:, :, 0].ravel(), labels[:, :, -1].ravel(),
-                                        labels[:, 0, :].ravel(), labels[:, -1, :].ravel()]))
+    outside = np.unique(
+        np.concatenate(
+            [
+                labels[:, :, 0].ravel(),
+                labels[:, :, -1].ravel(),
+                labels[:, 0, :].ravel(),
+                labels[:, -1, :].ravel(),
+            ]
+        )
+    )
     return (labels > 0) & ~np.isin(labels, outside)
 
 
@@ -71,8 +80,11 @@ def test_sample_is_small_and_complete() -> None:
 
 def test_sample_matches_documented_command(tmp_path: Path) -> None:
     """Running the README's command again gives the same images and ground truth."""
-    line = next(ln for ln in README.read_text().splitlines()
-                if ln.startswith("python -m dicom_samples.generate --out dicom_samples/chest-ct"))
+    line = next(
+        ln
+        for ln in README.read_text().splitlines()
+        if ln.startswith("python -m dicom_samples.generate --out dicom_samples/chest-ct")
+    )
     args = shlex.split(line)[3:]
     args[args.index("--out") + 1] = str(tmp_path)
     assert main(args) == 0
@@ -96,17 +108,23 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path: Path) -> None:
     generate_study(tmp_path / "c", seed=4, **kwargs)
     for f in sorted((tmp_path / "a").iterdir()):
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
-    a, c = pydicom.dcmread(tmp_path / "a" / "IM-0001-0006.dcm"), pydicom.dcmread(
-        tmp_path / "c" / "IM-0001-0006.dcm")
+    a, c = (
+        pydicom.dcmread(tmp_path / "a" / "IM-0001-0006.dcm"),
+        pydicom.dcmread(tmp_path / "c" / "IM-0001-0006.dcm"),
+    )
     assert a.StudyInstanceUID != c.StudyInstanceUID
     assert not np.array_equal(a.pixel_array, c.pixel_array)
 
 
 def test_dciodvfy_reports_no_errors(tmp_path: Path) -> None:
-    generate_study(tmp_path, n_slices=8, rows=64, slice_thickness_mm=3.0, nodules=[],
-                   transfer_syntax="rle")
-    for path in (SAMPLE_DIR / "IM-0001-0001.dcm", SAMPLE_DIR / "IM-0001-0040.dcm",
-                 tmp_path / "IM-0001-0004.dcm"):
+    generate_study(
+        tmp_path, n_slices=8, rows=64, slice_thickness_mm=3.0, nodules=[], transfer_syntax="rle"
+    )
+    for path in (
+        SAMPLE_DIR / "IM-0001-0001.dcm",
+        SAMPLE_DIR / "IM-0001-0040.dcm",
+        tmp_path / "IM-0001-0004.dcm",
+    ):
         assert _errors(path) == [], path
 
 
@@ -191,8 +209,13 @@ def test_lungs_taper_at_apex_and_base(sample) -> None:
 
 def test_nodule_touching_the_chest_wall_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lung's boundary"):
-        generate_study(tmp_path, n_slices=16, rows=64, slice_thickness_mm=5.0,
-                       nodules=[NoduleSpec((-130.0, 0.0, -160.0), 12.0)])
+        generate_study(
+            tmp_path,
+            n_slices=16,
+            rows=64,
+            slice_thickness_mm=5.0,
+            nodules=[NoduleSpec((-130.0, 0.0, -160.0), 12.0)],
+        )
     with pytest.raises(ValueError, match="diameter"):
         NoduleSpec((0.0, 0.0, 0.0), 60.0)
 

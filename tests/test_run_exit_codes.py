@@ -52,4 +52,3 @@ def test_mr_study_with_only_ct_pipelines_names_the_rule(shared_data: Path, tmp_p
         "no pipeline applies: lung-ct does not apply: modality is MR, not CT (series 1301 (MR))"
     )
     assert not (tmp_path / "out").exists()  # nothing ran: no folder, no audit file
-

@@ -128,8 +128,9 @@ def axis_endpoints(plane: np.ndarray, volume: Volume) -> AxisEndpoints:
     # On the long axis: the foot of the midpoint between the two extreme points.
     along = (0.5 * (pts[lo] + pts[hi]) - pts[a]) @ unit
     base = pts[a] + along * unit
-    short_mm = np.stack([base + (proj[lo] - base @ perp) * perp,
-                         base + (proj[hi] - base @ perp) * perp])
+    short_mm = np.stack(
+        [base + (proj[lo] - base @ perp) * perp, base + (proj[hi] - base @ perp) * perp]
+    )
     # Back from in-plane mm to (column, row) indices: solve [e_i e_j] @ (i, j) = mm.
     basis = np.stack([e_i, e_j], axis=1)
     short_ij = np.linalg.lstsq(basis, short_mm.T, rcond=None)[0].T

@@ -117,15 +117,15 @@ def _group(
         finding_sites=[hd.sr.FindingSite(c.coded(site))] if site is not None else None,
         algorithm_id=_algorithm_id(findings),
         measurements=axes,
-        source_images=[
-            hd.sr.SourceImageForMeasurementGroup.from_source_image(image, frames)
-        ],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(image, frames)],
     )
-    group[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=COMMENT,
-        value=c.truncate(finding.tracking_id, 1024),
-        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
-    ))
+    group[0].ContentSequence.append(
+        hd.sr.TextContentItem(
+            name=COMMENT,
+            value=c.truncate(finding.tracking_id, 1024),
+            relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+        )
+    )
     return group, image
 
 

@@ -125,12 +125,16 @@ def findings_json(
         item["seg_segment_number"] = item["number"] if seg is not None else None
     if overlays is not None:
         doc["overlays"] = [_overlay_entry(findings, o, n) for n, o in enumerate(overlays, 1)]
-        doc["kos"] = None if kos is None else {
-            "file": KOS_NAME,
-            "sop_class_uid": str(kos.SOPClassUID),
-            "sop_instance_uid": str(kos.SOPInstanceUID),
-            "series_instance_uid": str(kos.SeriesInstanceUID),
-        }
+        doc["kos"] = (
+            None
+            if kos is None
+            else {
+                "file": KOS_NAME,
+                "sop_class_uid": str(kos.SOPClassUID),
+                "sop_instance_uid": str(kos.SOPInstanceUID),
+                "series_instance_uid": str(kos.SeriesInstanceUID),
+            }
+        )
     return doc
 
 
@@ -192,8 +196,13 @@ def write_results(
     kos = build_kos(findings, images, device=device) if images else None
     planar = build_planar_sr(findings, device=device) if planar_sr else None
     doc = findings_json(
-        findings, seg, sr, seg_file=SEG_NAME if seg is not None else None,
-        overlays=images if overlays else None, kos=kos, planar_sr=planar,
+        findings,
+        seg,
+        sr,
+        seg_file=SEG_NAME if seg is not None else None,
+        overlays=images if overlays else None,
+        kos=kos,
+        planar_sr=planar,
     )
     try:
         payload = json.dumps(doc, indent=2, allow_nan=False).encode("utf-8")
@@ -216,8 +225,10 @@ def write_results(
         raise ResultError(f"Could not write results to {out_dir}: {exc.strerror or exc}") from exc
     logger.info(
         "Wrote %s results, %s planar SR and %d overlay image(s) to %s",
-        "SEG, SR and JSON" if seg else "SR and JSON", "a" if planar is not None else "no",
-        len(images), out_dir,
+        "SEG, SR and JSON" if seg else "SR and JSON",
+        "a" if planar is not None else "no",
+        len(images),
+        out_dir,
     )
     return ResultFiles(
         seg_path=seg_path,

@@ -326,8 +326,11 @@ class ChestPhantom:
     def _draw_bones(self, img: np.ndarray, zl: float) -> None:
         """Discs between vertebral bodies, ribs crossing the slice, and the sternum."""
         g = self.grid
-        disc = float(band((zl + 3.0) - DISC_SPACING_MM * round((zl + 3.0) / DISC_SPACING_MM),
-                          3.0, g.slice_mm))
+        disc = float(
+            band(
+                (zl + 3.0) - DISC_SPACING_MM * round((zl + 3.0) / DISC_SPACING_MM), 3.0, g.slice_mm
+            )
+        )
         if disc > 0:
             w, frac = self._shape(0.0, 62.0, 20.0, 17.0)
             _paint(img, (), w, frac * disc, HU_DISC)

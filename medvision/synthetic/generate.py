@@ -114,8 +114,10 @@ def generate_study(
         series_instance_uid=ident.series_uid,
         frame_of_reference_uid=ident.frame_uid,
         lung_volume_ml={s: _r(n * grid.voxel_ml) for s, n in lung_voxels.items()},
-        nodules=tuple(st.truth(i, spec, grid) for i, (spec, st) in
-                      enumerate(zip(specs, stats, strict=True), start=1)),
+        nodules=tuple(
+            st.truth(i, spec, grid)
+            for i, (spec, st) in enumerate(zip(specs, stats, strict=True), start=1)
+        ),
         lung_hu=HU_LUNG,
         noise_hu=noise_hu,
     )
@@ -188,12 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=DEFAULT_SLICES, help="number of slices")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help="rows = columns")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--thickness", type=float, default=None,
-                        help="slice thickness = spacing in mm (default: 240 mm / slices)")
-    parser.add_argument("--transfer-syntax", default=TransferSyntax.EXPLICIT.value,
-                        choices=[t.value for t in TransferSyntax])
-    parser.add_argument("--noise", type=float, default=DEFAULT_NOISE_HU,
-                        help="noise standard deviation in HU")
+    parser.add_argument(
+        "--thickness",
+        type=float,
+        default=None,
+        help="slice thickness = spacing in mm (default: 240 mm / slices)",
+    )
+    parser.add_argument(
+        "--transfer-syntax",
+        default=TransferSyntax.EXPLICIT.value,
+        choices=[t.value for t in TransferSyntax],
+    )
+    parser.add_argument(
+        "--noise", type=float, default=DEFAULT_NOISE_HU, help="noise standard deviation in HU"
+    )
     parser.add_argument("--no-nodules", action="store_true", help="draw no nodules")
     args = parser.parse_args(argv)
     truth = generate_study(
@@ -207,9 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         noise_hu=args.noise,
     )
     size = sum(p.stat().st_size for p in Path(args.out).iterdir() if p.is_file())
-    print(f"wrote {truth.n_slices} slices and {GROUND_TRUTH_FILE} to {args.out} "
-          f"({size / 1e6:.2f} MB); nodules: "
-          + ", ".join(f"{n.lung} {n.diameter_mm:g} mm {n.volume_ml:.3f} mL" for n in truth.nodules))
+    print(
+        f"wrote {truth.n_slices} slices and {GROUND_TRUTH_FILE} to {args.out} "
+        f"({size / 1e6:.2f} MB); nodules: "
+        + ", ".join(f"{n.lung} {n.diameter_mm:g} mm {n.volume_ml:.3f} mL" for n in truth.nodules)
+    )
     return 0
 
 

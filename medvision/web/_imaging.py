@@ -192,9 +192,7 @@ def read_seg(
         lab = getattr(item, "RecommendedDisplayCIELabValue", None)
         # The SEG's colour unless it would vanish on the grey slice (a white "white
         # matter"): then the same palette entry our own SEGs use for that segment.
-        rgb = display_color(tuple(int(v) for v in lab) if lab else None, number).to_rgb(
-            clip=True
-        )
+        rgb = display_color(tuple(int(v) for v in lab) if lab else None, number).to_rgb(clip=True)
         segments[number] = Segment(
             number=number,
             label=str(getattr(item, "SegmentLabel", f"Segment {number}")),

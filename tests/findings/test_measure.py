@@ -131,8 +131,9 @@ def test_rejects_empty_or_misshaped_masks() -> None:
 def _in_mm(volume: Volume, point: tuple[float, float]) -> np.ndarray:
     """In-plane position (mm, LPS axes) of a (column, row) pixel point."""
     i, j = point
-    return i * volume.direction[:, 0] * volume.spacing[0] + j * volume.direction[:, 1] * (
-        volume.spacing[1]
+    return (
+        i * volume.direction[:, 0] * volume.spacing[0]
+        + j * volume.direction[:, 1] * (volume.spacing[1])
     )
 
 

@@ -41,9 +41,7 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
     settings = Settings(
         data_dir=tmp_path / "data",
         modalities={
-            "pacs": Modality(
-                ae_title="PACS", host="127.0.0.1", port=plain_port, planar_sr=True
-            ),
+            "pacs": Modality(ae_title="PACS", host="127.0.0.1", port=plain_port, planar_sr=True),
             "old-viewer": Modality(
                 ae_title="OLDVIEW", host="127.0.0.1", port=sc_port, overlays=True
             ),
@@ -112,7 +110,9 @@ def test_overlays_go_only_to_the_destination_that_asks(tmp_path: Path, sample_di
     at_pacs = [dcmread(p) for p in (tmp_path / "pacs").iterdir()]
     assert all(ds.SOPClassUID in (SEG, SR) for ds in at_pacs)
     assert {str(ds.SOPInstanceUID) for ds in at_pacs if ds.SOPClassUID == SR} == {
-        run.files.sr_sop_instance_uid, run.files.planar_sr_sop_instance_uid}
+        run.files.sr_sop_instance_uid,
+        run.files.planar_sr_sop_instance_uid,
+    }
     assert not any(
         str(ds.SOPInstanceUID) == run.files.planar_sr_sop_instance_uid for ds in received
     )

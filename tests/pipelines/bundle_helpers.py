@@ -39,5 +39,3 @@ def slab(volume: Volume, k0: int, k1: int) -> Volume:
         frame_numbers=volume.frame_numbers[k0:k1],
         source_headers=volume.source_headers[k0:k1],
     )
-
-

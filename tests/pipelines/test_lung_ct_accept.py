@@ -99,9 +99,7 @@ def test_acceptance_is_typed() -> None:
 
 def test_lidc_chest_ct_with_imagetype_secondary_is_analysed(shared_data: Path) -> None:
     """LIDC-IDRI-0002 says ORIGINAL/SECONDARY/AXIAL: a CT volume, not a screen capture."""
-    series = [
-        s for s in _series(shared_data / "ct/lidc-idri/LIDC-IDRI-0002") if s.modality == "CT"
-    ]
+    series = [s for s in _series(shared_data / "ct/lidc-idri/LIDC-IDRI-0002") if s.modality == "CT"]
     assert any("SECONDARY" in s.image_type for s in series)
     selection = get("lung-ct").select(series)
     assert selection.chosen is not None, selection.reason

@@ -114,8 +114,21 @@ def test_viewer_panel_and_qa_report_show_the_flag(thick_run: PipelineRun, doc: d
         1, "lung-ct", "done", 1, 1, "", doc["series_instance_uid"], now, now, now, {}, doc, ()
     )
     report = StudyReport(
-        doc["study_instance_uid"], "done", 1, 40, "PACS", now, now, "", (), (job,), (),
-        SimpleNamespace(ok=True, count=0, reason=""), None, "", (),
+        doc["study_instance_uid"],
+        "done",
+        1,
+        40,
+        "PACS",
+        now,
+        now,
+        "",
+        (),
+        (job,),
+        (),
+        SimpleNamespace(ok=True, count=0, reason=""),
+        None,
+        "",
+        (),
     )
     html = study_report_html(report)
     assert "(thick-slices)" in html and "thick-slices: slices 8 mm" in html

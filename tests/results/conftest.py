@@ -51,8 +51,12 @@ ALGORITHM = AlgorithmInfo(
 )
 
 
-def sphere(shape: tuple[int, int, int], centre_kji: tuple[int, int, int], radius_mm: float,
-           spacing: tuple[float, float, float]) -> np.ndarray:
+def sphere(
+    shape: tuple[int, int, int],
+    centre_kji: tuple[int, int, int],
+    radius_mm: float,
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
     k, j, i = np.ogrid[: shape[0], : shape[1], : shape[2]]
     d2 = ((k - centre_kji[0]) * spacing[2]) ** 2 + ((j - centre_kji[1]) * spacing[1]) ** 2
     return d2 + ((i - centre_kji[2]) * spacing[0]) ** 2 <= radius_mm**2
@@ -77,8 +81,9 @@ def simple_measurements(volume: Volume, mask: np.ndarray, lesion: bool) -> Measu
     )
 
 
-def make_finding(volume: Volume, number: int, label: Label, mask: np.ndarray, name: str,
-                 confidence: float = 0.9) -> Finding:
+def make_finding(
+    volume: Volume, number: int, label: Label, mask: np.ndarray, name: str, confidence: float = 0.9
+) -> Finding:
     lesion = label.kind is FindingKind.LESION
     return Finding(
         number=number,

@@ -60,8 +60,9 @@ def written(measured, tmp_path_factory):
 
 
 def _groups(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
-    (measurements,) = [i for i in ds.ContentSequence
-                       if i.ConceptNameCodeSequence[0].CodeValue == "126010"]
+    (measurements,) = [
+        i for i in ds.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "126010"
+    ]
     return list(measurements.ContentSequence)
 
 
@@ -107,8 +108,10 @@ def test_each_lesion_has_its_axes_on_its_key_slice(written, measured) -> None:
         finding = lesions[_item(group, "112040").UID]
         assert _item(group, "121106").TextValue == finding.tracking_id
         key_sop = volume.sop_instance_uids[finding.measurements.long_axis_slice]
-        for code, value in ((LONG_AXIS, finding.measurements.long_axis_mm),
-                            (SHORT_AXIS, finding.measurements.short_axis_mm)):
+        for code, value in (
+            (LONG_AXIS, finding.measurements.long_axis_mm),
+            (SHORT_AXIS, finding.measurements.short_axis_mm),
+        ):
             num = _item(group, code)
             assert float(num.MeasuredValueSequence[0].NumericValue) == pytest.approx(value)
             (scoord,) = num.ContentSequence
@@ -124,16 +127,31 @@ def test_each_lesion_has_its_axes_on_its_key_slice(written, measured) -> None:
 
 def test_dcmqi_tid1500reader(written, measured, tmp_path) -> None:
     out = tmp_path / "planar.json"
-    subprocess.run([tool("tid1500reader"), "--inputDICOM", str(written.planar_sr_path),
-                    "--outputMetadata", str(out)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            tool("tid1500reader"),
+            "--inputDICOM",
+            str(written.planar_sr_path),
+            "--outputMetadata",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
     meta = json.loads(out.read_text())
     groups = {g["TrackingUniqueIdentifier"]: g for g in meta["Measurements"]}
     assert set(groups) == {f.tracking_uid for f in measured.lesions}
     for finding in measured.lesions:
-        items = {i["quantity"]["CodeValue"]: float(i["value"])
-                 for i in groups[finding.tracking_uid]["measurementItems"]}
-        assert items == pytest.approx({LONG_AXIS: finding.measurements.long_axis_mm,
-                                       SHORT_AXIS: finding.measurements.short_axis_mm})
+        items = {
+            i["quantity"]["CodeValue"]: float(i["value"])
+            for i in groups[finding.tracking_uid]["measurementItems"]
+        }
+        assert items == pytest.approx(
+            {
+                LONG_AXIS: finding.measurements.long_axis_mm,
+                SHORT_AXIS: finding.measurements.short_axis_mm,
+            }
+        )
 
 
 def test_only_when_asked_and_only_with_a_lesion(measured, chest_volume, tmp_path) -> None:
@@ -153,8 +171,9 @@ def _long_axis_images(ds: pydicom.Dataset) -> dict[str, str]:
     through its SCOORD)."""
     found = {}
     for group in _groups(ds):
-        nums = [i for i in group.ContentSequence
-                if i.ConceptNameCodeSequence[0].CodeValue == LONG_AXIS]
+        nums = [
+            i for i in group.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == LONG_AXIS
+        ]
         if not nums:  # an organ
             continue
         (ref,) = nums[0].ContentSequence

@@ -24,8 +24,15 @@ from tests.results.conftest import (
 )
 
 STUDY_KEYWORDS = (
-    "StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
-    "AccessionNumber", "StudyID", "StudyDate", "StudyTime",
+    "StudyInstanceUID",
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
 )
 
 
@@ -84,7 +91,9 @@ def test_segment_descriptions(seg, chest_findings):
         category = item.SegmentedPropertyCategoryCodeSequence[0]
         kind = item.SegmentedPropertyTypeCodeSequence[0]
         assert (category.CodeValue, category.CodingSchemeDesignator) == (
-            finding.label.category.value, "SCT")
+            finding.label.category.value,
+            "SCT",
+        )
         assert (kind.CodeValue, kind.CodingSchemeDesignator) == (finding.label.type.value, "SCT")
         assert item.AnatomicRegionSequence[0].CodeValue == "39607008"
         (algo,) = item.SegmentationAlgorithmIdentificationSequence
@@ -94,13 +103,18 @@ def test_segment_descriptions(seg, chest_findings):
 
 
 def test_equipment_and_content_identification(seg):
-    for keyword in ("Manufacturer", "ManufacturerModelName", "DeviceSerialNumber",
-                    "SoftwareVersions"):
+    for keyword in (
+        "Manufacturer",
+        "ManufacturerModelName",
+        "DeviceSerialNumber",
+        "SoftwareVersions",
+    ):
         assert str(seg.get(keyword, "")).strip(), keyword
     assert re.fullmatch(r"[A-Z0-9 _]{1,16}", seg.ContentLabel)
     assert str(seg.ContentCreatorName)
     algorithm_items = [
-        e for e in seg.ContributingEquipmentSequence
+        e
+        for e in seg.ContributingEquipmentSequence
         if e.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
         and e.get("ManufacturerModelName") == ALGORITHM.name
     ]
@@ -108,8 +122,10 @@ def test_equipment_and_content_identification(seg):
 
 
 def test_every_segment_has_frames_and_no_frame_is_empty(seg, chest_findings):
-    numbers = [f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
-               for f in seg.PerFrameFunctionalGroupsSequence]
+    numbers = [
+        f.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
     assert set(numbers) == {f.number for f in chest_findings.items}
     pixels = seg.pixel_array.reshape(len(numbers), -1)
     assert pixels.any(axis=1).all()
@@ -147,14 +163,22 @@ def test_highdicom_volume_round_trip(seg, chest_findings, chest_volume):
 
 def test_empty_mask_is_refused(chest_volume):
     empty = np.zeros(chest_volume.shape, dtype=bool)
-    finding = make_finding(chest_volume, 1, LESION_LABEL,
-                           sphere(chest_volume.shape, (30, 200, 150), 6.0,
-                                  chest_volume.spacing), "Lesion 1")
-    bad = make_findings(chest_volume, (
-        finding,
-        type(finding)(2, LESION_LABEL, empty, "Lesion 2", hd.UID(), finding.measurements,
-                      0.5, "x"),
-    ))
+    finding = make_finding(
+        chest_volume,
+        1,
+        LESION_LABEL,
+        sphere(chest_volume.shape, (30, 200, 150), 6.0, chest_volume.spacing),
+        "Lesion 1",
+    )
+    bad = make_findings(
+        chest_volume,
+        (
+            finding,
+            type(finding)(
+                2, LESION_LABEL, empty, "Lesion 2", hd.UID(), finding.measurements, 0.5, "x"
+            ),
+        ),
+    )
     with pytest.raises(ResultError, match="empty mask"):
         build_seg(bad)
 
@@ -165,11 +189,19 @@ def test_no_findings_is_refused(chest_volume):
 
 
 def test_srt_code_is_refused(chest_volume):
-    old = type(LESION_LABEL)("old", LESION_LABEL.category,
-                             type(LESION_LABEL.type)("M-80003", "SRT", "Neoplasm"),
-                             LESION_LABEL.kind)
-    f = make_finding(chest_volume, 1, old, sphere(chest_volume.shape, (30, 200, 150), 6.0,
-                                                  chest_volume.spacing), "Lesion 1")
+    old = type(LESION_LABEL)(
+        "old",
+        LESION_LABEL.category,
+        type(LESION_LABEL.type)("M-80003", "SRT", "Neoplasm"),
+        LESION_LABEL.kind,
+    )
+    f = make_finding(
+        chest_volume,
+        1,
+        old,
+        sphere(chest_volume.shape, (30, 200, 150), 6.0, chest_volume.spacing),
+        "Lesion 1",
+    )
     with pytest.raises(ResultError, match="SRT"):
         build_seg(make_findings(chest_volume, (f,)))
 
@@ -205,12 +237,20 @@ def test_repairs_replace_elements_never_change_the_source(chest_volume):
 
 
 def test_device_info_is_written(chest_volume):
-    f = make_finding(chest_volume, 1, LESION_LABEL, sphere(chest_volume.shape, (30, 200, 150),
-                                                           6.0, chest_volume.spacing), "L1")
+    f = make_finding(
+        chest_volume,
+        1,
+        LESION_LABEL,
+        sphere(chest_volume.shape, (30, 200, 150), 6.0, chest_volume.spacing),
+        "L1",
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        seg = build_seg(make_findings(chest_volume, (f,)), series_number=77,
-                        device=DeviceInfo(serial_number="NODE-7"))
+        seg = build_seg(
+            make_findings(chest_volume, (f,)),
+            series_number=77,
+            device=DeviceInfo(serial_number="NODE-7"),
+        )
     name = str(chest_volume.source_headers[0].PatientName)
     assert not any(name in str(w.message) for w in caught)  # no PHI in warnings/logs
     assert seg.SeriesNumber == 77 and seg.DeviceSerialNumber == "NODE-7"
@@ -238,6 +278,7 @@ def test_multiframe_enhanced_source(shared_data, tmp_path):
     ]
     expected = [volume.frame_numbers[k] for k in np.flatnonzero(mask.any(axis=(1, 2)))]
     assert sorted(int(x) for x in frames) == sorted(expected)
-    assert pydicom.dcmread(tmp_path / "seg.dcm").FrameOfReferenceUID == \
-        volume.frame_of_reference_uid
+    assert (
+        pydicom.dcmread(tmp_path / "seg.dcm").FrameOfReferenceUID == volume.frame_of_reference_uid
+    )
     assert volume.source_headers[0] == before  # geometry was hoisted in a copy only

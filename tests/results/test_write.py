@@ -17,13 +17,20 @@ from tests.results.conftest import tool
 
 def test_files_and_uids(written, written_json):
     assert {p.name for p in written.json_path.parent.iterdir()} == {
-        "seg.dcm", "sr.dcm", "findings.json"}  # no temporary file left behind
+        "seg.dcm",
+        "sr.dcm",
+        "findings.json",
+    }  # no temporary file left behind
     seg = pydicom.dcmread(written.seg_path, stop_before_pixels=True)
     sr = pydicom.dcmread(written.sr_path, stop_before_pixels=True)
-    assert written.seg_sop_instance_uid == seg.SOPInstanceUID == written_json["seg"][
-        "sop_instance_uid"]
-    assert written.sr_sop_instance_uid == sr.SOPInstanceUID == written_json["sr"][
-        "sop_instance_uid"]
+    assert (
+        written.seg_sop_instance_uid
+        == seg.SOPInstanceUID
+        == written_json["seg"]["sop_instance_uid"]
+    )
+    assert (
+        written.sr_sop_instance_uid == sr.SOPInstanceUID == written_json["sr"]["sop_instance_uid"]
+    )
     assert written_json["seg"]["file"] == "seg.dcm" and written_json["sr"]["file"] == "sr.dcm"
     assert written_json["verified"] is False
 
@@ -38,11 +45,20 @@ def test_json_is_findings_to_json_plus_references(written_json, chest_findings):
         assert ours["seg_segment_number"] == ours["number"]
 
 
-def test_dcmqi_segimage2itkimage_reads_one_image_per_segment(written, chest_findings,
-                                                              tmp_path):
-    subprocess.run([tool("segimage2itkimage"), "--inputDICOM", str(written.seg_path),
-                    "--outputDirectory", str(tmp_path), "-t", "nii"],
-                   check=True, capture_output=True)
+def test_dcmqi_segimage2itkimage_reads_one_image_per_segment(written, chest_findings, tmp_path):
+    subprocess.run(
+        [
+            tool("segimage2itkimage"),
+            "--inputDICOM",
+            str(written.seg_path),
+            "--outputDirectory",
+            str(tmp_path),
+            "-t",
+            "nii",
+        ],
+        check=True,
+        capture_output=True,
+    )
     images = sorted(tmp_path.glob("*.nii.gz"), key=lambda p: int(p.name.split(".")[0]))
     assert len(images) == len(chest_findings.items)
     for path, finding in zip(images, chest_findings.items, strict=True):

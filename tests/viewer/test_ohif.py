@@ -506,8 +506,14 @@ def key_slices(sr_path: Path) -> dict[str, str]:
         item = containers.pop()
         children = list(item.get("ContentSequence", []))
         containers += [c for c in children if c.ValueType == "CONTAINER"]
-        uid = next((c.UID for c in children if c.ValueType == "UIDREF"
-                    and c.ConceptNameCodeSequence[0].CodeValue == "112040"), None)
+        uid = next(
+            (
+                c.UID
+                for c in children
+                if c.ValueType == "UIDREF" and c.ConceptNameCodeSequence[0].CodeValue == "112040"
+            ),
+            None,
+        )
         for c in children:
             if c.ValueType == "NUM" and c.ConceptNameCodeSequence[0].CodeValue == "103339001":
                 (image,) = [i for i in c.ContentSequence if i.ValueType == "IMAGE"]
@@ -559,30 +565,46 @@ def test_ohif_lists_every_lesion_with_its_axes(
         if m["sop"] != keys[finding["tracking_uid"]]:
             problems.append(f"{finding['tracking_id']}: on {m['sop']}, not its key slice")
         if abs(long_mm - ours["long_axis_mm"]) > 1.0:
-            problems.append(f"{finding['tracking_id']}: long axis {long_mm:.1f} mm in OHIF, "
-                            f"{ours['long_axis_mm']:.1f} mm ours")
+            problems.append(
+                f"{finding['tracking_id']}: long axis {long_mm:.1f} mm in OHIF, "
+                f"{ours['long_axis_mm']:.1f} mm ours"
+            )
         if abs(short_mm - ours["short_axis_mm"]) > 1.0:
-            problems.append(f"{finding['tracking_id']}: short axis {short_mm:.1f} mm in OHIF, "
-                            f"{ours['short_axis_mm']:.1f} mm ours")
+            problems.append(
+                f"{finding['tracking_id']}: short axis {short_mm:.1f} mm in OHIF, "
+                f"{ours['short_axis_mm']:.1f} mm ours"
+            )
         # what is drawn on the key slice: a solid line with the long axis' ends
         page.evaluate("sop => window.mvTest.go(sop)", m["sop"])
         page.evaluate("() => window.mvTest.frames()")
         lines = page.evaluate("() => window.mvTest.drawnLines()")
         ends = m["points"][:2]
         drawn = [
-            line for line in lines if not line["dashed"] and max(
+            line
+            for line in lines
+            if not line["dashed"]
+            and max(
                 min(_mm(line["a"], ends[0]), _mm(line["b"], ends[0])),
                 min(_mm(line["a"], ends[1]), _mm(line["b"], ends[1])),
-            ) <= 1.0
+            )
+            <= 1.0
         ]
         if not drawn:
             problems.append(f"{finding['tracking_id']}: no long axis drawn on its slice")
-        print(finding["tracking_id"], "long axis mm: ours", round(ours["long_axis_mm"], 3),
-              "OHIF", round(long_mm, 3), "drawn",
-              [round(_mm(line["a"], line["b"]), 3) for line in drawn])
+        print(
+            finding["tracking_id"],
+            "long axis mm: ours",
+            round(ours["long_axis_mm"], 3),
+            "OHIF",
+            round(long_mm, 3),
+            "drawn",
+            [round(_mm(line["a"], line["b"]), 3) for line in drawn],
+        )
         if drawn and abs(_mm(drawn[0]["a"], drawn[0]["b"]) - ours["long_axis_mm"]) > 1.0:
-            problems.append(f"{finding['tracking_id']}: drawn long axis "
-                            f"{_mm(drawn[0]['a'], drawn[0]['b']):.1f} mm")
+            problems.append(
+                f"{finding['tracking_id']}: drawn long axis "
+                f"{_mm(drawn[0]['a'], drawn[0]['b']):.1f} mm"
+            )
     shoot(ohif, "sr-planar-measurements")
     assert not problems, "\n".join(problems)
 

@@ -125,7 +125,13 @@ class LungCT(PipelineBase):
             if mask.any():
                 items.append(
                     self._finding(
-                        len(items) + 1, label, mask, name, volume, 1.0, None,
+                        len(items) + 1,
+                        label,
+                        mask,
+                        name,
+                        volume,
+                        1.0,
+                        None,
                         ORGAN_CONFIDENCE_METHOD,
                     )
                 )
