@@ -190,6 +190,9 @@ def test_sigkill_of_one_acceptor_loses_nothing_it_acknowledged(
     first, second = list(originals.values())[0::2], list(originals.values())[1::2]
     ae = AE(ae_title="PACS")
     ae.add_requested_context(CT, IMPLICIT_LE)
+    # The sender gives up on the association of the killed process when its wait for the
+    # C-STORE response times out: 5 s here, not pynetdicom's default 30 s (test time).
+    ae.dimse_timeout = 5
     # The first connection goes to acceptor 1, the second to acceptor 2 (fewest open).
     a = ae.associate("127.0.0.1", p.port, ae_title="MEDVISION")
     b = ae.associate("127.0.0.1", p.port, ae_title="MEDVISION")
