@@ -35,7 +35,7 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 """
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -63,10 +63,11 @@ from medvision.db import (
     StudyState,
     Worker,
     as_utc,
-    utcnow,
+    heartbeat_state,
+    stale_cutoff,
 )
 from medvision.http_deps import AuditDep, DbDep, SettingsDep, get_current_user, require_roles
-from medvision.node import RECEIVER_STATES, receiver_state
+from medvision.node import ACCEPTOR_RUNNING_STATES, RECEIVER_STATES, receiver_state
 
 #: Upper bounds (s) of the job-duration buckets: seconds for small CTs up to an hour.
 DURATION_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -115,7 +116,7 @@ class NodeCollector:
             1,
         )
         yield info
-        stale_before = utcnow() - timedelta(seconds=settings.worker_stale_s)
+        stale_before = stale_cutoff(settings.worker_stale_s)
         with self.db.read() as session:
             per_state: dict[type, dict[str, int]] = {}
             for table in (Study, Job, Outbox):
@@ -179,10 +180,7 @@ class NodeCollector:
             "medvision_workers",
             "Celery workers by state (dead: silent too long).",
             WORKER_STATES,
-            (
-                "dead" if state != "stopped" and as_utc(heartbeat) <= stale_before else state
-                for state, heartbeat in workers
-            ),
+            (heartbeat_state(state, heartbeat, stale_before) for state, heartbeat in workers),
         )
         yield _state_gauge(
             "medvision_receivers",
@@ -244,13 +242,11 @@ def _acceptor_metrics(rows: list, stale_before: datetime) -> Iterator[Metric]:
         "DICOM acceptor processes by state (dead: silent too long).",
         ACCEPTOR_STATES,
         (
-            "dead"
-            if row.state in ("serving", "starting") and as_utc(row.heartbeat_at) <= stale_before
-            else row.state
+            heartbeat_state(row.state, row.heartbeat_at, stale_before, ACCEPTOR_RUNNING_STATES)
             for row in rows
         ),
     )
-    live = [r for r in rows if r.state in ("serving", "starting")]
+    live = [r for r in rows if r.state in ACCEPTOR_RUNNING_STATES]
     yield GaugeMetricFamily(
         "medvision_scp_active_associations",
         "Associations open now, over all acceptor processes.",

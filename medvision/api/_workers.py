@@ -14,7 +14,7 @@ others' busy studies.
 No ``from __future__ import annotations``: FastAPI resolves these annotations at runtime.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from medvision.api._studies import READERS
-from medvision.db import Acceptor, Receiver, Worker, as_utc, utcnow
+from medvision.db import Acceptor, Receiver, Worker, as_utc, heartbeat_state, stale_cutoff
 from medvision.http_deps import DbDep, require_roles
-from medvision.node import receiver_state
+from medvision.node import ACCEPTOR_RUNNING_STATES, receiver_state
 
 router = APIRouter(prefix="/workers", tags=["workers"], dependencies=[require_roles(*READERS)])
 
@@ -84,15 +84,10 @@ class WorkerOut(BaseModel):
     receiver: ReceiverStats | None = None
 
 
-#: Acceptor states that mean "running" (else restarting or stopped).
-ACCEPTOR_LIVE_STATES = ("starting", "serving")
-
-
 @router.get("", response_model=list[WorkerOut])
 def list_workers(request: Request, db: DbDep) -> list[WorkerOut]:
     """Celery workers, then acceptor processes, then receivers."""
-    stale_s = request.app.state.settings.worker_stale_s
-    cutoff = utcnow() - timedelta(seconds=stale_s)
+    cutoff = stale_cutoff(request.app.state.settings.worker_stale_s)
     with db.read() as session:
         workers = list(session.scalars(select(Worker).order_by(Worker.id)))
         acceptors = list(session.scalars(select(Acceptor).order_by(Acceptor.name)))
@@ -119,7 +114,7 @@ def _process(row: Worker | Acceptor | Receiver, kind: str, alive: bool) -> dict[
 
 
 def _worker_out(w: Worker, cutoff: datetime) -> WorkerOut:
-    alive = w.state != "stopped" and as_utc(w.heartbeat_at) > cutoff
+    alive = heartbeat_state(w.state, w.heartbeat_at, cutoff) not in ("stopped", "dead")
     return WorkerOut(
         **_process(w, "celery", alive),
         device=w.device,
@@ -130,7 +125,8 @@ def _worker_out(w: Worker, cutoff: datetime) -> WorkerOut:
 
 
 def _acceptor_out(a: Acceptor, cutoff: datetime) -> WorkerOut:
-    alive = a.state in ACCEPTOR_LIVE_STATES and as_utc(a.heartbeat_at) > cutoff
+    state = heartbeat_state(a.state, a.heartbeat_at, cutoff, ACCEPTOR_RUNNING_STATES)
+    alive = state in ACCEPTOR_RUNNING_STATES
     counts = {name: getattr(a, name) for name in AcceptorStats.model_fields}
     return WorkerOut(**_process(a, "acceptor", alive), acceptor=AcceptorStats(**counts))
 
@@ -141,4 +137,4 @@ def _receiver_out(r: Receiver, cutoff: datetime) -> WorkerOut:
     return WorkerOut(**_process(r, "receiver", alive), receiver=busy)
 
 
-__all__ = ["ACCEPTOR_LIVE_STATES", "AcceptorStats", "ReceiverStats", "WorkerOut", "router"]
+__all__ = ["AcceptorStats", "ReceiverStats", "WorkerOut", "router"]

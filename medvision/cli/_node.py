@@ -243,15 +243,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _workers_section(workers: list, stale_s: float) -> str:
     """Celery workers (scale-out), one line each; dead = silent for ``stale_s``."""
-    from datetime import timedelta
+    from medvision.db import as_utc, heartbeat_state, stale_cutoff
 
-    from medvision.db import as_utc, utcnow
-
-    cutoff = utcnow() - timedelta(seconds=stale_s)
+    cutoff = stale_cutoff(stale_s)
     lines = ["workers:"]
     for w in workers:
-        alive = w.state != "stopped" and as_utc(w.heartbeat_at) > cutoff
-        state = w.state if alive or w.state == "stopped" else "dead"
+        state = heartbeat_state(w.state, w.heartbeat_at, cutoff)
         models = ", ".join(f"{k} {v}" for k, v in sorted(w.models.items())) or "no models"
         job = f", job {w.current_job_id}" if w.current_job_id else ""
         lines.append(
@@ -266,8 +263,8 @@ def _receivers_section(receivers: list, stale_s: float) -> str:
     one line each: serving, stopped, or dead (silent for ``stale_s`` without having
     stopped: ``medvision.node.receiver_state``, the assemblers' rule), and how many studies
     each has acknowledged instances of that are not yet indexed."""
-    from medvision.db import as_utc
-    from medvision.node import receiver_state, stale_cutoff
+    from medvision.db import as_utc, stale_cutoff
+    from medvision.node import receiver_state
 
     cutoff = stale_cutoff(stale_s)
     lines = ["receivers:"]
@@ -285,16 +282,13 @@ def _receivers_section(receivers: list, stale_s: float) -> str:
 def _acceptors_section(acceptors: list, stale_s: float) -> str:
     """DICOM acceptor processes (docs/node.md), one line each; dead = silent for ``stale_s``
     while it should be serving (the node itself gone)."""
-    from datetime import timedelta
+    from medvision.db import as_utc, heartbeat_state, stale_cutoff
+    from medvision.node import ACCEPTOR_RUNNING_STATES
 
-    from medvision.db import as_utc, utcnow
-
-    cutoff = utcnow() - timedelta(seconds=stale_s)
+    cutoff = stale_cutoff(stale_s)
     lines = ["acceptors:"]
     for a in acceptors:
-        state = a.state
-        if state in ("starting", "serving") and as_utc(a.heartbeat_at) <= cutoff:
-            state = "dead"
+        state = heartbeat_state(a.state, a.heartbeat_at, cutoff, ACCEPTOR_RUNNING_STATES)
         restarts = f"; {a.restarts} restarts" if a.restarts else ""
         lines.append(
             f"    {a.name:<28} {state:<10} pid {a.pid}; {a.active_associations} open, "

@@ -20,6 +20,8 @@ from medvision.db._models import (
     User,
     Worker,
     as_utc,
+    heartbeat_state,
+    stale_cutoff,
     utcnow,
 )
 from medvision.db._retry import DB_RETRY_S, is_db_unavailable, log_pass_failure, retry_db
@@ -61,10 +63,12 @@ __all__ = [
     "User",
     "Worker",
     "as_utc",
+    "heartbeat_state",
     "is_db_unavailable",
     "log_pass_failure",
     "retry_db",
     "schema_revisions",
+    "stale_cutoff",
     "upgrade_schema",
     "utcnow",
 ]

@@ -7,7 +7,8 @@ adding a state never needs a type migration.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -31,6 +32,26 @@ def utcnow() -> datetime:
 def as_utc(dt: datetime) -> datetime:
     """SQLite returns naive datetimes; every time we store is UTC."""
     return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def stale_cutoff(stale_s: float) -> datetime:
+    """A heartbeat at or before this instant is ``stale_s`` old (``worker_stale_s``)."""
+    return utcnow() - timedelta(seconds=stale_s)
+
+
+def heartbeat_state(
+    state: str,
+    heartbeat_at: datetime,
+    cutoff: datetime,
+    running: Collection[str] | None = None,
+) -> str:
+    """What a process's row (a Celery worker, an acceptor, a receiver) says of it now: the
+    state it last wrote, or ``dead`` when that state says it should be running
+    (``running``: these states; None: any but ``stopped``) and it has not been heard from
+    since ``cutoff`` (:func:`stale_cutoff`): killed, or its host or database gone. The one
+    rule of ``GET /workers``, ``medvision status``, ``/metrics`` and the assemblers."""
+    should_run = state != "stopped" if running is None else state in running
+    return "dead" if should_run and as_utc(heartbeat_at) <= cutoff else state
 
 
 class Base(DeclarativeBase):
@@ -325,5 +346,7 @@ __all__ = [
     "User",
     "Worker",
     "as_utc",
+    "heartbeat_state",
+    "stale_cutoff",
     "utcnow",
 ]

@@ -14,9 +14,9 @@ from medvision._lazy import lazy_exports
 
 #: Names served from a module imported on first use, and where they live.
 _LAZY = {
+    "ACCEPTOR_RUNNING_STATES": "medvision.node._acceptor_rows",
     "RECEIVER_STATES": "medvision.node._receivers",
     "receiver_state": "medvision.node._receivers",
-    "stale_cutoff": "medvision.node._receivers",
     "STORAGE_SOP_CLASSES": "medvision.node._scp",
     "StorageSCP": "medvision.node._scp",
     "Sender": "medvision.node._sender",
@@ -27,7 +27,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from medvision.node._receivers import RECEIVER_STATES, receiver_state, stale_cutoff
+    from medvision.node._acceptor_rows import ACCEPTOR_RUNNING_STATES
+    from medvision.node._receivers import RECEIVER_STATES, receiver_state
     from medvision.node._scp import STORAGE_SOP_CLASSES, StorageSCP
     from medvision.node._sender import Sender
     from medvision.node._service import Node
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(__name__, _LAZY)
 
 __all__ = [
+    "ACCEPTOR_RUNNING_STATES",
     "RECEIVER_STATES",
     "STORAGE_SOP_CLASSES",
     "Node",
@@ -46,5 +48,4 @@ __all__ = [
     "StorageSCP",
     "StoredFile",
     "receiver_state",
-    "stale_cutoff",
 ]

@@ -23,6 +23,9 @@ from medvision.db import Acceptor, Database, utcnow
 
 LOG = logging.getLogger("medvision.acceptors")
 
+#: The states in which an acceptor should be serving: silent too long in one, it is dead
+#: (``medvision.db.heartbeat_state``); ``restarting`` and ``stopped`` are the node's word.
+ACCEPTOR_RUNNING_STATES = ("starting", "serving")
 #: Seconds between an acceptor's reports in the ``acceptors`` table.
 HEARTBEAT_S = 2.0
 #: How long the node waits for its acceptors to start, and for one to stop.
@@ -151,4 +154,12 @@ def retire_slots(db: Database, count: int, receiver: str = "") -> None:
         LOG.warning("cannot record retired acceptor slots: %s", err)
 
 
-__all__ = ["COUNTERS", "HEARTBEAT_S", "AcceptorReporter", "retire_slots", "row_name", "set_state"]
+__all__ = [
+    "ACCEPTOR_RUNNING_STATES",
+    "COUNTERS",
+    "HEARTBEAT_S",
+    "AcceptorReporter",
+    "retire_slots",
+    "row_name",
+    "set_state",
+]

@@ -26,12 +26,21 @@ import logging
 import os
 import socket
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 
 from medvision.config import ConfigError
-from medvision.db import Database, Job, JobState, Receiver, as_utc, utcnow
+from medvision.db import (
+    Database,
+    Job,
+    JobState,
+    Receiver,
+    as_utc,
+    heartbeat_state,
+    stale_cutoff,
+    utcnow,
+)
 from medvision.jobs import take_back
 
 LOG = logging.getLogger("medvision.receivers")
@@ -42,23 +51,17 @@ LOG = logging.getLogger("medvision.receivers")
 RECEIVER_STATES = ("serving", "stopped", "dead")
 
 
-def stale_cutoff(stale_s: float) -> datetime:
-    """A heartbeat at or before this instant is ``stale_s`` old: its receiver is dead."""
-    return utcnow() - timedelta(seconds=stale_s)
-
-
 def receiver_state(state: str, heartbeat_at: datetime, cutoff: datetime) -> str:
     """What a receiver's row says of it now (one of :data:`RECEIVER_STATES`).
 
     Only ``serving`` is alive: its busy studies hold back every assembler. A receiver that
     stopped cleanly wrote ``stopped`` and stays so however old its row; one whose heartbeat
-    is at or before ``cutoff`` (:func:`stale_cutoff`) without having stopped was killed or
-    lost its host or its database: ``dead``, and its busy studies no longer count.
+    is at or before ``cutoff`` (:func:`medvision.db.stale_cutoff`) without having stopped
+    was killed or lost its host or its database: ``dead``, and its busy studies no longer
+    count (:func:`medvision.db.heartbeat_state`, the rule of every process row).
     (:func:`requeue_lost` goes by the heartbeat alone: any claim still running under a row
     that old, a stopped receiver's included, is taken back.)"""
-    if state != "stopped" and as_utc(heartbeat_at) <= cutoff:
-        return "dead"
-    return state
+    return heartbeat_state(state, heartbeat_at, cutoff)
 
 
 def claim_prefix(name: str) -> str:
@@ -82,9 +85,8 @@ class ReceiverRow:
             row = session.scalar(select(Receiver).where(Receiver.name == self.name))
             if (
                 row is not None
-                and row.state == "serving"
                 and row.host != socket.gethostname()
-                and as_utc(row.heartbeat_at) > cutoff
+                and receiver_state(row.state, row.heartbeat_at, cutoff) == "serving"
             ):
                 raise ConfigError(
                     f"node_name {self.name!r} is in use by the receiver on {row.host} (pid "
@@ -155,5 +157,4 @@ __all__ = [
     "claim_prefix",
     "receiver_state",
     "requeue_lost",
-    "stale_cutoff",
 ]
