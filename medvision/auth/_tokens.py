@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import UTC, timedelta
+from datetime import timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from medvision.auth._roles import CurrentUser, UserError, caller, named_user
-from medvision.db import ApiToken, Database, User, utcnow
+from medvision.db import ApiToken, Database, User, as_utc, utcnow
 
 LOG = logging.getLogger("medvision.auth")
 
@@ -74,10 +74,7 @@ def check_token(
         row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
         if row is None or row.kind != kind.value:
             return None
-        expires = row.expires_at
-        if expires is not None and expires.tzinfo is None:  # SQLite drops the offset
-            expires = expires.replace(tzinfo=UTC)
-        expired = expires is not None and expires <= utcnow()
+        expired = row.expires_at is not None and as_utc(row.expires_at) <= utcnow()
         user = None if expired else session.get(User, row.user_id)
         found = None if user is None or user.disabled else caller(user, method)
     if expired:
@@ -101,7 +98,7 @@ def touch_token(db: Database, secret: str, every_s: float = TOUCH_EVERY_S) -> bo
     digest = token_hash(secret)
     with db.read() as session:
         last = session.scalar(select(ApiToken.last_used_at).where(ApiToken.token_hash == digest))
-    if last is not None and (last if last.tzinfo else last.replace(tzinfo=UTC)) > stale:
+    if last is not None and as_utc(last) > stale:
         return False
     try:
         with db.session() as session:
