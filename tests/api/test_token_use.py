@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 
 from sqlalchemy import select
 
-from medvision.auth import token_hash, touch_token
+from medvision.auth import session_user, start_session, token_hash, touch_token
 from medvision.db import ApiToken
 from medvision.http_deps import SESSION_COOKIE
 from tests.api.conftest import Client, Server
@@ -49,3 +50,16 @@ def test_last_use_is_written_once_a_minute(api: Server) -> None:
     assert touch_token(api.db, rad) is False and _last_used(api, rad) == first
     assert touch_token(api.db, rad, every_s=0) is True and _last_used(api, rad) > first
     assert touch_token(api.db, "mvt_unknown") is False
+
+
+def test_an_expired_session_is_refused_and_forgotten(api: Server) -> None:
+    """Checking a session is a read; an expired one is refused and its row deleted, in a
+    transaction of its own."""
+    expired = start_session(api.db, "rad", timedelta(seconds=-1))
+    live = start_session(api.db, "rad", timedelta(hours=1))
+    assert session_user(api.db, expired) is None
+    with api.db.session() as session:
+        hashes = set(session.scalars(select(ApiToken.token_hash)))
+    assert token_hash(expired) not in hashes and token_hash(live) in hashes
+    user = session_user(api.db, live)
+    assert user is not None and user.name == "rad"
