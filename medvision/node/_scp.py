@@ -48,6 +48,7 @@ from medvision.node._cstore import StoreHandler
 from medvision.node._dul_guard import guard_association
 from medvision.node._ingest import Indexer
 from medvision.node._net import set_nodelay
+from medvision.node._reactor_wait import wake_on_work
 from medvision.node._scp_associations import Associations
 from medvision.node._scp_status import SUCCESS
 from medvision.node._servers import AcceptorLink, GuardedServer, HandedServer, LinkGuard
@@ -143,6 +144,7 @@ class StorageSCP:
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_CONN_OPEN, guard_association, [self.settings.max_pdu]),
+            (evt.EVT_CONN_OPEN, wake_on_work),
             (evt.EVT_REQUESTED, self._associations.on_requested),
             (evt.EVT_ACCEPTED, self._associations.on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
