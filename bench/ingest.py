@@ -112,6 +112,13 @@ def send(port: int, called: str, files: list[Path], streams: int) -> float:
     return elapsed
 
 
+def settle() -> None:
+    """Before a receiver's clock starts: what the previous receivers wrote is flushed
+    (``sync``), so that none is timed while the kernel writes back another's files."""
+    os.sync()
+    time.sleep(0.5)
+
+
 @dataclass
 class Result:
     receiver: str
@@ -152,6 +159,7 @@ def run_medvision(
             else:
                 os.environ["PYTHONPATH"] = saved
     try:
+        settle()
         load = os.getloadavg()[0]
         start = time.perf_counter()
         seconds = send(node.dicom_port, node.ae_title, files, streams)
@@ -174,6 +182,7 @@ def run_orthanc(work: Path, study: str, files: list[Path], streams: int) -> Resu
     orthanc = Orthanc(work / "orthanc", {})
     orthanc.start()
     try:
+        settle()
         load = os.getloadavg()[0]
         seconds = send(orthanc.dicom_port, orthanc.aet, files, streams)
         sid = orthanc.study_id(study)
@@ -195,6 +204,7 @@ def run_storescp(work: Path, study: str, files: list[Path], streams: int) -> Res
     )
     try:
         wait_for("storescp", lambda: _echo(port), 20)
+        settle()
         load = os.getloadavg()[0]
         seconds = send(port, "STORESCP", files, streams)
         assert len(list(out.iterdir())) == len(files)
