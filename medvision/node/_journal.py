@@ -1,7 +1,8 @@
 """The spool's write-ahead journal: an instance is acknowledged after one flush.
 
-Each instance is one record (header, CRC-32, relative path, bytes) appended to a *segment*
-of ``<spool>/.journal[/<name>]``, which is then ``fdatasync``'ed. Segments are written in
+Each instance is one record (header with the data's SHA-256 and a CRC-32 of the rest,
+relative path, bytes; ``_journal_io``) appended to a *segment* of
+``<spool>/.journal[/<name>]``, which is then ``fdatasync``'ed. Segments are written in
 full (zeros) and fsync'ed, their name fsync'ed into the folder, *before* they take records,
 so an append changes no file metadata: one flush per instance instead of the two (file,
 then folder) a new file needs, and concurrent associations share flushes (group commit). A
@@ -9,9 +10,10 @@ background thread then *materialises* each record as its file (temporary file + 
 flush of its own); once a full segment's records are all materialised, one ``syncfs`` makes
 those files durable and the segment is recycled. Opening a journal writes out again, with a
 flush of each file and folder, every record its segments still hold. Records carry their
-segment's generation and a CRC, so stale records of a recycled segment and a torn last
-record are never replayed; records are appended and flushed in order within a segment, so
-every acknowledged record lies in the valid prefix that replay reads.
+segment's generation and are checked (CRC, SHA-256), so stale records of a recycled
+segment and a torn last record are never replayed; records are appended and flushed in
+order within a segment, so every acknowledged record lies in the valid prefix that replay
+reads.
 
 The spool (``_spool``: file layout, the direct path it falls back to) owns one journal; the
 record format and the low-level I/O are ``_journal_io``'s.
@@ -21,19 +23,17 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
 from medvision.node._journal_io import (
-    HEADER,
-    MAGIC,
+    HEADER_V2,
     MAX_RECORD,
     Record,
     Segment,
@@ -42,6 +42,7 @@ from medvision.node._journal_io import (
     prepare_segment,
     pwrite_all,
     read_records,
+    record_head,
     recycle_segment,
     syncfs,
 )
@@ -177,15 +178,18 @@ class Journal:
 
     # -- appending ----------------------------------------------------------------------
 
-    def append(self, relpath: str, data: bytes) -> int:
+    def append(self, relpath: str, data: bytes, digest: bytes | None = None) -> int:
         """Append a record and flush it; its sequence number, or 0 to take the direct path.
 
+        ``digest``: the data's SHA-256 if the caller has it (the record carries it).
         Space is reserved and the record written under one lock, so a segment's records are
         whole up to ``written``; a flush covers everything written before it started, so
         one ``fdatasync`` answers every association waiting on the same segment.
         """
         path = relpath.encode()
-        head = HEADER.size + len(path)
+        if digest is None:
+            digest = hashlib.sha256(data).digest()
+        head = HEADER_V2.size + len(path)
         with self._append_lock:
             seg = self._segment_for(head + len(data))
             if seg is None:
@@ -193,8 +197,7 @@ class Journal:
             offset = seg.offset
             seg.offset = aligned(offset + head + len(data))
             gen = seg.generation
-            crc = zlib.crc32(data, zlib.crc32(path, zlib.crc32(struct.pack("<Q", gen))))
-            header = HEADER.pack(MAGIC, gen, len(path), len(data), crc) + path
+            header = record_head(gen, path, len(data), digest)
             try:
                 pwrite_all(seg.fd, header, offset)
                 pwrite_all(seg.fd, data, offset + head)

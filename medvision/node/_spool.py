@@ -109,9 +109,10 @@ class Spool:
                 self._known_dirs.add(final.parent)
         except OSError as err:
             raise SpoolError(f"cannot write to the spool: {err.strerror or err}") from err
-        digest = hashlib.sha256(data).hexdigest()
+        sha = hashlib.sha256(data)
+        digest = sha.hexdigest()
         if self.journal.accepts(len(data)):
-            seq = self.journal.append(relpath, data)
+            seq = self.journal.append(relpath, data, sha.digest())
             if seq:
                 self.counts["journal"] += 1
                 return StoredFile(relpath, len(data), digest, created=True, seq=seq)
