@@ -31,12 +31,13 @@ from pathlib import Path
 class Costs:
     """Seconds per reference study (300 × 512² CT), and the assumptions of the model."""
 
-    #: Receiver, storing 300 instances: 323 inst/s with four associations over the default
-    #: two acceptor processes (median of 2; docs/benchmarks.md "Acceptor processes, on a
-    #: quiet machine": the 2-core development machine with nothing else running, the four
-    #: storescu senders on the same cores). Before the acceptor processes, on the same
-    #: machine at load 4-9: 67 inst/s (``--ingest-s 4.48`` to compare).
-    ingest_s: float = 300 / 323
+    #: Receiver, storing 300 instances: 341 inst/s with four associations over the default
+    #: two acceptor processes (median of 3; docs/benchmarks.md "Acceptor processes without
+    #: polling": the 2-core development machine with nothing else running, the four storescu
+    #: senders on the same cores; 1.15x Orthanc in the same rounds). Before that: 323 inst/s
+    #: (``--ingest-s 0.93``); before the acceptor processes, at load 4-9: 67 inst/s
+    #: (``--ingest-s 4.48``).
+    ingest_s: float = 300 / 341
     #: Receiver, sending SEG + SR: ESTIMATED 16 MB of results (a binary SEG frame of
     #: 512²/8 = 32 KiB per slice with lung, two lung segments on ~80 % of 300 slices, plus
     #: a small SR) at 104 MB/s, Orthanc's durable one-association rate in the same run
