@@ -34,7 +34,8 @@ class Costs:
     #: Receiver, storing 300 instances: 341 inst/s with four associations over the default
     #: two acceptor processes (median of 3; docs/benchmarks.md "Acceptor processes without
     #: polling": the 2-core development machine with nothing else running, the four storescu
-    #: senders on the same cores; 1.15x Orthanc in the same rounds). Before that: 323 inst/s
+    #: senders on the same cores; 1.15x Orthanc in the same rounds; two later runs: 243 and
+    #: 254 inst/s, 0.94x and 0.96x, so this is the better end). Before that: 323 inst/s
     #: (``--ingest-s 0.93``); before the acceptor processes, at load 4-9: 67 inst/s
     #: (``--ingest-s 4.48``).
     ingest_s: float = 300 / 341
