@@ -97,7 +97,7 @@ class StoreHandler:
             if uids.get("sop", "") != item.sop_instance_uid:
                 raise InvalidUID("SOP Instance UID in the dataset differs from the request's")
             # Whole-string UI checks before anything else: a UID names a spool folder.
-            self.spool.path_for(
+            self.spool.relpath_for(
                 item.study_instance_uid, item.series_instance_uid, item.sop_instance_uid
             )
         except InvalidUID as err:

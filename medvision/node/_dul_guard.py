@@ -31,6 +31,8 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.fsm import TRANSITION_TABLE
 
+from medvision.node._pdata import queue_p_data, takes_direct_path
+
 LOG = logging.getLogger("medvision.scp")
 
 P_DATA_TF = 0x04
@@ -97,17 +99,31 @@ def limit_pdu_lengths(event: evt.Event, max_pdu: int) -> None:
     read_pdu = dul._read_pdu_data
     recv = _whole_recv(sock) if sock.socket is not None else sock.recv
     header_next = [False]
+    #: A header read for the direct path that turned out not to be a P-DATA-TF: the next
+    #: read (pynetdicom's, for that header) gets it.
+    pushed_back: list[Any] = [None]
 
     def read_pdu_data() -> None:
         header_next[0] = True
         try:
+            if takes_direct_path(dul):
+                head = checked_recv(6)
+                if len(head) == 6 and head[0] == P_DATA_TF and not refused[0]:
+                    length = struct.unpack_from(">I", head, 2)[0]
+                    queue_p_data(dul, checked_recv(length), length)
+                    return
+                pushed_back[0] = head  # checked already: pynetdicom reads the rest
             read_pdu()
         finally:
             header_next[0] = False
+            pushed_back[0] = None
 
     refused = [False]
 
     def checked_recv(nr_bytes: int) -> Any:
+        if pushed_back[0] is not None:
+            data, pushed_back[0] = pushed_back[0], None
+            return data
         if refused[0]:  # nothing more is read from this peer: pynetdicom sees the end
             return bytearray()
         data = recv(nr_bytes)

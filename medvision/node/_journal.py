@@ -51,7 +51,7 @@ from medvision.node._spool_errors import SpoolError
 LOG = logging.getLogger("medvision.spool")
 
 #: How the spool writes a file at its path: (final path, data, flush the file and folder).
-WriteFile = Callable[[Path, bytes, bool], None]
+WriteFile = Callable[[str, bytes, bool], None]
 
 
 class Journal:
@@ -74,6 +74,7 @@ class Journal:
     ) -> None:
         #: The spool root, which a record's relative path is relative to.
         self.root = root
+        self._root = os.fspath(root)
         self.dir = folder
         self._write_file = write_file
         #: The spool's counters: segments made and reused.
@@ -291,8 +292,8 @@ class Journal:
         return any(s.closed and s.in_flight == 0 and s.unmaterialised == 0 for s in self._segments)
 
     def _materialise(self, record: Record) -> None:
-        final = self.root / record.relpath
-        if not final.exists():  # else a second copy: the first is kept
+        final = os.path.join(self._root, record.relpath)
+        if not os.path.exists(final):  # else a second copy: the first is kept
             self._write_file(final, record.data, False)
         with self._cond:
             self._queue.popleft()
@@ -373,7 +374,7 @@ class Journal:
             final = self.root / relpath
             if final.exists() and final.read_bytes() in datas:
                 continue
-            self._write_file(final, datas[0], True)
+            self._write_file(os.fspath(final), datas[0], True)
             written += 1
         if segments:
             LOG.info("journal: %d records, %d written out again", len(copies), written)

@@ -436,6 +436,18 @@ def pdu_cases(called: str, calling: str, max_pdu: int, seed: int) -> list[PduCas
         PduCase("command-set-garbage", p_data([(1, 0x03, rng.randbytes(200))]), True),
         PduCase("second-associate-rq", rq, True),
         PduCase("truncated-p-data", p_data([(1, 0x03, echo_command())])[:20], True),
+        # A PDV item of length 1: a context ID and no message control header.
+        PduCase(
+            "pdv-without-control-header",
+            _pdu(0x04, struct.pack(">IB", 1, 1) + p_data([(1, 0x03, echo_command())])[6:]),
+            True,
+        ),
+        # Three bytes after the last whole PDV item: not room for another's header.
+        PduCase(
+            "pdv-item-header-cut",
+            _pdu(0x04, p_data([(1, 0x03, echo_command())])[6:] + b"\x00\x00\x00"),
+            True,
+        ),
     ]
     return cases
 
