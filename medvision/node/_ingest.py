@@ -105,6 +105,7 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
         session, (item.study_instance_uid for item, _ in items)
     )
     rows: list[dict[str, object]] = []
+    senders: dict[str, list[str]] = {}
     for item, stored in items:
         uid = item.study_instance_uid
         place = known.get(item.sop_instance_uid)
@@ -153,10 +154,11 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
                 refresh=False,
                 reason="new instances arrived",
             )
-        if study.state == StudyState.RECEIVING:
-            study.last_received_at = now
-        study.calling_aet = item.calling_aet or study.calling_aet
-        study.calling_host = item.calling_host or study.calling_host
+        # Who sent it, and when, once per study below: an ORM attribute set per instance
+        # was a tenth of this function's Python. The last sender that said wins.
+        sender = senders.setdefault(uid, ["", ""])
+        sender[0] = item.calling_aet or sender[0]
+        sender[1] = item.calling_host or sender[1]
         if not exists:
             study.instance_count += 1
             known[item.sop_instance_uid] = (uid, item.series_instance_uid)
@@ -173,6 +175,12 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
                     "received_at": now,
                 }
             )
+    for uid, (calling_aet, calling_host) in senders.items():
+        study = studies[uid]
+        if study.state == StudyState.RECEIVING:
+            study.last_received_at = now
+        study.calling_aet = calling_aet or study.calling_aet
+        study.calling_host = calling_host or study.calling_host
     session.flush()
     if rows:
         session.execute(insert(Instance), rows)
@@ -402,10 +410,13 @@ class Indexer:
             batch = [first]
             # Linger a little so that a stream of instances makes few, larger transactions;
             # nothing waits for the index but the study assembler, which sees `pending`.
-            deadline = time.monotonic() + self.linger_s
+            # One sleep, then what came meanwhile: a timed get per instance woke this
+            # thread for each C-STORE (~6 % of an acceptor's Python at four associations).
+            if self._queue.qsize() < self.batch_size:
+                time.sleep(self.linger_s)
             while len(batch) < self.batch_size:
                 try:
-                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
