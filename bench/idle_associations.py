@@ -67,18 +67,13 @@ def _hold(port: int, called: str, count: int, ready: multiprocessing.Event, stop
 def measure(name: str, work: Path, count: int, seconds: float, code: Path | None = None) -> float:
     if name == "medvision":
         receiver = NodeProcess(
-            work / "node", quiet_period_s=3600, max_associations=count + 4, pipelines=["lung-ct"]
+            work / "node",
+            code=code,  # the node imports medvision from there (before the venv's)
+            quiet_period_s=3600,
+            max_associations=count + 4,
+            pipelines=["lung-ct"],
         )
-        saved = os.environ.get("PYTHONPATH")
-        if code is not None:  # the node imports medvision from there (before the venv's)
-            os.environ["PYTHONPATH"] = str(code)
-        try:
-            receiver.start()
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+        receiver.start()
         port, called = receiver.dicom_port, receiver.ae_title
     else:
         receiver = Orthanc(work / "orthanc", {})

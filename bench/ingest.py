@@ -142,22 +142,13 @@ def run_medvision(
     extra = {} if processes is None else {"scp_processes": processes}
     node = NodeProcess(
         work / "medvision-data",
+        code=code,  # the child imports medvision from there (before the venv's)
         quiet_period_s=3600,
         max_associations=max(10, streams + 2),
         pipelines=["lung-ct"],
         **extra,
     )
-    saved = os.environ.get("PYTHONPATH")
-    if code is not None:  # the child imports medvision from there (before the venv's)
-        os.environ["PYTHONPATH"] = str(code)
-    try:
-        node.start()
-    finally:
-        if code is not None:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+    node.start()
     try:
         settle()
         load = os.getloadavg()[0]

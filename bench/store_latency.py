@@ -89,18 +89,9 @@ def run(
     if receiver in ("medvision", "baseline"):
         node = NodeProcess(
             work / "medvision-data", quiet_period_s=3600, max_associations=10,
-            pipelines=["lung-ct"],
+            pipelines=["lung-ct"], code=code if receiver == "baseline" else None,
         )  # fmt: skip
-        saved = os.environ.get("PYTHONPATH")
-        if receiver == "baseline":  # the child imports medvision from there
-            os.environ["PYTHONPATH"] = str(code)
-        try:
-            node.start()
-        finally:
-            if saved is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = saved
+        node.start()
         port, called = node.dicom_port, node.ae_title
     else:
         node = Orthanc(work / "orthanc", {})

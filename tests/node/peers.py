@@ -221,8 +221,11 @@ class Orthanc:
 class NodeProcess:
     """``medvision serve`` as a child process, configured only by environment variables."""
 
-    def __init__(self, data_dir: Path, **settings: Any) -> None:
+    def __init__(self, data_dir: Path, code: Path | None = None, **settings: Any) -> None:
+        """``code``: a folder holding another version's ``medvision`` package, which the
+        child imports before the venv's (a benchmark's baseline commit)."""
         self.data_dir = data_dir
+        self.code = code
         self.dicom_port = settings.pop("dicom_port", None) or free_port()
         self.http_port = settings.pop("http_port", None) or free_port()
         self.ae_title = settings.get("ae_title", "MEDVISION")
@@ -266,6 +269,8 @@ class NodeProcess:
             text = value if isinstance(value, str) else json.dumps(value)
             env[f"MEDVISION_{key.upper()}"] = text
         env["PYTHONUNBUFFERED"] = "1"
+        if self.code is not None:
+            env["PYTHONPATH"] = str(self.code)
         return env
 
     def start(self, timeout: float = 90) -> NodeProcess:
