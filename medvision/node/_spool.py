@@ -165,8 +165,7 @@ class Spool:
             return None
         return StoredFile(relpath, size, sha256_file(Path(final)), created=False)
 
-    def _write_file(self, final: str | Path, data: bytes, sync: bool) -> None:
-        final = os.fspath(final)
+    def _write_file(self, final: str, data: bytes, sync: bool) -> None:
         tmp = os.path.join(self._tmp, f"{uuid.uuid4().hex}.part")
         try:
             try:
