@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class BrowserLog:
     timings: dict[str, float] = field(default_factory=dict)
     #: error notifications OHIF showed to the user (text of the toast and its details)
     notifications: list[str] = field(default_factory=list)
+    #: requests that failed or were answered with an HTTP error (status or reason, URL)
+    failed_requests: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +132,11 @@ class OhifSession:
 
 
 @pytest.fixture(scope="module")
-def ohif(viewer_server: ViewerServer, medvision_results: Results) -> Iterator[OhifSession]:
+def ohif(
+    viewer_server: ViewerServer,
+    medvision_results: Results,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OhifSession]:
     """One headless Chromium page with OHIF open on the study and our SEG hydrated."""
     try:
         from playwright.sync_api import sync_playwright
@@ -139,6 +146,7 @@ def ohif(viewer_server: ViewerServer, medvision_results: Results) -> Iterator[Oh
         pytest.fail(f"{CHROMIUM} not found: apt-get install chromium fonts-dejavu-core")
 
     study_uid = medvision_results.findings["study_instance_uid"]
+    tmp = tmp_path_factory.mktemp("ohif")
     log = BrowserLog()
     origin = viewer_server.url
 
@@ -174,39 +182,92 @@ def ohif(viewer_server: ViewerServer, medvision_results: Results) -> Iterator[Oh
             page = context.new_page()
             page.on("console", on_console)
             page.on("pageerror", lambda err: log.page_errors.append(str(err)))
+            page.on("requestfailed", lambda r: log.failed_requests.append(_failure(r)))
+            page.on(
+                "response",
+                lambda r: r.status >= 400 and log.failed_requests.append(f"{r.status} {r.url}"),
+            )
             start = time.monotonic()
-            page.goto(f"{origin}/viewer?StudyInstanceUIDs={study_uid}")
-            page.wait_for_selector('[data-cy="viewport-overlay-bottom-right"]', timeout=90_000)
-            page.wait_for_function(
-                "() => { try { return window.cornerstone.getEnabledElements()[0].viewport"
-                ".getCurrentImageId(); } catch (e) { return false; } }",
-                timeout=60_000,
-            )
-            log.timings["first image"] = time.monotonic() - start
-            page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="SEG").dblclick()
-            page.locator('[data-cy="yes-hydrate-btn"]').click(timeout=30_000)
-            # (the viewport is re-created while OHIF hydrates: hence the try)
-            page.wait_for_function(
-                "() => { try {"
-                " const vp = window.cornerstone.getEnabledElements()[0].viewport;"
-                " return window.services.segmentationService"
-                ".getSegmentationRepresentations(vp.id).length > 0;"
-                " } catch (e) { return false; } }",
-                timeout=60_000,
-            )
-            # OHIF then jumps to the first slice with a segment: let that settle (the label
-            # unchanged for a second) so that it cannot undo a test's navigation.
-            label = page.locator('[data-cy="viewport-overlay-bottom-right"]').first
-            deadline, last, since = time.monotonic() + 30, None, time.monotonic()
-            while time.monotonic() < deadline:
-                now = label.inner_text()
-                if now != last:
-                    last, since = now, time.monotonic()
-                elif time.monotonic() - since > 1.0:
-                    break
-                time.sleep(0.2)
-            log.timings["SEG shown"] = time.monotonic() - start
+            try:
+                _open_study_with_seg(page, origin, study_uid, log, start)
+            except Exception as err:  # noqa: BLE001 - reported with what the page showed
+                pytest.fail(_why_ohif_did_not_open(err, page, log, viewer_server, start, tmp))
             page.evaluate(PAGE_HELPER_JS)
             yield OhifSession(page, viewer_server, log, study_uid)
         finally:
             browser.close()
+
+
+def _open_study_with_seg(
+    page: Any, origin: str, study_uid: str, log: BrowserLog, start: float
+) -> None:
+    """Open the study in OHIF's viewer, hydrate our SEG and wait until the view settles."""
+    page.goto(f"{origin}/viewer?StudyInstanceUIDs={study_uid}")
+    page.wait_for_selector('[data-cy="viewport-overlay-bottom-right"]', timeout=90_000)
+    page.wait_for_function(
+        "() => { try { return window.cornerstone.getEnabledElements()[0].viewport"
+        ".getCurrentImageId(); } catch (e) { return false; } }",
+        timeout=60_000,
+    )
+    log.timings["first image"] = time.monotonic() - start
+    page.locator('[data-cy="study-browser-thumbnail-no-image"]', has_text="SEG").dblclick()
+    page.locator('[data-cy="yes-hydrate-btn"]').click(timeout=30_000)
+    # (the viewport is re-created while OHIF hydrates: hence the try)
+    page.wait_for_function(
+        "() => { try {"
+        " const vp = window.cornerstone.getEnabledElements()[0].viewport;"
+        " return window.services.segmentationService"
+        ".getSegmentationRepresentations(vp.id).length > 0;"
+        " } catch (e) { return false; } }",
+        timeout=60_000,
+    )
+    # OHIF then jumps to the first slice with a segment: let that settle (the label
+    # unchanged for a second) so that it cannot undo a test's navigation.
+    label = page.locator('[data-cy="viewport-overlay-bottom-right"]').first
+    deadline, last, since = time.monotonic() + 30, None, time.monotonic()
+    while time.monotonic() < deadline:
+        now = label.inner_text()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            break
+        time.sleep(0.2)
+    log.timings["SEG shown"] = time.monotonic() - start
+
+
+def _failure(request: Any) -> str:  # playwright Request
+    return f"{request.failure} {request.url[:160]}"
+
+
+def _why_ohif_did_not_open(
+    err: Exception, page: Any, log: BrowserLog, server: ViewerServer, start: float, tmp: Path
+) -> str:
+    """What a reader of a CI log needs when OHIF did not come up: the page's own words, its
+    errors and requests, Orthanc's answers through the proxy, and how busy the machine was
+    (software WebGL slows to a crawl when something else holds the CPUs)."""
+    lines = [f"OHIF did not open the study with our SEG after {time.monotonic() - start:.0f} s:"]
+    lines.append(f"  {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+    try:
+        lines.append(f"  page {page.url!r}, title {page.title()!r}")
+        text = " ".join(page.inner_text("body", timeout=5_000).split())
+        lines.append(f"  page text: {text[:600]!r}")
+        shot = tmp / "ohif-failed.png"
+        page.screenshot(path=str(shot), timeout=10_000)
+        lines.append(f"  screenshot: {shot}")
+    except Exception as page_err:  # noqa: BLE001 - the page itself may be what broke
+        lines.append(f"  (page unreadable: {page_err!r})")
+    lines.append(f"  timings: {log.timings}")
+    for name in ("page_errors", "console_errors", "failed_requests", "blocked", "notifications"):
+        values = getattr(log, name)
+        lines.append(f"  {name} ({len(values)}): {values[-8:]}")
+    proxied = list(server.proxied)
+    pending = [r for r in proxied if r.status is None]
+    lines.append(f"  DICOMweb requests: {server.dicomweb_requests}, unanswered: {len(pending)}")
+    lines.extend(f"    {r}" for r in (pending or proxied)[-8:])
+    lines.append(f"  load average: {os.getloadavg()}; ps %CPU is each process's lifetime average")
+    top = subprocess.run(
+        ["ps", "-eo", "pid,etimes,pcpu,rss,args", "--sort=-pcpu"],
+        capture_output=True, text=True, check=False,
+    ).stdout.splitlines()[:9]  # fmt: skip
+    lines.extend(f"    {line[:160]}" for line in top)
+    return "\n".join(lines)

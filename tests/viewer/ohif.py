@@ -20,6 +20,9 @@ import shutil
 import subprocess
 import tarfile
 import threading
+import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -181,6 +184,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def _proxy(self) -> None:
         """Forward to Orthanc with the browser's Host header, so BulkDataURIs point here."""
         self.server.dicomweb_requests += 1
+        record = ProxiedRequest(self.command, self.path, time.monotonic())
+        self.server.proxied.append(record)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
         headers = {
@@ -193,8 +198,14 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+        except OSError as err:
+            record.status, record.seconds = 502, time.monotonic() - record.started
+            record.error = repr(err)
+            self._send(502, f"Orthanc: {err!r}".encode(), "text/plain")
+            return
         finally:
             conn.close()
+        record.status, record.seconds = resp.status, time.monotonic() - record.started
         self.send_response(resp.status)
         for key, value in resp.getheaders():
             if key.lower() not in ("connection", "content-length", "transfer-encoding"):
@@ -202,6 +213,25 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+@dataclass
+class ProxiedRequest:
+    """One DICOMweb request passed to Orthanc: what a test reports when the viewer stalls."""
+
+    method: str
+    path: str
+    started: float
+    status: int | None = None  # None while Orthanc has not answered
+    seconds: float | None = None
+    error: str = ""
+
+    def __str__(self) -> str:
+        if self.status is None:
+            took = f"no answer after {time.monotonic() - self.started:.1f} s"
+        else:
+            took = f"{self.status} in {self.seconds:.2f} s {self.error}".rstrip()
+        return f"{self.method} {self.path[:120]} -> {took}"
 
 
 class ViewerServer(http.server.ThreadingHTTPServer):
@@ -215,6 +245,8 @@ class ViewerServer(http.server.ThreadingHTTPServer):
         self.orthanc_port = orthanc_port
         self.config_js = app_config()
         self.dicomweb_requests = 0
+        #: the most recent DICOMweb requests, oldest first
+        self.proxied: deque[ProxiedRequest] = deque(maxlen=200)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self._thread = threading.Thread(target=self.serve_forever, name="ohif-http", daemon=True)
 
