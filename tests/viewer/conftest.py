@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,8 @@ class BrowserLog:
     notifications: list[str] = field(default_factory=list)
     #: requests that failed or were answered with an HTTP error (status or reason, URL)
     failed_requests: list[str] = field(default_factory=list)
+    #: why an attempt to open the study failed before the page was reloaded
+    retried: list[str] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
@@ -187,11 +190,20 @@ def ohif(
                 "response",
                 lambda r: r.status >= 400 and log.failed_requests.append(f"{r.status} {r.url}"),
             )
-            start = time.monotonic()
-            try:
-                _open_study_with_seg(page, origin, study_uid, log, start)
-            except Exception as err:  # noqa: BLE001 - reported with what the page showed
-                pytest.fail(_why_ohif_did_not_open(err, page, log, viewer_server, start, tmp))
+            # One reload if OHIF does not come up: CI once saw all eight checks fail on a
+            # page that never showed its viewport while every run here took ~20 s. The first
+            # attempt's report is kept as a warning (in the run's summary) either way.
+            for attempt in (1, 2):
+                start = time.monotonic()
+                try:
+                    _open_study_with_seg(page, origin, study_uid, log, start)
+                    break
+                except Exception as err:  # noqa: BLE001 - reported with what the page showed
+                    why = _why_ohif_did_not_open(err, page, log, viewer_server, start, tmp)
+                    if attempt == 2:
+                        pytest.fail("\n\n".join([*log.retried, why]))
+                    log.retried.append(why)
+                    warnings.warn(f"reloading OHIF once. {why}", stacklevel=1)
             page.evaluate(PAGE_HELPER_JS)
             yield OhifSession(page, viewer_server, log, study_uid)
         finally:
@@ -251,7 +263,7 @@ def _why_ohif_did_not_open(
         lines.append(f"  page {page.url!r}, title {page.title()!r}")
         text = " ".join(page.inner_text("body", timeout=5_000).split())
         lines.append(f"  page text: {text[:600]!r}")
-        shot = tmp / "ohif-failed.png"
+        shot = tmp / f"ohif-failed-{len(log.retried) + 1}.png"
         page.screenshot(path=str(shot), timeout=10_000)
         lines.append(f"  screenshot: {shot}")
     except Exception as page_err:  # noqa: BLE001 - the page itself may be what broke
