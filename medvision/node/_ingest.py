@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolProxiedConnection
 
 from medvision._hashing import sha256_file
 from medvision.db import Database, Instance, Job, JobState, Study, StudyState, utcnow
@@ -271,7 +272,10 @@ class Indexer:
         #: SOP Instance UID -> [(study, series), stores in flight or waiting for the index].
         self._claims: dict[str, list] = {}
         self._claims_lock = threading.Lock()
-        self._conn: Connection | None = None
+        self._raw: PoolProxiedConnection | None = None
+        compiled = _PLACE_QUERY.compile(dialect=db.engine.dialect)
+        self._place_sql = str(compiled)
+        self._place_positional = bool(compiled.positional)
         self._last_unchecked_warning = -1e9
         self._check_paused_until = -1e9
 
@@ -336,8 +340,10 @@ class Indexer:
     def _indexed_place(self, sop_uid: str) -> tuple[str, str] | None:
         """Where the index has ``sop_uid``. Caller holds the claims lock.
 
-        A plain read on a connection of its own, kept open between calls (checking one out
-        of the pool per C-STORE cost more than the query), and outside
+        A plain read on a DBAPI connection of its own, kept open between calls, with the
+        query compiled once: it runs for every new UID on the C-STORE path, where checking
+        a connection out of the pool cost more than the query and SQLAlchemy's execution
+        layer four times the driver's own call (21 against 5 µs on SQLite). It is outside
         ``Database.session``: on SQLite (WAL) a reader needs no write lock, so this never
         waits behind the indexer's batch. Each read ends its transaction at once, so the
         next one sees what the indexer has committed since. A connection that fails is
@@ -346,21 +352,30 @@ class Indexer:
         if time.monotonic() < self._check_paused_until:
             raise _CheckPaused
         for attempt in (1, 2):
-            conn = self._conn
-            if conn is None:
-                conn = self._conn = self.db.engine.connect()
+            raw = self._raw
+            if raw is None:
+                raw = self._raw = self.db.engine.raw_connection()
             try:
-                row = conn.execute(_PLACE_QUERY, {"sop": sop_uid}).first()
-                conn.rollback()
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(self._place_sql, self._place_params(sop_uid))
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+                raw.rollback()
             except Exception:
-                self._conn = None
+                self._raw = None
                 with contextlib.suppress(Exception):
-                    conn.close()
+                    raw.invalidate()
                 if attempt == 2:
                     raise
                 continue
             return (row[0], row[1]) if row is not None else None
         return None  # not reached
+
+    def _place_params(self, sop_uid: str) -> tuple[str] | dict[str, str]:
+        """The query's one parameter in the driver's style (positional for sqlite3)."""
+        return (sop_uid,) if self._place_positional else {"sop": sop_uid}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="medvision-indexer", daemon=True)
@@ -391,10 +406,10 @@ class Indexer:
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._claims_lock:
-            if self._conn is not None:
+            if self._raw is not None:
                 with contextlib.suppress(Exception):
-                    self._conn.close()
-                self._conn = None
+                    self._raw.close()
+                self._raw = None
         if self._thread is None:
             return
         self.flush(timeout)
