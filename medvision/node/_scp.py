@@ -53,6 +53,7 @@ from medvision.node._scp_associations import Associations
 from medvision.node._scp_status import SUCCESS
 from medvision.node._servers import AcceptorLink, GuardedServer, HandedServer, LinkGuard
 from medvision.node._spool import LOCK_WAIT_S, Spool
+from medvision.node._store_request import decode_store_requests
 from medvision.node._store_response import answer_stores_directly
 from medvision.node._tls import server_context
 
@@ -147,6 +148,7 @@ class StorageSCP:
             (evt.EVT_CONN_OPEN, guard_association, [self.settings.max_pdu]),
             (evt.EVT_CONN_OPEN, wake_on_work),
             (evt.EVT_CONN_OPEN, answer_stores_directly),
+            (evt.EVT_CONN_OPEN, decode_store_requests),
             (evt.EVT_REQUESTED, self._associations.on_requested),
             (evt.EVT_ACCEPTED, self._associations.on_accepted),
             (evt.EVT_C_ECHO, _on_echo),
