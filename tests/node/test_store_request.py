@@ -23,7 +23,9 @@ from pynetdicom._handlers import standard_dimse_recv_handler
 from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ, DIMSEMessage
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+from sqlalchemy import select
 
+from medvision.db import Instance
 from medvision.node import _store_request
 from medvision.node._store_request import (
     ParsedStoreRQ,
@@ -31,6 +33,7 @@ from medvision.node._store_request import (
     parse_store_rq,
     start_message,
 )
+from tests.node.peers import dcmtk
 
 FIELDS = (
     "MessageID",
@@ -247,3 +250,18 @@ def test_a_dimse_recv_handler_gets_pynetdicoms_messages(
     _store_over_an_association(chest_ct_dir, [(evt.EVT_DIMSE_RECV, on_dimse)])
     assert counted == []
     assert seen == [0x0001] * 5
+
+
+def test_the_node_parses_what_dcmtk_sends(
+    start_scp, chest_ct_dir: Path, counted: list[int]
+) -> None:  # noqa: ANN001
+    """dcmtk's storescu, an encoder other than pynetdicom's, into the node's own SCP."""
+    scp = start_scp()
+    files = sorted(chest_ct_dir.glob("*.dcm"))[:5]
+    sent = dcmtk("storescu", "-aet", "PACS1", "-aec", "MEDVISION", "127.0.0.1", scp.port, *files)
+    assert sent.returncode == 0, sent.stderr
+    assert len(counted) == 5
+    scp.flush()
+    with scp.db.session() as session:
+        stored = set(session.scalars(select(Instance.sop_instance_uid)))
+    assert stored == {dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files}
