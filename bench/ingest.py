@@ -148,8 +148,8 @@ def run_medvision(
         pipelines=["lung-ct"],
         **extra,
     )
-    node.start()
     try:
+        node.start()
         settle()
         load = os.getloadavg()[0]
         start = time.perf_counter()
@@ -163,6 +163,14 @@ def run_medvision(
         indexed = time.perf_counter() - start
         spooled = list((node.data_dir / "spool" / study).glob("*/*.dcm"))
         assert len(spooled) == len(files), len(spooled)
+    except BaseException:
+        # The log is in the run's temporary folder, gone once this raises: show its end.
+        node.stop()
+        log = work / f"node-{node.dicom_port}.log"
+        tail = log.read_text(errors="replace").splitlines()[-40:] if log.is_file() else []
+        print(f"--- the node's log ({log.name}), last {len(tail)} lines:", *tail, sep="\n",
+              file=sys.stderr)  # fmt: skip
+        raise
     finally:
         node.stop()
     name = "baseline" if code else "medvision" if processes is None else f"medvision-p{processes}"

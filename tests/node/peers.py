@@ -36,10 +36,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PeerExited(RuntimeError):
+    """The process a test waits for has exited: waiting longer cannot help."""
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The end of a peer's log, for a failure message (the log may be in a temporary folder
+    that is gone by the time anyone reads the failure)."""
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(["", f"--- last {len(tail)} lines of {path}:", *tail])
+
+
 def wait_for(
     what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline."""
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` at the deadline,
+    or at once when the probe says the peer has exited (:class:`PeerExited`)."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -47,8 +62,8 @@ def wait_for(
             value = probe()
             if value:
                 return value
-        except AssertionError:
-            raise  # a test's own check failed: no point in waiting on
+        except (AssertionError, PeerExited):
+            raise  # a test's own check failed, or the peer is gone: no point in waiting on
         except Exception as err:  # the peer may still be starting
             last_error = err
         if time.monotonic() > deadline:
@@ -166,7 +181,8 @@ class Orthanc:
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited; see {self.dir / 'orthanc.log'}")
+            log = self.dir / "orthanc.log"
+            raise PeerExited(f"Orthanc exited with {self.proc.returncode}{log_tail(log)}")
         return True
 
     def stop(self) -> None:
@@ -289,7 +305,8 @@ class NodeProcess:
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"medvision serve exited with {self.proc.returncode}")
+            log = Path(self.log.name)
+            raise PeerExited(f"medvision serve exited with {self.proc.returncode}{log_tail(log)}")
         return True
 
     def kill(self) -> None:
