@@ -153,12 +153,14 @@ def serve(port: int, addr: str, device: str, concurrency: int) -> bool:
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_LiveCollector(Path(os.environ[ENV])))
+    # Before the server: a scrape that came between the two saw the worker's counters
+    # without the info that says whose they are (seen in CI).
+    _m().info.labels("worker", device, str(concurrency), medvision.__version__).set(1)
     try:
         start_http_server(port, addr=addr, registry=registry)
     except OSError as err:
         LOG.error("worker metrics NOT served: cannot listen on %s:%s: %s", addr, port, err)
         return False
-    _m().info.labels("worker", device, str(concurrency), medvision.__version__).set(1)
     LOG.info("worker metrics on http://%s:%s/metrics", addr, port)
     return True
 
