@@ -49,6 +49,7 @@ from tests.node.peers import (  # noqa: E402 - needs the repository on sys.path
     NodeProcess,
     Orthanc,
     free_port,
+    log_tail,
     stop_process,
     wait_for,
 )
@@ -165,11 +166,7 @@ def run_medvision(
         assert len(spooled) == len(files), len(spooled)
     except BaseException:
         # The log is in the run's temporary folder, gone once this raises: show its end.
-        node.stop()
-        log = work / f"node-{node.dicom_port}.log"
-        tail = log.read_text(errors="replace").splitlines()[-40:] if log.is_file() else []
-        print(f"--- the node's log ({log.name}), last {len(tail)} lines:", *tail, sep="\n",
-              file=sys.stderr)  # fmt: skip
+        print(log_tail(node.log_path, 40), file=sys.stderr)
         raise
     finally:
         node.stop()

@@ -142,6 +142,7 @@ class Orthanc:
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.aet = "ORTHANC"
+        self.log_path = self.dir / "orthanc.log"
         self.url = f"http://127.0.0.1:{self.http_port}"
         config = {
             "Name": "TEST-PACS",
@@ -169,7 +170,7 @@ class Orthanc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Orthanc:
-        self.log = open(self.dir / "orthanc.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [ORTHANC, str(self.dir / "orthanc.json")],
             stdout=self.log,
@@ -181,8 +182,7 @@ class Orthanc:
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            log = self.dir / "orthanc.log"
-            raise PeerExited(f"Orthanc exited with {self.proc.returncode}{log_tail(log)}")
+            raise PeerExited(f"Orthanc exited with {self.proc.returncode}{log_tail(self.log_path)}")
         return True
 
     def stop(self) -> None:
@@ -245,6 +245,8 @@ class NodeProcess:
         self.dicom_port = settings.pop("dicom_port", None) or free_port()
         self.http_port = settings.pop("http_port", None) or free_port()
         self.ae_title = settings.get("ae_title", "MEDVISION")
+        #: stdout and stderr of every start, beside the data folder
+        self.log_path = data_dir.parent / f"node-{self.dicom_port}.log"
         self.settings = {
             "data_dir": str(data_dir),
             "dicom_port": self.dicom_port,
@@ -292,7 +294,7 @@ class NodeProcess:
     def start(self, timeout: float = 90) -> NodeProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_user()
-        self.log = open(self.data_dir.parent / f"node-{self.dicom_port}.log", "ab")  # noqa: SIM115
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "medvision.cli", "serve"],
             stdout=self.log,
@@ -305,8 +307,8 @@ class NodeProcess:
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            log = Path(self.log.name)
-            raise PeerExited(f"medvision serve exited with {self.proc.returncode}{log_tail(log)}")
+            code = self.proc.returncode
+            raise PeerExited(f"medvision serve exited with {code}{log_tail(self.log_path)}")
         return True
 
     def kill(self) -> None:
@@ -370,9 +372,11 @@ def node_with_orthanc(
 __all__ = [
     "NodeProcess",
     "Orthanc",
+    "PeerExited",
     "dcmtk",
     "free_port",
     "http_json",
+    "log_tail",
     "node_with_orthanc",
     "stop_process",
     "wait_for",

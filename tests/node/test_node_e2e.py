@@ -115,7 +115,7 @@ def test_orthanc_round_trip_with_the_real_ct(pacs_and_node, chest_ct_dir: Path) 
     assert audit.verify().ok
 
     # No patient identifiers in the node's plain application log or its audit trail.
-    log = (node.data_dir.parent / f"node-{node.dicom_port}.log").read_text(errors="replace")
+    log = node.log_path.read_text(errors="replace")
     assert "job" in log or "medvision" in log  # the log is the node's, and not empty
     trail = json.dumps(audit.events())
     for value in (str(first.PatientName), str(first.PatientID)):

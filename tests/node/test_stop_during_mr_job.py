@@ -53,7 +53,7 @@ def test_sigterm_during_an_mr_job_exits_0_and_queues_the_job_again(
         assert proc.wait(timeout=60) == 0
     finally:
         node.stop()
-    log = (tmp_path / f"node-{node.dicom_port}.log").read_text(errors="replace")
+    log = node.log_path.read_text(errors="replace")
     assert "terminate called" not in log, log
     assert "interrupted, queued again for the next start" in log
 

@@ -199,13 +199,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             resp = conn.getresponse()
             data = resp.read()
         except OSError as err:
-            record.status, record.seconds = 502, time.monotonic() - record.started
-            record.error = repr(err)
+            record.finish(502, repr(err))
             self._send(502, f"Orthanc: {err!r}".encode(), "text/plain")
             return
         finally:
             conn.close()
-        record.status, record.seconds = resp.status, time.monotonic() - record.started
+        record.finish(resp.status)
         self.send_response(resp.status)
         for key, value in resp.getheaders():
             if key.lower() not in ("connection", "content-length", "transfer-encoding"):
@@ -225,6 +224,9 @@ class ProxiedRequest:
     status: int | None = None  # None while Orthanc has not answered
     seconds: float | None = None
     error: str = ""
+
+    def finish(self, status: int, error: str = "") -> None:
+        self.status, self.seconds, self.error = status, time.monotonic() - self.started, error
 
     def __str__(self) -> str:
         if self.status is None:
