@@ -31,14 +31,14 @@ from pathlib import Path
 class Costs:
     """Seconds per reference study (300 × 512² CT), and the assumptions of the model."""
 
-    #: Receiver, storing 300 instances: 320 inst/s with four associations over the default
-    #: two acceptor processes, the median of four runs of 1,200 instances (385, 330, 308,
-    #: 309; docs/benchmarks.md "P-DATA without PDU objects": the 2-core development machine
-    #: with nothing else running, the four storescu senders on the same cores; 0.97-1.09x
-    #: Orthanc in the same rounds). Before: 341 inst/s in the best of that morning's runs
-    #: (243-341 across them), 323 inst/s (``--ingest-s 0.93``); before the acceptor
-    #: processes, at load 4-9: 67 inst/s (``--ingest-s 4.48``).
-    ingest_s: float = 300 / 320
+    #: Receiver, storing 300 instances: 440 inst/s with four associations over the default
+    #: two acceptor processes, the median of the eight rounds of two runs of 1,200 instances
+    #: on 2026-12-07 16:35-16:47 UTC (342-535 inst/s; Orthanc 318 in the same rounds, 1.38x;
+    #: docs/benchmarks.md "What one and two cores allow": the 2-core development machine
+    #: with nothing else running, the four storescu senders on the same cores). Before:
+    #: 320 inst/s (``--ingest-s 0.94``, the runs before the command-set parser, 0.97-1.09x
+    #: Orthanc); before the acceptor processes, at load 4-9: 67 inst/s (``--ingest-s 4.48``).
+    ingest_s: float = 300 / 440
     #: Receiver, sending SEG + SR: ESTIMATED 16 MB of results (a binary SEG frame of
     #: 512²/8 = 32 KiB per slice with lung, two lung segments on ~80 % of 300 slices, plus
     #: a small SR) at 104 MB/s, Orthanc's durable one-association rate in the same run
