@@ -37,17 +37,11 @@ def _is_user_setting(name: str) -> bool:
     return name in USER_SETTINGS or name.startswith("MEDVISION_TRAIN_")
 
 
-#: The OHIF build cache, resolved from the user's real environment before any test runs.
-#: It is a deliberate download cache (a pinned, sha256-checked npm tarball that no test
-#: writes into otherwise), kept across runs so that the viewer tests do not download 48 MB
-#: each time; nothing in it can change a test's outcome.
+#: The OHIF build's download cache, resolved before any test runs: ``MEDVISION_OHIF_CACHE``
+#: or a folder of the system's temporary directory, never the user's home (a pinned,
+#: sha256-checked npm tarball kept across runs so that the viewer tests do not download
+#: 48 MB each time; nothing in it can change a test's outcome).
 OHIF_CACHE = ohif_cache_dir()
-#: pip's download cache, likewise the user's (tests/test_packaging.py installs medvision and
-#: torch into a fresh venv and would otherwise download them again on every run).
-PIP_CACHE = Path(
-    os.environ.get("PIP_CACHE_DIR")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pip"
-)
 
 
 def _isolate(mp: pytest.MonkeyPatch, home: Path, cwd: Path) -> None:

@@ -34,7 +34,7 @@ def _user(tmp_path: Path, shared_data: Path) -> tuple[dict[str, str], Path]:
     (cwd / "medvision-data").mkdir(parents=True)
     (cwd / "medvision-data" / "marker").write_text("the user's node data\n")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MEDVISION_OHIF_CACHE"},
         "HOME": str(home),
         "XDG_CACHE_HOME": str(home / ".cache"),
         "MEDVISION_MODELS_DIR": str(bundle.parent),
@@ -44,6 +44,7 @@ def _user(tmp_path: Path, shared_data: Path) -> tuple[dict[str, str], Path]:
         # A variable of the test run itself (like MEDVISION_CHROMIUM): kept.
         "MEDVISION_OHIF_SHOTS": str(tmp_path / "shots"),
         "PROBE_EXPECTS_SHOTS": str(tmp_path / "shots"),
+        "PROBE_USER_HOME": str(home),
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
@@ -101,8 +102,11 @@ def test_probe_sees_a_clean_environment(tmp_path) -> None:
     assert not any(k.startswith("MEDVISION_TRAIN_") for k in os.environ)
     # A variable of the test run itself is kept (the test above says what to expect).
     assert os.environ.get("MEDVISION_OHIF_SHOTS") == os.environ.get("PROBE_EXPECTS_SHOTS")
-    # The one deliberate exception: the OHIF download cache stays where the user's is.
+    # The OHIF download cache, kept across runs, lies in neither home (run as the test
+    # above, without MEDVISION_OHIF_CACHE, it is the default one).
     from tests.conftest import OHIF_CACHE
     from tests.viewer.ohif import ohif_cache_dir
 
     assert ohif_cache_dir() == OHIF_CACHE and not OHIF_CACHE.is_relative_to(home)
+    user_home = os.environ.get("PROBE_USER_HOME")
+    assert user_home is None or not OHIF_CACHE.is_relative_to(user_home), OHIF_CACHE

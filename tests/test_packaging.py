@@ -9,8 +9,10 @@ to ``../shared`` or ``models/``), if its data files are not declared, or if the 
 imports an optional part (Celery, psycopg, nibabel are not installed here).
 
 Slow by nature: pip installs torch (from the machine's local wheel where pip is configured
-with one, as on the development machine, else through the user's pip cache) and every
-dependency; about 4-5 minutes on the shared, loaded 2-core machine, mostly unpacking.
+with one, as on the development machine, else from PyTorch's CPU index) and every
+dependency, with the test session's own empty home and so an empty pip cache: the user's
+``~/.cache/pip`` is neither read nor written. About 4-5 minutes on the shared, loaded 2-core
+machine, mostly unpacking.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PIP_CACHE, REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "dicom_samples" / "chest-ct"
 
@@ -68,7 +70,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         MEDVISION_EXTRAS="",
         MEDVISION_EDITABLE="0",
         PYTHON=sys.executable,
-        PIP_CACHE_DIR=str(PIP_CACHE),
     )
     done = subprocess.run(
         ["bash", str(src / "scripts" / "install.sh")],

@@ -11,6 +11,7 @@ OHIF follows points back at this server.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import http.client
 import http.server
@@ -19,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from collections import deque
@@ -32,9 +34,24 @@ OHIF_TGZ_SHA256 = "fbabd410be33e5b9898931b725229b9da9553aac339914b5c29796d3aa5d4
 
 
 def ohif_cache_dir() -> Path:
-    """``MEDVISION_OHIF_CACHE``, default ``~/.cache/medvision/ohif`` (never in the repo)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medvision/ohif"
+    """``MEDVISION_OHIF_CACHE``, default ``<temp dir>/medvision-tests-<user>/ohif``.
+
+    Outside the user's home as well as the repository: the tests never touch ``~/.cache``,
+    yet a 48 MB download should not be repeated on every run of the same machine, so the
+    default lives in the system's temporary folder, one per user.
+    """
+    default = Path(tempfile.gettempdir()) / f"medvision-tests-{getpass.getuser()}" / "ohif"
     return Path(os.environ.get("MEDVISION_OHIF_CACHE", default))
+
+
+def _own_folder(path: Path) -> None:
+    """Create ``path`` private, or refuse one that another user made (a shared temp dir)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if hasattr(os, "getuid") and path.stat().st_uid != os.getuid():
+        raise RuntimeError(
+            f"The OHIF cache {path} belongs to another user; set MEDVISION_OHIF_CACHE to a "
+            "folder of yours."
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -53,9 +70,9 @@ def fetch_ohif(cache: Path | None = None) -> Path:
     """
     cache = cache or ohif_cache_dir()
     dist = cache / f"ohif-app-{OHIF_VERSION}" / "dist"
+    _own_folder(cache)
     if (dist / "index.html").is_file():
         return dist
-    cache.mkdir(parents=True, exist_ok=True)
     tgz = cache / f"ohif-app-{OHIF_VERSION}.tgz"
     if not tgz.is_file():
         npm = shutil.which("npm")
