@@ -123,7 +123,13 @@ def _index_batch(session: Session, items: list[tuple[Received, StoredFile]]) -> 
         study = studies.get(uid)
         exists = place is not None
         if exists and study is not None:
-            continue  # a second copy: the first one is kept, as in the spool
+            # A second copy: the first one is kept, as in the spool. Its sender is still
+            # sending this study (a PACS retrying an association resends what it had sent),
+            # so it restarts a receiving study's quiet period below like a new instance,
+            # lest the study be completed between the copies and the instances after them.
+            # It does not re-open a complete study: it adds nothing to run on.
+            senders.setdefault(uid, ["", ""])
+            continue
         if study is None:
             study = new_study(
                 study_instance_uid=uid,

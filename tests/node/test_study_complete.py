@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from medvision.audit import DbAuditLog
 from medvision.config import Settings
-from medvision.db import Database, Job, Study, StudyState, utcnow
+from medvision.db import Database, Instance, Job, Study, StudyState, utcnow
 from medvision.node._assembler import _mark_complete, complete_quiet_studies
 from medvision.node._ingest import Received, index_instances
 from medvision.node._spool import StoredFile
@@ -38,10 +38,15 @@ def _setup(tmp_path: Path, sample_dir: Path) -> tuple[Settings, Database, DbAudi
         item = Received(uid, series, sop, str(ds.SOPClassUID), "PACS1", "127.0.0.1")
         items.append((item, StoredFile(rel, src.stat().st_size, "0" * 64, created=True)))
     index_instances(db, items)
-    with db.session() as session:  # the quiet period is over
+    _end_quiet_period(db)
+    return settings, db, DbAuditLog(db), uid
+
+
+def _end_quiet_period(db: Database) -> None:
+    """As if the last instance had arrived two minutes ago (the quiet period is 60 s)."""
+    with db.session() as session:
         study = session.scalars(select(Study)).one()
         study.last_received_at = utcnow() - timedelta(seconds=120)
-    return settings, db, DbAuditLog(db), uid
 
 
 def _state(db: Database, uid: str) -> tuple[str, int, int]:
@@ -80,5 +85,32 @@ def test_new_images_reopen_a_complete_study(tmp_path: Path, sample_dir: Path) ->
         # Version 1 never gets jobs; version 2 waits for its own quiet period.
         assert complete_quiet_studies(settings, db, audit) == []
         assert _state(db, uid) == (StudyState.RECEIVING, 2, 0)
+    finally:
+        db.dispose()
+
+
+def test_a_second_copy_restarts_the_quiet_period_but_does_not_reopen(
+    tmp_path: Path, sample_dir: Path
+) -> None:
+    """A PACS retrying an association resends what it had sent before the instances it had
+    not: while it resends, the study is still arriving and must not be completed."""
+    settings, db, audit, uid = _setup(tmp_path, sample_dir)
+    try:
+        with db.session() as session:
+            first = session.scalars(select(Instance)).first()
+            assert first is not None
+            copy = Received(uid, first.series_instance_uid, first.sop_instance_uid,
+                            first.sop_class_uid, "PACS1", "127.0.0.1")  # fmt: skip
+            stored = StoredFile(first.path, first.size, first.sha256, created=False)
+        assert index_instances(db, [(copy, stored)]) == 0  # not a new instance ...
+        assert complete_quiet_studies(settings, db, audit) == []  # ... but the study waits
+        assert _state(db, uid) == (StudyState.RECEIVING, 1, 0)
+        # Once complete, a copy changes nothing: no new version, no second job.
+        _end_quiet_period(db)
+        assert _mark_complete(uid, 1, settings, db)
+        assert index_instances(db, [(copy, stored)]) == 0
+        assert _state(db, uid) == (StudyState.COMPLETE, 1, 0)
+        assert complete_quiet_studies(settings, db, audit) == [uid]
+        assert _state(db, uid) == (StudyState.QUEUED, 1, 1)
     finally:
         db.dispose()
