@@ -185,7 +185,8 @@ class WorkerRuntime:
         self.db.create_schema()
         self.audit = DbAuditLog(self.db)
         self.name = worker_id()
-        self._pipelines: dict[str, Pipeline] = {}
+        #: Pipelines built once, each with the :func:`pipelines.identity` it was built from.
+        self._pipelines: dict[str, tuple[tuple[object, ...], Pipeline]] = {}
         self._stop = threading.Event()
         self._register()
         self._beat = threading.Thread(target=self._heartbeat, name="medvision-heartbeat")
@@ -212,12 +213,21 @@ class WorkerRuntime:
                 LOG.error("cannot load pipeline %s: %s", name, err)
 
     def get_pipeline(self, name: str) -> Pipeline:
-        pipeline = self._pipelines.get(name)
-        if pipeline is None:
-            pipeline = self._pipelines[name] = pipelines.get(name)
-            metrics.model_loaded(name, str(pipeline.version))
-            models = {n: str(p.version) for n, p in self._pipelines.items()}
-            self._update(models=models)
+        """The pipeline ``name``, built once and again only when its model was re-imported
+        (the node builds its pipelines per study; a worker must not run last week's weights
+        under this week's name until someone restarts it)."""
+        identity = pipelines.identity(name)
+        cached = self._pipelines.get(name)
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        pipeline = pipelines.get(name)
+        self._pipelines[name] = (identity, pipeline)
+        if cached is not None:
+            LOG.info("pipeline %s changed on disk: built again (version %s, was %s)",
+                     name, pipeline.version, cached[1].version)  # fmt: skip
+            metrics.model_unloaded(name, str(cached[1].version))
+        metrics.model_loaded(name, str(pipeline.version))
+        self._update(models={n: str(p.version) for n, (_, p) in self._pipelines.items()})
         return pipeline
 
     def _update(self, **values: Any) -> None:  # noqa: ANN401 - column values

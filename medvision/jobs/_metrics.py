@@ -197,6 +197,12 @@ def model_loaded(pipeline: str, version: str) -> None:
     _m().models.labels(pipeline, version).set(1)
 
 
+def model_unloaded(pipeline: str, version: str) -> None:
+    """A version replaced by a re-import is no longer loaded: 0, not removed (in
+    multiprocess mode a removed label would still be read back from its value file)."""
+    _m().models.labels(pipeline, version).set(0)
+
+
 def task_skipped() -> None:
     _m().skipped.inc()
 

@@ -9,7 +9,7 @@ from medvision.pipelines._contract import (
     no_progress,
     select_series,
 )
-from medvision.pipelines._registry import available, get, register
+from medvision.pipelines._registry import available, get, identity, register
 
 __all__ = [
     "Acceptance",
@@ -19,6 +19,7 @@ __all__ = [
     "Selection",
     "available",
     "get",
+    "identity",
     "no_progress",
     "register",
     "select_series",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from medvision.errors import UnknownPipeline
 from medvision.pipelines._contract import Pipeline
@@ -11,6 +12,8 @@ from medvision.pipelines._contract import Pipeline
 _FACTORIES: dict[str, Callable[[], Pipeline]] = {}
 #: Names registered from bundle folders (re-discovered on each listing).
 _BUNDLES: set[str] = set()
+#: The folder and pipeline.yaml each of those names was last found at.
+_SOURCES: dict[str, tuple[Path, Path]] = {}
 
 
 def register(name: str, factory: Callable[[], Pipeline]) -> None:
@@ -30,6 +33,43 @@ def get(name: str) -> Pipeline:
     if factory is None:
         raise UnknownPipeline(name, sorted(_FACTORIES))
     return factory()
+
+
+def identity(name: str) -> tuple[object, ...]:
+    """What :func:`get` would build for ``name`` now, told cheaply: for an imported model the
+    files that say which model it is (``pipeline.yaml``, which every import writes anew, the
+    bundle's ``configs/*.json`` and the files in its ``models/``: path, inode, size,
+    modification time); for a built-in pipeline its name (code does not change under a
+    running process).
+
+    A process that keeps pipelines between jobs (a scale-out worker) compares it before each
+    job, so that a model re-imported or replaced under the same name is the one that runs,
+    as it is in the node, which builds its pipelines per study.
+    """
+    _load_builtins()
+    if name not in _FACTORIES:
+        raise UnknownPipeline(name, sorted(_FACTORIES))
+    source = _SOURCES.get(name)
+    if source is None:
+        return ("built-in", name)
+    root, spec = source
+    files = [spec, *sorted((root / "configs").glob("*.json")), *sorted(_files(root / "models"))]
+    return tuple(_stat(path) for path in files)
+
+
+def _files(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_file()]
+    except OSError:  # no models/ folder (nnU-Net imports keep theirs elsewhere)
+        return []
+
+
+def _stat(path: Path) -> tuple[object, ...]:
+    try:
+        st = path.stat()
+    except OSError:  # removed or being replaced: not what was built before, whatever it was
+        return (str(path), None)
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _load_builtins() -> None:
@@ -57,6 +97,7 @@ def _load_bundles() -> None:
         if name in _FACTORIES and name not in _BUNDLES:
             continue
         _BUNDLES.add(name)
+        _SOURCES[name] = (root, spec_path)
         register(name, lambda r=root, s=spec_path: BundlePipeline(r, s))
 
 
@@ -72,7 +113,8 @@ def _load_nnunet() -> None:
         if name in _FACTORIES and name not in _BUNDLES:
             continue
         _BUNDLES.add(name)
+        _SOURCES[name] = (root, spec_path)
         register(name, lambda r=root, s=spec_path: NnunetPipeline(r, s))
 
 
-__all__ = ["available", "get", "register"]
+__all__ = ["available", "get", "identity", "register"]
