@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from medvision._hashing import sha256_file
+from medvision.pipelines._model_folder import replacing
 from medvision.pipelines.brainchop._tfjs import TfjsModel, read_tfjs_meshnet
 from medvision.pipelines.bundle._write import write_bundle_folder
 
@@ -276,16 +277,17 @@ def _write_bundle(model_dir: Path, src: Path, out: Path, name: str) -> Path:
         threshold=known.crop_threshold,
         margin=known.crop_margin,
     )
-    write_bundle_folder(
-        out,
-        inference=_inference_config(model, known),
-        metadata=_metadata(name, known, model, commit),
-        pipeline_yaml=yaml.safe_dump(_spec(known, "docs/README.md"), sort_keys=False),
-        state_dict=model.state_dict,
-        card=card,
-    )
-    if (src / "LICENSE").is_file():
-        shutil.copyfile(src / "LICENSE", out / "LICENSE")
+    with replacing(out) as staging:  # renamed into place whole (pipelines/_model_folder.py)
+        write_bundle_folder(
+            staging,
+            inference=_inference_config(model, known),
+            metadata=_metadata(name, known, model, commit),
+            pipeline_yaml=yaml.safe_dump(_spec(known, "docs/README.md"), sort_keys=False),
+            state_dict=model.state_dict,
+            card=card,
+        )
+        if (src / "LICENSE").is_file():
+            shutil.copyfile(src / "LICENSE", staging / "LICENSE")
     return out
 
 

@@ -18,6 +18,7 @@ import os
 from importlib.resources import files
 from pathlib import Path
 
+from medvision.pipelines._model_folder import is_staging
 from medvision.pipelines.bundle._spec import SpecError, read_spec, spec_path_for
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def find_bundles(dirs: list[Path] | None = None) -> dict[str, tuple[Path, Path]]
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
-            if not (child / "configs" / "inference.json").is_file():
-                continue
+            if is_staging(child) or not (child / "configs" / "inference.json").is_file():
+                continue  # an import still being written (or replaced) is not a model yet
             spec_path = spec_path_for(child)
             if spec_path is None:
                 logger.warning("Bundle %s has no pipeline.yaml; skipped", child)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from medvision._hashing import sha256_file
+from medvision.pipelines._model_folder import replacing
 from medvision.pipelines.nnunet._labels import label_entry, read_mapping, shipped_mapping
 from medvision.pipelines.nnunet._orient import check_code
 
@@ -124,19 +125,6 @@ def import_nnunet(
     configuration = results.name.split("__")[-1] if "__" in results.name else "3d_fullres"
     labels = _labels(dataset, read_mapping(mapping) if mapping else shipped_mapping())
 
-    target = out_dir / name
-    model = target / "nnunet"
-    if model.exists():
-        shutil.rmtree(model)
-    model.mkdir(parents=True)
-    sources = [results / "dataset.json", results / "plans.json"]
-    for f in ("dataset.json", "plans.json"):
-        shutil.copyfile(results / f, model / f)
-    for fold in chosen:
-        (model / f"fold_{fold}").mkdir()
-        src = results / f"fold_{fold}" / checkpoint
-        shutil.copyfile(src, model / f"fold_{fold}" / checkpoint)
-        sources.append(src)
     spacing = _target_spacing(plans, configuration)
     thickness = max_slice_thickness_mm or max([5.0, *(2.0 * s for s in spacing)])
     spec = {
@@ -165,17 +153,30 @@ def import_nnunet(
             "tile_step_size": 0.5,
         },
     }
-    (target / "pipeline.yaml").write_text(
-        "# Written by `medvision models import nnunet`; see docs/models.md.\n"
-        + yaml.safe_dump(spec, sort_keys=False)
-    )
-    (target / "docs").mkdir(exist_ok=True)
-    if (results / "LICENSE").is_file():
-        shutil.copyfile(results / "LICENSE", target / "LICENSE")
-    (target / "docs" / "README.md").write_text(
-        _card(results, name, chosen, sources, labels, spacing, orientation, licence)
-    )
-    return target
+    # Written aside and renamed into place: a node running meanwhile sees the old model or
+    # the new one, never a part of either (pipelines/_model_folder.py).
+    with replacing(out_dir / name) as target:
+        model = target / "nnunet"
+        model.mkdir()
+        sources = [results / "dataset.json", results / "plans.json"]
+        for f in ("dataset.json", "plans.json"):
+            shutil.copyfile(results / f, model / f)
+        for fold in chosen:
+            (model / f"fold_{fold}").mkdir()
+            src = results / f"fold_{fold}" / checkpoint
+            shutil.copyfile(src, model / f"fold_{fold}" / checkpoint)
+            sources.append(src)
+        (target / "pipeline.yaml").write_text(
+            "# Written by `medvision models import nnunet`; see docs/models.md.\n"
+            + yaml.safe_dump(spec, sort_keys=False)
+        )
+        (target / "docs").mkdir()
+        if (results / "LICENSE").is_file():
+            shutil.copyfile(results / "LICENSE", target / "LICENSE")
+        (target / "docs" / "README.md").write_text(
+            _card(results, name, chosen, sources, labels, spacing, orientation, licence)
+        )
+    return out_dir / name
 
 
 def _labels(dataset: dict[str, Any], mapping: dict[str, dict[str, Any]]) -> dict[int, Any]:

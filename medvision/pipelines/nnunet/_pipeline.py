@@ -21,6 +21,7 @@ import yaml
 from medvision.dicom import Volume
 from medvision.findings import AlgorithmInfo, Finding, Findings
 from medvision.pipelines._contract import Progress, no_progress
+from medvision.pipelines._model_folder import is_staging
 from medvision.pipelines.bundle import BundlePipeline
 from medvision.pipelines.bundle._spec import LabelSpec, SpecError, read_spec
 from medvision.pipelines.nnunet._labels import is_uncoded
@@ -107,8 +108,8 @@ def find_nnunet_pipelines(dirs: list[Path] | None = None) -> dict[str, tuple[Pat
         if not base.is_dir():
             continue
         for child in sorted(base.iterdir()):
-            if not is_nnunet_folder(child):
-                continue
+            if is_staging(child) or not is_nnunet_folder(child):
+                continue  # an import still being written (or replaced) is not a model yet
             try:
                 spec = read_spec(child / "pipeline.yaml")
             except SpecError as exc:
