@@ -77,11 +77,16 @@ def _load_builtins() -> None:
     # unless a pipeline module needs it.
     from medvision.pipelines import lung_ct  # noqa: F401
 
-    _load_bundles()
-    _load_nnunet()
+    found = _load_bundles() | _load_nnunet()
+    # A model folder that is gone (deleted, or moved out of the model folders) is no longer
+    # a pipeline: listed, it would fail every study sent to it with a missing-file error.
+    for name in _BUNDLES - found:
+        _BUNDLES.discard(name)
+        _SOURCES.pop(name, None)
+        _FACTORIES.pop(name, None)
 
 
-def _load_bundles() -> None:
+def _load_bundles() -> set[str]:
     """Register every bundle folder found in the repository's ``models/`` and in the user's
     model folder (``MEDVISION_MODELS_DIR``, default ``~/.cache/medvision/models``).
 
@@ -92,16 +97,19 @@ def _load_bundles() -> None:
         from medvision.pipelines.bundle import BundlePipeline, find_bundles
     except ImportError as exc:  # e.g. PyYAML missing: built-in pipelines still work
         logging.getLogger(__name__).warning("Model bundles not loaded: %s", exc)
-        return
+        return set()
+    found = set()
     for name, (root, spec_path) in find_bundles().items():
         if name in _FACTORIES and name not in _BUNDLES:
             continue
+        found.add(name)
         _BUNDLES.add(name)
         _SOURCES[name] = (root, spec_path)
         register(name, lambda r=root, s=spec_path: BundlePipeline(r, s))
+    return found
 
 
-def _load_nnunet() -> None:
+def _load_nnunet() -> set[str]:
     """Register every imported nnU-Net model folder (``medvision models import nnunet``).
 
     Only ``pipeline.yaml`` is read here; nnU-Net itself (the optional extra) loads on the
@@ -109,12 +117,15 @@ def _load_nnunet() -> None:
     """
     from medvision.pipelines.nnunet import NnunetPipeline, find_nnunet_pipelines
 
+    found = set()
     for name, (root, spec_path) in find_nnunet_pipelines().items():
         if name in _FACTORIES and name not in _BUNDLES:
             continue
+        found.add(name)
         _BUNDLES.add(name)
         _SOURCES[name] = (root, spec_path)
         register(name, lambda r=root, s=spec_path: NnunetPipeline(r, s))
+    return found
 
 
 __all__ = ["available", "get", "identity", "register"]
