@@ -124,7 +124,9 @@ def list_nnunet() -> list[str]:
     lines = []
     for name, (root, spec_path) in sorted(find_nnunet_pipelines().items()):
         spec = read_spec(spec_path)
-        folds = sorted(p.name for p in (root / "nnunet").glob("fold_*"))
+        folds = sorted(  # fold_0, or part-291/fold_0 ... for merged models
+            str(p.relative_to(root / "nnunet")) for p in (root / "nnunet").glob("**/fold_*")
+        )
         inputs = ", ".join(f"{i.key}:{i.modality}" for i in spec.inputs)
         labels = ", ".join(s.label.name for s in spec.labels)
         lines.append(

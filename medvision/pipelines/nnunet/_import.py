@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,43 @@ def _target_spacing(plans: dict[str, Any], configuration: str) -> list[float]:
     return [float(s) for s in cfg.get("spacing", [])]
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One nnU-Net results folder, checked, with the folds to copy."""
+
+    results: Path
+    folds: list[str]
+    configuration: str
+    dataset: dict[str, Any]
+    spacing: list[float]
+
+
+def _part(results: Path, folds: Sequence[str] | None, checkpoint: str) -> _Part:
+    results = Path(results)
+    for needed in ("dataset.json", "plans.json"):
+        if not (results / needed).is_file():
+            raise FileNotFoundError(f"{results / needed} not found: not an nnU-Net results folder.")
+    found = available_folds(results, checkpoint)
+    chosen = [str(f) for f in folds] if folds else found
+    missing = [f for f in chosen if f not in found]
+    if not chosen or missing:
+        raise FileNotFoundError(
+            f"No {checkpoint} for fold(s) {', '.join(missing) or '(any)'} under {results}; "
+            f"found: {', '.join(found) or 'none'}."
+        )
+    configuration = results.name.split("__")[-1] if "__" in results.name else "3d_fullres"
+    plans = json.loads((results / "plans.json").read_text())
+    return _Part(
+        results,
+        chosen,
+        configuration,
+        json.loads((results / "dataset.json").read_text()),
+        _target_spacing(plans, configuration),
+    )
+
+
 def import_nnunet(
-    results: Path,
+    results: Path | Sequence[Path],
     out_dir: Path,
     *,
     name: str | None = None,
@@ -90,13 +126,19 @@ def import_nnunet(
 ) -> Path:
     """Copy the model under ``out_dir/<name>`` with its ``pipeline.yaml``; return that folder.
 
+    ``results``: one results folder, or several models of one task (TotalSegmentator's
+    ``total``: five models of 1.5 mm, each with its part of the 117 labels) to be run on the
+    same series and merged into one label map, so that a study gets one SEG, as from
+    TotalSegmentator itself. Their labels are numbered in the order given; a later model's
+    label wins a voxel two of them claim (TotalSegmentator's order of merging).
     ``use_mirroring``: nnU-Net's test-time mirroring (its default; 8x the work in 3-D).
     TotalSegmentator runs its models without it.
     """
-    results, out_dir = Path(results), Path(out_dir)
-    for needed in ("dataset.json", "plans.json"):
-        if not (results / needed).is_file():
-            raise FileNotFoundError(f"{results / needed} not found: not an nnU-Net results folder.")
+    several = not isinstance(results, str | Path)
+    sources = [Path(results)] if isinstance(results, str | Path) else [Path(r) for r in results]
+    if not sources:
+        raise ValueError("No nnU-Net results folder given.")
+    out_dir = Path(out_dir)
     from medvision.pipelines.bundle import bundled_models_dir
 
     # The folder that ships with medvision (package data) is not the user's model folder.
@@ -105,32 +147,53 @@ def import_nnunet(
             f"Refusing to write model weights into the bundled models ({out_dir}); "
             "choose a folder outside it (default ~/.cache/medvision/models)."
         )
-    found = available_folds(results, checkpoint)
-    chosen = [str(f) for f in folds] if folds else found
-    missing = [f for f in chosen if f not in found]
-    if not chosen or missing:
-        raise FileNotFoundError(
-            f"No {checkpoint} for fold(s) {', '.join(missing) or '(any)'} under {results}; "
-            f"found: {', '.join(found) or 'none'}."
-        )
-    dataset = json.loads((results / "dataset.json").read_text())
-    plans = json.loads((results / "plans.json").read_text())
-    name = name or _default_name(results, dataset)
+    parts = [_part(r, folds, checkpoint) for r in sources]
+    name = name or _default_name(sources[0], parts[0].dataset)
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name):
         raise ValueError(
             f"--name must be lower-case letters, digits, '.', '_' or '-', got {name!r}."
         )
-    modality = (modality or _modality(dataset)).upper()
+    modality = (modality or _modality(parts[0].dataset)).upper()
     orientation = check_code(orientation)
-    configuration = results.name.split("__")[-1] if "__" in results.name else "3d_fullres"
-    labels = _labels(dataset, read_mapping(mapping) if mapping else shipped_mapping())
-
-    spacing = _target_spacing(plans, configuration)
-    thickness = max_slice_thickness_mm or max([5.0, *(2.0 * s for s in spacing)])
+    codes = read_mapping(mapping) if mapping else shipped_mapping()
+    thickness = max_slice_thickness_mm or min(
+        max([5.0, *(2.0 * s for s in part.spacing)]) for part in parts
+    )
+    shared = {
+        "checkpoint": checkpoint,
+        "orientation": orientation,
+        "use_mirroring": bool(use_mirroring),
+        "tile_step_size": 0.5,
+    }
+    if several:
+        labels, value_maps = _merged_labels([p.dataset for p in parts], codes)
+        folders = [f"nnunet/{_part_folder(p.results)}" for p in parts]
+        nnunet: dict[str, Any] = {
+            "parts": [
+                {
+                    "folder": folder,
+                    "configuration": part.configuration,
+                    "folds": part.folds,
+                    "labels": value_map,
+                }
+                for folder, part, value_map in zip(folders, parts, value_maps, strict=True)
+            ],
+            **shared,
+        }
+        what = f"nnU-Net v2 models {', '.join(_source_name(p.results) for p in parts)}, merged"
+    else:
+        labels = _labels(parts[0].dataset, codes)
+        folders = ["nnunet"]
+        nnunet = {
+            "folder": "nnunet",
+            "configuration": parts[0].configuration,
+            "folds": parts[0].folds,
+            **shared,
+        }
+        what = f"nnU-Net v2 model {_source_name(parts[0].results)}"
     spec = {
         "name": name,
-        "description": f"nnU-Net v2 model {results.parent.name}/{results.name} "
-        f"({len(labels)} labels), imported by medvision.",
+        "description": f"{what} ({len(labels)} labels), imported by medvision.",
         "model_card": "docs/README.md",
         "inputs": [
             {
@@ -143,40 +206,72 @@ def import_nnunet(
         ],
         "labels": labels,
         "explain": {"tta_passes": 0},
-        "nnunet": {
-            "folder": "nnunet",
-            "configuration": configuration,
-            "folds": chosen,
-            "checkpoint": checkpoint,
-            "orientation": orientation,
-            "use_mirroring": bool(use_mirroring),
-            "tile_step_size": 0.5,
-        },
+        "nnunet": nnunet,
     }
     # Written aside and renamed into place: a node running meanwhile sees the old model or
     # the new one, never a part of either (pipelines/_model_folder.py).
     with replacing(out_dir / name) as target:
-        model = target / "nnunet"
-        model.mkdir()
-        sources = [results / "dataset.json", results / "plans.json"]
-        for f in ("dataset.json", "plans.json"):
-            shutil.copyfile(results / f, model / f)
-        for fold in chosen:
-            (model / f"fold_{fold}").mkdir()
-            src = results / f"fold_{fold}" / checkpoint
-            shutil.copyfile(src, model / f"fold_{fold}" / checkpoint)
-            sources.append(src)
+        copied: list[Path] = []
+        for folder, part in zip(folders, parts, strict=True):
+            copied += _copy_model(part, checkpoint, target / folder)
         (target / "pipeline.yaml").write_text(
             "# Written by `medvision models import nnunet`; see docs/models.md.\n"
             + yaml.safe_dump(spec, sort_keys=False)
         )
         (target / "docs").mkdir()
-        if (results / "LICENSE").is_file():
-            shutil.copyfile(results / "LICENSE", target / "LICENSE")
+        licence_file = next(
+            (p.results / "LICENSE" for p in parts if (p.results / "LICENSE").is_file()), None
+        )
+        if licence_file is not None:
+            shutil.copyfile(licence_file, target / "LICENSE")
         (target / "docs" / "README.md").write_text(
-            _card(results, name, chosen, sources, labels, spacing, orientation, licence)
+            _card(parts, name, copied, labels, orientation, licence)
         )
     return out_dir / name
+
+
+def _source_name(results: Path) -> str:
+    return f"{results.parent.name}/{results.name}"
+
+
+def _part_folder(results: Path) -> str:
+    """``part-291`` for ``Dataset291_*``: where one model of a merged import lives."""
+    match = re.match(r"Dataset(\d+)_", results.parent.name)
+    return f"part-{match.group(1)}" if match else f"part-{results.parent.name.lower()}"
+
+
+def _copy_model(part: _Part, checkpoint: str, model: Path) -> list[Path]:
+    """Copy nnU-Net's files, unchanged; returns the source files (for the model card)."""
+    model.mkdir(parents=True)
+    sources = [part.results / "dataset.json", part.results / "plans.json"]
+    for f in ("dataset.json", "plans.json"):
+        shutil.copyfile(part.results / f, model / f)
+    for fold in part.folds:
+        (model / f"fold_{fold}").mkdir()
+        src = part.results / f"fold_{fold}" / checkpoint
+        shutil.copyfile(src, model / f"fold_{fold}" / checkpoint)
+        sources.append(src)
+    return sources
+
+
+def _merged_labels(
+    datasets: list[dict[str, Any]], codes: dict[str, dict[str, Any]]
+) -> tuple[dict[int, Any], list[dict[int, int]]]:
+    """The merged label map's labels, numbered in model order, and per model its
+    ``{model value: merged value}``. A name two models share is one label."""
+    merged: dict[str, int] = {}
+    labels: dict[int, Any] = {}
+    value_maps: list[dict[int, int]] = []
+    for dataset in datasets:
+        value_map: dict[int, int] = {}
+        for value, entry in _labels(dataset, codes).items():
+            label_name = entry["name"]
+            if label_name not in merged:
+                merged[label_name] = len(merged) + 1
+                labels[merged[label_name]] = label_entry(label_name, merged[label_name], codes)
+            value_map[value] = merged[label_name]
+        value_maps.append(value_map)
+    return labels, value_maps
 
 
 def _labels(dataset: dict[str, Any], mapping: dict[str, dict[str, Any]]) -> dict[int, Any]:
@@ -196,21 +291,42 @@ def _labels(dataset: dict[str, Any], mapping: dict[str, dict[str, Any]]) -> dict
 
 
 def _card(
-    results: Path,
+    parts: list[_Part],
     name: str,
-    folds: list[str],
     sources: list[Path],
     labels: dict[int, Any],
-    spacing: list[float],
     orientation: str,
     licence: str | None,
 ) -> str:
-    rows = "\n".join(f"| `{p.relative_to(results)}` | `{sha256_file(p)}` |" for p in sources)
-    uncoded = [v["name"] for v in labels.values() if v.get("coded") is False]
-    return f"""# {name}: nnU-Net v2 model imported by medvision
+    def shown(path: Path) -> str:
+        for part in parts:
+            if path.is_relative_to(part.results):
+                inside = path.relative_to(part.results)
+                return str(inside) if len(parts) == 1 else f"{part.results.parent.name}/{inside}"
+        return str(path)
 
-**Source**: `{results}` (nnU-Net results folder `{results.parent.name}/{results.name}`),
-folds {", ".join(folds)}. **Licence**: {licence or "as stated by the model's publisher"}.
+    rows = "\n".join(f"| `{shown(p)}` | `{sha256_file(p)}` |" for p in sources)
+    uncoded = [v["name"] for v in labels.values() if v.get("coded") is False]
+    source = "; ".join(
+        f"`{p.results}` (nnU-Net results folder `{_source_name(p.results)}`), folds "
+        f"{', '.join(p.folds)}"
+        for p in parts
+    )
+    spacing = "; ".join(str(p.spacing) for p in parts)
+    merged = (
+        ""
+        if len(parts) == 1
+        else f"""
+**Merged**: the {len(parts)} models run one after the other on the same series; their label
+maps are merged into one ({len(labels)} labels, numbered in model order), a later model's
+label winning a voxel that two of them claim, as TotalSegmentator merges them. One SEG and
+one SR per study.
+"""
+    )
+    title = "nnU-Net v2 model" if len(parts) == 1 else f"{len(parts)} nnU-Net v2 models"
+    return f"""# {name}: {title} imported by medvision
+
+**Source**: {source}. **Licence**: {licence or "as stated by the model's publisher"}.
 The weights are third-party (or the site's own) and are not part of medvision.
 
 | source file | sha256 |
@@ -221,7 +337,7 @@ The weights are third-party (or the site's own) and are not part of medvision.
 series re-ordered (permutations and flips only, no resampling) to `{orientation}` voxel axes
 as nnU-Net was trained; nnU-Net resamples to its target spacing {spacing} mm and back, and
 the label map is re-ordered back onto the source grid voxel for voxel.
-
+{merged}
 **Labels**: {len(labels)}; without a SNOMED CT code (private 99MEDVISION coding, flagged in
 every result that contains them): {", ".join(uncoded) or "none"}.
 

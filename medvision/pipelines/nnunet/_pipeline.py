@@ -34,7 +34,11 @@ CONFIDENCE_METHOD = (
 
 
 def is_nnunet_folder(folder: Path) -> bool:
-    return (folder / "pipeline.yaml").is_file() and (folder / "nnunet" / "plans.json").is_file()
+    """An imported model: one (``nnunet/plans.json``) or merged parts (``nnunet/*/``)."""
+    if not (folder / "pipeline.yaml").is_file():
+        return False
+    model = folder / "nnunet"
+    return (model / "plans.json").is_file() or any(model.glob("*/plans.json"))
 
 
 class NnunetPipeline(BundlePipeline):
@@ -48,15 +52,25 @@ class NnunetPipeline(BundlePipeline):
         super().__init__(root, read_spec(spec_path), device=device)
         raw = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
         settings = raw.get("nnunet")
-        if not isinstance(settings, dict) or not settings.get("folds"):
-            raise SpecError(f"{spec_path}: an nnU-Net pipeline needs 'nnunet:' with 'folds'.")
+        parts = settings.get("parts") if isinstance(settings, dict) else None
+        if not isinstance(settings, dict) or not (
+            settings.get("folds")
+            or (isinstance(parts, list) and parts and all(p.get("folds") for p in parts))
+        ):
+            raise SpecError(
+                f"{spec_path}: an nnU-Net pipeline needs 'nnunet:' with 'folds' (one model) "
+                "or 'parts', each with 'folds' (several models merged)."
+            )
         self.settings: Mapping[str, Any] = settings
+        #: The models of a merged pipeline (TotalSegmentator's ``total``), else one.
+        self.parts: list[Mapping[str, Any]] = list(parts) if parts else [settings]
 
     def runtime(self) -> Any:
         if self._runtime is None:
-            from medvision.pipelines.nnunet._runtime import NnunetRuntime
+            from medvision.pipelines.nnunet._runtime import NnunetPartsRuntime, NnunetRuntime
 
-            self._runtime = NnunetRuntime(self.root, self.settings, device=self._device)
+            kind = NnunetPartsRuntime if "parts" in self.settings else NnunetRuntime
+            self._runtime = kind(self.root, self.settings, device=self._device)
         return self._runtime
 
     def run_multi(
@@ -78,8 +92,13 @@ class NnunetPipeline(BundlePipeline):
             weights_sha256=runtime.weights.sha256,
             parameters={
                 "runtime": "nnunetv2 nnUNetPredictor",
-                "configuration": str(self.settings.get("configuration", "")),
-                "folds": ",".join(str(f) for f in self.settings.get("folds", ())),
+                "configuration": ",".join(str(p.get("configuration", "")) for p in self.parts),
+                "folds": ";".join(",".join(str(f) for f in p.get("folds", ())) for p in self.parts),
+                **(
+                    {"models": ",".join(str(p.get("folder", "")) for p in self.parts)}
+                    if len(self.parts) > 1
+                    else {}
+                ),
                 "orientation": str(self.settings.get("orientation", "RAS")),
                 "use_mirroring": str(bool(self.settings.get("use_mirroring", True))),
                 "device": str(runtime.device),

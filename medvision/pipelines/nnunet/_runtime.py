@@ -247,9 +247,71 @@ class NnunetRuntime:
         return {v: float(sums[v] / counts[v]) for v in range(1, n) if counts[v] > 0}
 
 
+class NnunetPartsRuntime:
+    """Several imported models run on one series, their label maps merged into one.
+
+    TotalSegmentator's ``total`` is five models, each with its part of the 117 labels, run on
+    the same CT. Each part is an :class:`NnunetRuntime` (nnU-Net's own prediction, exact
+    re-orientation); its label values are mapped to the merged numbering of
+    ``pipeline.yaml``, and a later part's label wins a voxel that two parts claim, the order
+    in which TotalSegmentator merges them. A label's confidence is its own model's.
+    """
+
+    def __init__(self, root: Path, settings: Mapping[str, Any], device: str | None = None) -> None:
+        shared = {k: v for k, v in settings.items() if k != "parts"}
+        self.root = Path(root)
+        self.parts: list[tuple[NnunetRuntime, np.ndarray]] = []
+        for part in settings.get("parts") or ():
+            values = {int(k): int(v) for k, v in (part.get("labels") or {}).items()}
+            if not values or min(values) < 1 or min(values.values()) < 1:
+                raise PipelineError(
+                    f"nnU-Net model {self.root.name}: part {part.get('folder')} maps no labels."
+                )
+            table = np.zeros(max(values) + 1, dtype=np.int16)
+            for value, merged in values.items():
+                table[value] = merged
+            self.parts.append((NnunetRuntime(root, {**shared, **part}, device=device), table))
+        if not self.parts:
+            raise PipelineError(f"nnU-Net model {self.root.name}: 'parts' is empty.")
+        first = self.parts[0][0]
+        self.device = first.device
+        paths = tuple(p for runtime, _ in self.parts for p in runtime.weights.paths)
+        digest = "".join(runtime.weights.sha256 for runtime, _ in self.parts)
+        self.weights = Weights(hashlib.sha256(digest.encode()).hexdigest(), False, paths)
+
+    def predict(
+        self,
+        volumes: Sequence[Volume],
+        *,
+        tta_passes: int = 0,
+        flip_axes: Sequence[int] = (0, 1, 2),
+        progress: Callable[[str, float], None] | None = None,
+    ) -> NnunetPrediction:
+        report = progress or (lambda stage, fraction: None)
+        merged: np.ndarray | None = None
+        confidence: dict[int, float] = {}
+        n = len(self.parts)
+        for i, (runtime, table) in enumerate(self.parts):
+
+            def part_progress(stage: str, fraction: float, i: int = i) -> None:
+                report(f"{stage} ({i + 1}/{n})", (i + fraction) / n)
+
+            prediction = runtime.predict(volumes, progress=part_progress)
+            labels = prediction.labels
+            known = (labels >= 0) & (labels < len(table))
+            values = np.where(known, table[np.clip(labels, 0, len(table) - 1)], 0)
+            merged = values if merged is None else np.where(values > 0, values, merged)
+            for value, score in prediction.confidence.items():
+                if 0 < value < len(table) and table[value] > 0:
+                    confidence[int(table[value])] = score
+        assert merged is not None  # parts is never empty (checked above)
+        return NnunetPrediction(labels=merged.astype(np.int16), confidence=confidence)
+
+
 __all__ = [
     "INSTALL_HINT",
     "TRAINING_ONLY_TRAINERS",
+    "NnunetPartsRuntime",
     "NnunetPrediction",
     "NnunetRuntime",
     "Weights",

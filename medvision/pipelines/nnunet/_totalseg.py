@@ -93,21 +93,25 @@ def pipeline_name(task: str, mode: str, number: str) -> str:
 def import_totalsegmentator(
     weights: Path, out_dir: Path, task: str = "total", mode: str = "default"
 ) -> list[Path]:
-    """Import every model of ``task`` in ``mode``; returns the pipeline folders written."""
-    written = []
-    for results in find_task(Path(weights), task, mode):
-        number = results.parent.name.split("_", 1)[0].removeprefix("Dataset")
-        written.append(
-            import_nnunet(
-                results,
-                out_dir,
-                name=pipeline_name(task, mode, number),
-                modality="CT",
-                licence=LICENCE,
-                use_mirroring=False,
-            )
+    """Import ``task`` in ``mode`` as one pipeline; returns the folder written, in a list.
+
+    A task of several models (``total``: 291-295) becomes one pipeline that runs them all
+    and merges their labels (``totalseg-total-291-295``), so that a study gets one SEG and
+    one SR with every structure, as TotalSegmentator's own DICOM output does.
+    """
+    found = find_task(Path(weights), task, mode)
+    numbers = [r.parent.name.split("_", 1)[0].removeprefix("Dataset") for r in found]
+    number = numbers[0] if len(numbers) == 1 else f"{numbers[0]}-{numbers[-1]}"
+    return [
+        import_nnunet(
+            found[0] if len(found) == 1 else found,
+            out_dir,
+            name=pipeline_name(task, mode, number),
+            modality="CT",
+            licence=LICENCE,
+            use_mirroring=False,
         )
-    return written
+    ]
 
 
 __all__ = [
