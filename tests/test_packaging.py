@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -30,14 +29,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.node.peers import free_port
 
 SAMPLE = REPO_ROOT / "dicom_samples" / "chest-ct"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _copy_sources(dest: Path) -> None:
@@ -130,10 +124,10 @@ def test_run_on_the_sample_from_another_folder(installed: Path, tmp_path: Path) 
 def test_serve_from_another_folder_answers_health(installed: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    http = _free_port()
+    http = free_port()
     env = {
         **_user_env(tmp_path / "home"),
-        "MEDVISION_DICOM_PORT": str(_free_port()),
+        "MEDVISION_DICOM_PORT": str(free_port()),
         "MEDVISION_HTTP_PORT": str(http),
         "MEDVISION_BIND_ADDRESS": "127.0.0.1",
     }

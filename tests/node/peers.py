@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,9 +30,49 @@ ORTHANC_PLUGINS = Path("/usr/share/orthanc/plugins")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Ports :func:`free_port` chose below the kernel's ephemeral range start here.
+LOWEST_PORT = 10000
+#: Ports this process has handed out: never handed out twice.
+_HANDED_OUT: set[int] = set()
+
+
+#: Where Linux says which local ports outgoing connections take.
+PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux: 32768-60999)."""
+    try:
+        low, high = (int(x) for x in PORT_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port nobody listens on now, chosen outside the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is one of the ephemeral range, which the kernel also gives to the
+    next outgoing connection (a test's HTTP client, Chromium, pip): by the time the peer that
+    was told the port binds it, a connection may hold it, and the peer exits "port already in
+    use" (Orthanc did, once, in a full run). Below that range no outgoing connection takes a
+    port; one chosen at random there, bindable now and not handed out before by this process,
+    is free unless another process picks the same one in the meantime.
+    """
+    low, _ = _ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200) if low > LOWEST_PORT + 1000 else ():
+        port = rng.randrange(LOWEST_PORT, low)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # taken on any address: not free
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no range below: as before
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

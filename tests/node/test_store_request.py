@@ -9,7 +9,6 @@ real association shows that stores take the parsed path and that everything else
 from __future__ import annotations
 
 import random
-import socket
 import struct
 import threading
 from io import BytesIO
@@ -33,7 +32,7 @@ from medvision.node._store_request import (
     parse_store_rq,
     start_message,
 )
-from tests.node.peers import dcmtk
+from tests.node.peers import dcmtk, free_port
 
 FIELDS = (
     "MessageID",
@@ -195,9 +194,7 @@ def _store_over_an_association(folder: Path, extra_handlers: list) -> list:  # n
 
     scp = AE(ae_title="SCP")
     scp.add_supported_context(*context)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
 
     def unbind_logging(event: evt.Event) -> None:
         # as the node does (_scp_associations.on_accepted): pynetdicom's standard logging
