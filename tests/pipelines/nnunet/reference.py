@@ -56,9 +56,13 @@ def nnunet_reference(series: Path, work: Path, mirroring: bool = True) -> nib.Ni
     return nib.load(work / "pred" / "case.nii.gz")
 
 
-def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.ndarray:
-    """Our SEG read back by highdicom: model label values, ``[slice, row, column]``."""
+def seg_on_source_grid(
+    seg_path: Path, uids: list[str], layout: Layout, values: dict[str, int] | None = None
+) -> np.ndarray:
+    """Our SEG read back by highdicom: label values by segment label (``values``, default
+    the tiny model's), ``[slice, row, column]``; no voxel may be in two segments."""
     seg = hd.seg.segread(seg_path)
+    values = values or VALUES
     out = np.zeros((layout.slices, layout.rows, layout.columns), np.uint8)
     for item in seg.SegmentSequence:
         pixels = seg.get_pixels_by_source_instance(
@@ -67,7 +71,8 @@ def seg_on_source_grid(seg_path: Path, uids: list[str], layout: Layout) -> np.nd
             ignore_spatial_locations=True,
             assert_missing_frames_are_empty=True,
         )[..., 0]
-        out[pixels > 0] = VALUES[item.SegmentLabel]
+        assert not out[pixels > 0].any(), f"{item.SegmentLabel} overlaps another segment"
+        out[pixels > 0] = values[item.SegmentLabel]
     return out
 
 

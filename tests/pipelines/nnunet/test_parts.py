@@ -16,13 +16,12 @@ import json
 import shutil
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 import yaml
 
 from medvision.pipelines.bundle import read_spec
 from medvision.pipelines.nnunet import find_nnunet_pipelines, import_nnunet
-from tests.pipelines.nnunet.reference import require_nnunet
+from tests.pipelines.nnunet.reference import require_nnunet, seg_on_source_grid
 from tests.pipelines.nnunet.synthetic import AXIAL, write_series
 from tests.pipelines.nnunet.test_import import FIXTURE
 from tests.test_cli import medvision
@@ -116,18 +115,8 @@ def test_merged_run_is_the_models_run_one_by_one_later_winning(tmp_path: Path) -
     expected = np.where(b == 2, 4, np.where(b == 1, 3, a))  # merged: 1, 2 | 3, 4
     assert set(np.unique(a)) == {0, 1, 2} and set(np.unique(b)) == {0, 2}
 
-    seg = hd.seg.segread(seg_path)
     values = {"kidney_left": 1, "kidney_right": 2, "liver": 3, "stomach": 4}
-    ours = np.zeros(expected.shape, np.int16)
-    for item in seg.SegmentSequence:
-        pixels = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=uids,
-            segment_numbers=[item.SegmentNumber],
-            ignore_spatial_locations=True,
-            assert_missing_frames_are_empty=True,
-        )[..., 0]
-        assert not (ours[pixels > 0]).any()  # one label per voxel
-        ours[pixels > 0] = values[item.SegmentLabel]
+    ours = seg_on_source_grid(seg_path, uids, AXIAL, values)
     assert np.array_equal(ours, expected)
     # Both models show in the one SEG: the first's kidney_left survives, the second's
     # stomach won where both labelled the right sphere.
