@@ -10,8 +10,11 @@ once complete; a failed import leaves the model that was there untouched.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,9 +30,10 @@ def is_staging(folder: Path) -> bool:
 def replacing(target: Path) -> Iterator[Path]:
     """An empty folder to write the model into; it becomes ``target`` when the block ends.
 
-    The old ``target``, if any, is renamed aside and then removed, so that ``target`` is
-    missing only between two renames on the same file system (never while files are being
-    written). If the block raises, the new folder is removed and ``target`` is as it was.
+    An old ``target`` is swapped with the new folder in one step where Linux can
+    (``renameat2``: ``target`` never stops existing), else renamed aside first (missing for
+    the moment between two renames); then removed. If the block raises, the new folder is
+    removed and ``target`` is as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -38,7 +42,10 @@ def replacing(target: Path) -> Iterator[Path]:
         yield staging
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from a node's service user
         old = None
-        if target.exists():
+        if target.exists() and _exchange(staging, target):
+            shutil.rmtree(staging, ignore_errors=True)  # the old model, swapped out whole
+            return
+        if target.exists():  # no atomic exchange here: two renames, a moment without it
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.replaced-", dir=target.parent))
             os.replace(target, old / target.name)
         try:
@@ -52,6 +59,33 @@ def replacing(target: Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+#: renameat2(2)'s flag that swaps two paths in one step (Linux 3.15+, most file systems).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (``renameat2`` with RENAME_EXCHANGE),
+    so that ``b`` never stops existing; False where the system cannot (then nothing moved)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # no libc symbol (old glibc, musl without it)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # unsupported here: fall back
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 __all__ = ["is_staging", "replacing"]

@@ -98,3 +98,23 @@ def test_a_model_being_written_is_not_listed(tmp_path: Path, shared_data: Path) 
         assert find_nnunet_pipelines([models]) == {}
     assert list(find_bundles([models])) == ["spleen-ct"]
     assert (models / "spleen_ct_segmentation").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_old_model_is_swapped_out_in_one_step(tmp_path: Path) -> None:
+    """On Linux the new folder and the old one trade places in one ``renameat2`` call, so
+    the model's path exists at every moment of a re-import (no gap between two renames)."""
+    from medvision.pipelines._model_folder import _exchange
+
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "weights").write_text("new")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights").write_text("old")
+    inode = (tmp_path / "new").stat().st_ino
+    assert _exchange(tmp_path / "new", tmp_path / "model")
+    assert (tmp_path / "model" / "weights").read_text() == "new"
+    assert (tmp_path / "new" / "weights").read_text() == "old"
+    assert (tmp_path / "model").stat().st_ino == inode
+    with replacing(tmp_path / "model") as staging:
+        (staging / "weights").write_text("newer")
+    assert (tmp_path / "model" / "weights").read_text() == "newer"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new"]
