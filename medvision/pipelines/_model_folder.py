@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ def replacing(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.importing-", dir=target.parent))
     try:
         yield staging
@@ -59,6 +61,23 @@ def replacing(target: Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+#: A hidden folder of an import of the same model untouched for this long was left by an
+#: import that was killed (an import takes minutes): it is removed by the next import.
+ABANDONED_AFTER_S = 24 * 3600
+
+
+def _remove_abandoned(target: Path) -> None:
+    """Remove what killed imports of ``target`` left beside it (GBs of weights, hidden)."""
+    now = time.time()
+    for pattern in (f".{target.name}.importing-*", f".{target.name}.replaced-*"):
+        for folder in target.parent.glob(pattern):
+            try:
+                if now - folder.stat().st_mtime > ABANDONED_AFTER_S:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except OSError:  # another import removed it meanwhile
+                continue
 
 
 #: renameat2(2)'s flag that swaps two paths in one step (Linux 3.15+, most file systems).
@@ -88,4 +107,4 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-__all__ = ["is_staging", "replacing"]
+__all__ = ["ABANDONED_AFTER_S", "is_staging", "replacing"]

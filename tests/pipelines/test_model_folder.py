@@ -118,3 +118,24 @@ def test_the_old_model_is_swapped_out_in_one_step(tmp_path: Path) -> None:
         (staging / "weights").write_text("newer")
     assert (tmp_path / "model" / "weights").read_text() == "newer"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new"]
+
+
+def test_what_a_killed_import_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A day-old hidden folder of the same model is an import that was killed (kill -9, a
+    reboot): the next import of that model removes it; a recent one may be running."""
+    import os
+    import time
+
+    from medvision.pipelines._model_folder import ABANDONED_AFTER_S
+
+    models = tmp_path / "models"
+    left = models / ".nnunet-tinyspheres.importing-abc123"
+    running = models / ".nnunet-tinyspheres.importing-def456"
+    other = models / ".another-model.importing-xyz789"
+    for folder in (left, running, other):
+        (folder / "nnunet").mkdir(parents=True)
+    day_ago = time.time() - ABANDONED_AFTER_S - 60
+    for folder in (left, other):
+        os.utime(folder, (day_ago, day_ago))
+    import_nnunet(FIXTURE, models)
+    assert _hidden(models) == sorted([running.name, other.name])
