@@ -149,8 +149,9 @@ def test_ci_adds_no_python_package_to_the_readme_commands() -> None:
     assert not re.search(r"\bpip3? install\b|-m pip\b", ci)
     assert "bash scripts/install.sh && .venv/bin/medvision run dicom_samples/chest-ct" in ci
     assert "bash scripts/install.sh && .venv/bin/medvision run dicom_samples/chest-ct" in readme
-    assert ci.rstrip().endswith(".venv/bin/python -m pytest -q")
-    assert "\n.venv/bin/python -m pytest -q\n" in readme
+    command = ".venv/bin/python -m pytest -q -n 2 --dist loadfile"
+    assert ci.rstrip().endswith(command)
+    assert f"\n{command}\n" in readme
 
 
 def test_the_test_extra_holds_every_optional_part() -> None:
