@@ -40,13 +40,12 @@ _HANDED_OUT: set[int] = set()
 PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
-def _ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range for outgoing connections' local ports (Linux: 32768-60999)."""
+def _ephemeral_start() -> int:
+    """Where the kernel's range for outgoing connections' local ports starts (Linux: 32768)."""
     try:
-        low, high = (int(x) for x in PORT_RANGE_FILE.read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return low, high
+        return int(PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -59,7 +58,7 @@ def free_port() -> int:
     port; one chosen at random there, bindable now and not handed out before by this process,
     is free unless another process picks the same one in the meantime.
     """
-    low, _ = _ephemeral_ports()
+    low = _ephemeral_start()
     rng = random.SystemRandom()
     for _ in range(200) if low > LOWEST_PORT + 1000 else ():
         port = rng.randrange(LOWEST_PORT, low)
